@@ -1,0 +1,208 @@
+// Shared pieces of the CPU kernels: input checks, element load/store with fp32
+// accumulation for bf16, run-time ISA dispatch and the NCHW / channels_last layout switch.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+// Run-time ISA dispatch. Each hot loop is compiled three times (AVX-512, AVX2+FMA, and the
+// portable x86-64 baseline) and the dynamic loader picks the best for this CPU through an
+// ifunc resolver, so the extension runs on any x86-64 while using AVX-512 where present.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define FASTSR_MULTIVERSION \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define FASTSR_MULTIVERSION
+#endif
+#define FASTSR_INLINE inline __attribute__((always_inline))
+
+namespace fastsr {
+
+// bf16 is handled as its raw 16 bits so that the loops auto-vectorise: widen by a shift,
+// narrow with round-to-nearest-even (NaN stays NaN), exactly as c10::BFloat16 does.
+using bf16_t = uint16_t;
+
+FASTSR_INLINE float load(const float* p, int64_t i) { return p[i]; }
+FASTSR_INLINE double load(const double* p, int64_t i) { return p[i]; }
+FASTSR_INLINE float load(const bf16_t* p, int64_t i) {
+  uint32_t u = static_cast<uint32_t>(p[i]) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof(f));
+  return f;
+}
+FASTSR_INLINE void store(float* p, int64_t i, float v) { p[i] = v; }
+FASTSR_INLINE void store(double* p, int64_t i, double v) { p[i] = v; }
+FASTSR_INLINE void store(bf16_t* p, int64_t i, float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, sizeof(u));
+  uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  p[i] = static_cast<bf16_t>(std::isnan(v) ? 0x7fc0u : rounded);
+}
+
+// The storage type of a tensor's elements as seen by the kernels.
+template <typename scalar_t> struct storage { using type = scalar_t; };
+template <> struct storage<at::BFloat16> { using type = bf16_t; };
+// Accumulation type: fp32 for fp32/bf16, fp64 for fp64 (gradcheck).
+template <typename scalar_t> struct acc { using type = float; };
+template <> struct acc<double> { using type = double; };
+
+template <typename scalar_t>
+inline typename storage<scalar_t>::type* ptr(const at::Tensor& t) {
+  return reinterpret_cast<typename storage<scalar_t>::type*>(t.data_ptr<scalar_t>());
+}
+
+// Dispatch over the dtypes the CPU kernels support: fp32, bf16 (fp32 accumulation) and
+// fp64 (for gradcheck).
+#define FASTSR_DISPATCH_FLOATING(TYPE, NAME, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, TYPE, NAME, __VA_ARGS__)
+
+inline void check_float_dtype(const at::Tensor& t, const char* op, const char* arg) {
+  const auto dt = t.scalar_type();
+  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kBFloat16 || dt == at::kDouble, op, ": ", arg,
+              " must be float32, bfloat16 or float64 on CPU, got ", dt);
+}
+
+inline void check_cpu(const at::Tensor& t, const char* op, const char* arg) {
+  TORCH_CHECK_VALUE(t.device().is_cpu(), op, ": ", arg, " must be a CPU tensor, got device ",
+              t.device());
+}
+
+// The two layouts the kernels walk without copying. Anything else (a strided slice,
+// a permuted view) is copied to NCHW first; that copy is the only hidden one.
+enum class Layout { NCHW, NHWC };
+
+inline Layout layout_of(const at::Tensor& x) {
+  // A tensor that is both (e.g. H = W = 1, or C = 1) is walked as NCHW.
+  if (x.is_contiguous()) return Layout::NCHW;
+  if (x.is_contiguous(at::MemoryFormat::ChannelsLast)) return Layout::NHWC;
+  return Layout::NCHW;
+}
+
+inline at::MemoryFormat memory_format(Layout l) {
+  return l == Layout::NHWC ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
+// `t` in layout `l` (a no-op when it already is).
+inline at::Tensor in_layout(const at::Tensor& t, Layout l) {
+  return t.contiguous(memory_format(l));
+}
+
+// Per-channel parameter (bias or PReLU weight) as a contiguous acc_t vector of length C,
+// expanding a single shared PReLU weight.
+template <typename acc_t>
+inline at::Tensor channel_param(const at::Tensor& p, int64_t C) {
+  auto dtype = std::is_same<acc_t, double>::value ? at::kDouble : at::kFloat;
+  return p.to(dtype).reshape({-1}).expand({C}).contiguous();
+}
+
+// Fixed-size chunks for reductions over pixels, so that the summation order -- and the
+// result -- does not depend on the number of threads.
+constexpr int64_t kPixelChunk = 256;
+
+}  // namespace fastsr
+
+namespace fastsr {
+
+// Work split for the NCHW layout: every (n, c) plane of HW elements is cut into fixed
+// chunks of kPlaneChunk elements; f(task, c, offset, len) handles elements
+// [offset, offset + len) of the flat tensor, all of channel c. `task` indexes a
+// per-task partial-sum slot (see reduce_partials).
+constexpr int64_t kPlaneChunk = 16384;
+
+inline int64_t plane_chunks(int64_t HW) { return (HW + kPlaneChunk - 1) / kPlaneChunk; }
+
+template <typename F>
+inline void for_each_plane_chunk(int64_t N, int64_t C, int64_t HW, const F& f) {
+  const int64_t chunks = plane_chunks(HW);
+  const int64_t tasks = N * C * chunks;
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::min(HW, kPlaneChunk));
+  at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t plane = t / chunks;
+      const int64_t start = (t % chunks) * kPlaneChunk;
+      f(t, plane % C, plane * HW + start, std::min(kPlaneChunk, HW - start));
+    }
+  });
+}
+
+// Work split for channels_last: pixels (rows of C contiguous elements) in fixed chunks of
+// kPixelChunk; f(task, first_pixel, num_pixels).
+inline int64_t pixel_chunks(int64_t P) { return (P + kPixelChunk - 1) / kPixelChunk; }
+
+template <typename F>
+inline void for_each_pixel_chunk(int64_t P, int64_t C, const F& f) {
+  const int64_t tasks = pixel_chunks(P);
+  const int64_t grain = std::max<int64_t>(1, 32768 / (kPixelChunk * C));
+  at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t p0 = t * kPixelChunk;
+      f(t, p0, std::min(kPixelChunk, P - p0));
+    }
+  });
+}
+
+// Sums per-task partials into one value per channel, in a fixed order (deterministic for
+// any thread count), in double. NCHW partials are indexed [n][c][chunk] (one value per
+// task); NHWC partials are [task][c].
+template <typename acc_t>
+inline at::Tensor reduce_partials(const std::vector<acc_t>& partial, Layout layout, int64_t N,
+                                  int64_t C, int64_t HW, double scale, at::ScalarType out_dtype) {
+  std::vector<double> sum(C, 0.0);
+  if (layout == Layout::NCHW) {
+    const int64_t chunks = plane_chunks(HW);
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t k = 0; k < chunks; ++k) sum[c] += partial[(n * C + c) * chunks + k];
+  } else {
+    const int64_t tasks = static_cast<int64_t>(partial.size()) / C;
+    for (int64_t t = 0; t < tasks; ++t)
+      for (int64_t c = 0; c < C; ++c) sum[c] += partial[t * C + c];
+  }
+  auto out = at::empty({C}, at::TensorOptions().dtype(at::kDouble));
+  auto* o = out.data_ptr<double>();
+  for (int64_t c = 0; c < C; ++c) o[c] = sum[c] * scale;
+  return out.to(out_dtype);
+}
+
+// Number of partial-sum slots for a reduction over a tensor of shape (N, C, HW).
+inline int64_t partial_slots(Layout layout, int64_t N, int64_t C, int64_t HW) {
+  return layout == Layout::NCHW ? N * C * plane_chunks(HW) : pixel_chunks(N * HW) * C;
+}
+
+// Checks shared by the ops whose first argument is an (N, C, H, W) activation.
+inline void check_activation(const at::Tensor& x, const char* op, const char* arg) {
+  check_cpu(x, op, arg);
+  check_float_dtype(x, op, arg);
+  TORCH_CHECK_VALUE(x.dim() == 4, op, ": ", arg, " must be a 4-D (N, C, H, W) tensor, got ", x.dim(),
+              "-D with shape ", x.sizes());
+}
+
+// A per-channel parameter: 1-D, `expected` elements (or 1 when `allow_shared`), on the CPU,
+// float32 or the activation's dtype.
+inline void check_channel_param(const at::Tensor& p, const at::Tensor& x, bool allow_shared,
+                                const char* op, const char* arg) {
+  check_cpu(p, op, arg);
+  const int64_t C = x.size(1);
+  TORCH_CHECK_VALUE(p.dim() == 1 && (p.size(0) == C || (allow_shared && p.size(0) == 1)), op, ": ",
+              arg, " must be 1-D with ", C, allow_shared ? " (= channels of x) or 1" : " (= channels of x)",
+              " elements, got shape ", p.sizes());
+  TORCH_CHECK_TYPE(p.scalar_type() == x.scalar_type() || p.scalar_type() == at::kFloat, op, ": ", arg,
+              " must have the dtype of x (", x.scalar_type(), ") or float32, got ", p.scalar_type());
+}
+
+inline void check_same_as(const at::Tensor& t, const at::Tensor& x, const char* op,
+                          const char* arg, const char* xname) {
+  check_cpu(t, op, arg);
+  TORCH_CHECK_VALUE(t.sizes() == x.sizes(), op, ": ", arg, " must have the shape of ", xname, " ",
+              x.sizes(), ", got ", t.sizes());
+  TORCH_CHECK_TYPE(t.scalar_type() == x.scalar_type(), op, ": ", arg, " must have the dtype of ",
+              xname, " (", x.scalar_type(), "), got ", t.scalar_type());
+}
+
+}  // namespace fastsr

@@ -1,0 +1,26 @@
+// The schemas of every fastsr op, in one place. Kernels register implementations for
+// these names per dispatch key: CPU in csrc/cpu/<family>.cpp (TORCH_LIBRARY_IMPL), CUDA
+// from Python (fastsr/ops/<family>.py registers the Triton launchers of kernels/<family>.py),
+// fake/meta and autograd from Python as well.
+#include <Python.h>
+#include <torch/library.h>
+
+TORCH_LIBRARY(fastsr, m) {
+  // --- conv epilogues (csrc/cpu/bias_prelu.cpp, csrc/cpu/bias_residual.cpp) -----------
+  // y = PReLU(x + bias[c]; weight[c or 0])
+  m.def("bias_prelu(Tensor x, Tensor bias, Tensor weight) -> Tensor");
+  // (dx, dbias, dweight)
+  m.def("bias_prelu_backward(Tensor grad, Tensor x, Tensor bias, Tensor weight) -> (Tensor, Tensor, Tensor)");
+  // y = residual + scale * (x + bias[c])
+  m.def("bias_residual(Tensor x, Tensor bias, Tensor residual, float scale) -> Tensor");
+  // (dx = scale * grad, dbias = scale * sum_{n,h,w} grad)
+  m.def("bias_residual_backward(Tensor grad, Tensor bias, float scale) -> (Tensor, Tensor)");
+  // out[c] = scale * sum_{n,h,w} x[n,c,h,w], in `dtype` (the bias gradient when scale == 1
+  // lets dx alias grad, so only the reduction is left)
+  m.def("channel_sum(Tensor x, float scale, ScalarType dtype) -> Tensor");
+}
+
+// fastsr._C is a Python extension module only so that `import fastsr._C` loads this
+// library and runs the registrations above; it exports no Python functions.
+static struct PyModuleDef fastsr_module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&fastsr_module); }

@@ -1,0 +1,5 @@
+"""Drop-in modules built on fastsr.ops. Each takes ``fused=True|False`` and has the same
+state_dict either way."""
+from fastsr.nn.residual import ResidualBlockNoBN
+
+__all__ = ["ResidualBlockNoBN"]

@@ -1,0 +1,67 @@
+"""Residual blocks built on the fused conv epilogues."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fastsr.ops import bias_prelu, bias_residual
+
+
+class ResidualBlockNoBN(nn.Module):
+    """The BatchNorm-free residual block ``x + res_scale * conv2(PReLU(conv1(x)))``.
+
+    This is the generator block of the NonBN residual GAN (Zhang et al. 2019: SRResNet's
+    block with both BN layers removed, conv3x3 64 -> PReLU -> conv3x3 64, + skip) and of the
+    sharpness GAN; with ``res_scale=0.1`` it is EDSR's block with PReLU.
+
+    With ``fused=True`` the convolutions run without bias (oneDNN on CPU, cuDNN on GPU) and
+    the two epilogues are fused kernels: ``bias_prelu`` after conv1 and ``bias_residual``
+    after conv2. ``fused=False`` runs the plain modules. Both read the same parameters
+    (``conv1.weight/bias``, ``prelu.weight``, ``conv2.weight/bias``), so the state_dict is
+    identical and weights move freely between the two; ``fused`` may be flipped at any time.
+
+    Args:
+        channels: number of feature channels C (64 in the papers).
+        kernel_size: odd convolution size (3 in the papers); "same" padding.
+        res_scale: finite residual scaling (1.0 SRResNet/NonBN, 0.1 EDSR).
+        prelu_shared: one PReLU slope for all channels (``nn.PReLU()`` as in SRGAN
+            implementations) instead of one per channel.
+        fused: use the fused epilogues.
+
+    Shape:
+        input (N, C, H, W) float tensor (float32/bfloat16, or float16 on CUDA), contiguous or
+        channels_last; output of the same shape, dtype and memory format.
+    """
+
+    def __init__(
+        self,
+        channels: int = 64,
+        kernel_size: int = 3,
+        res_scale: float = 1.0,
+        prelu_shared: bool = False,
+        fused: bool = True,
+    ):
+        super().__init__()
+        if channels < 1:
+            raise ValueError(f"ResidualBlockNoBN: channels must be >= 1, got {channels}")
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"ResidualBlockNoBN: kernel_size must be odd and >= 1, got {kernel_size}")
+        self.padding = kernel_size // 2
+        self.res_scale = float(res_scale)
+        self.fused = fused
+        self.conv1 = nn.Conv2d(channels, channels, kernel_size, padding=self.padding)
+        self.prelu = nn.PReLU(1 if prelu_shared else channels)
+        self.conv2 = nn.Conv2d(channels, channels, kernel_size, padding=self.padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.fused:
+            return x + self.res_scale * self.conv2(self.prelu(self.conv1(x)))
+        t = F.conv2d(x, self.conv1.weight, None, padding=self.padding)
+        t = bias_prelu(t, self.conv1.bias, self.prelu.weight)
+        t = F.conv2d(t, self.conv2.weight, None, padding=self.padding)
+        residual = x if x.dtype == t.dtype else x.to(t.dtype)  # autocast: conv output is bf16
+        return bias_residual(t, self.conv2.bias, residual, self.res_scale)
+
+    def extra_repr(self) -> str:
+        return f"res_scale={self.res_scale}, fused={self.fused}"

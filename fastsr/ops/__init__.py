@@ -1,0 +1,13 @@
+"""The fused functional ops of fastsr. Each is also a registered custom op,
+``torch.ops.fastsr.<name>``, with a fake implementation and autograd, so it works under
+``torch.compile(fullgraph=True)``. Every function takes ``impl="auto"|"reference"``.
+"""
+from fastsr.ops.bias_prelu import bias_prelu, bias_prelu_reference
+from fastsr.ops.bias_residual import bias_residual, bias_residual_reference
+
+__all__ = [
+    "bias_prelu",
+    "bias_prelu_reference",
+    "bias_residual",
+    "bias_residual_reference",
+]

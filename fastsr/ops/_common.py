@@ -1,0 +1,103 @@
+"""What every fastsr op shares: the ``impl=`` switch, input checks that mirror the C++
+``TORCH_CHECK_VALUE`` / ``TORCH_CHECK_TYPE`` ones (used by the reference, fake and Triton
+paths, so every path raises the same ``ValueError`` / ``TypeError``), the output memory
+format rule, and registration of the Triton launchers for CUDA.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import math
+
+import torch
+
+IMPLS = ("auto", "reference")
+CPU_DTYPES = (torch.float32, torch.bfloat16, torch.float64)
+CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+
+
+def use_reference(impl: str, x: torch.Tensor, op: str) -> bool:
+    """True when ``op`` must run its plain-PyTorch reference.
+
+    ``impl="reference"`` forces it; ``impl="auto"`` uses the C++ kernel on CPU, the Triton
+    kernel on CUDA (when Triton is installed) and the reference anywhere else.
+    """
+    if impl not in IMPLS:
+        raise ValueError(f"{op}: impl must be one of {IMPLS}, got {impl!r}")
+    if impl == "reference":
+        return True
+    if x.device.type == "cpu":
+        return False
+    if x.device.type == "cuda":
+        # The Triton kernels compute in float32; float64 (gradcheck) uses the reference.
+        return x.dtype == torch.float64 or not triton_available()
+    return True
+
+
+@functools.lru_cache(maxsize=None)
+def triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def register_cuda_kernel(op: str, fn) -> None:
+    """Registers a Triton launcher as the CUDA kernel of ``torch.ops.fastsr.<op>``, only
+    where CUDA and Triton exist (``import fastsr`` never needs Triton)."""
+    if torch.cuda.is_available() and triton_available():
+        torch.library.register_kernel(f"fastsr::{op}", "cuda", fn)
+
+
+def output_format(x: torch.Tensor) -> torch.memory_format:
+    """The memory format the kernels give an output computed from ``x``: channels_last
+    when ``x`` is channels_last (and not also plain contiguous), else contiguous."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def check_activation(x: torch.Tensor, op: str, arg: str = "x") -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{op}: {arg} must be a torch.Tensor, got {type(x).__name__}")
+    allowed = CPU_DTYPES if x.device.type == "cpu" else CUDA_DTYPES
+    if x.dtype not in allowed:
+        raise TypeError(f"{op}: {arg} must be one of {allowed} on {x.device.type}, got {x.dtype}")
+    if x.dim() != 4:
+        raise ValueError(
+            f"{op}: {arg} must be a 4-D (N, C, H, W) tensor, got {x.dim()}-D with shape {tuple(x.shape)}"
+        )
+
+
+def check_channel_param(p: torch.Tensor, x: torch.Tensor, op: str, arg: str, allow_shared: bool = False) -> None:
+    if not isinstance(p, torch.Tensor):
+        raise TypeError(f"{op}: {arg} must be a torch.Tensor, got {type(p).__name__}")
+    check_same_device(p, x, op, arg)
+    C = x.shape[1]
+    if p.dim() != 1 or not (p.shape[0] == C or (allow_shared and p.shape[0] == 1)):
+        want = f"{C} (= channels of x)" + (" or 1" if allow_shared else "")
+        raise ValueError(f"{op}: {arg} must be 1-D with {want} elements, got shape {tuple(p.shape)}")
+    if p.dtype not in (x.dtype, torch.float32):
+        raise TypeError(f"{op}: {arg} must have the dtype of x ({x.dtype}) or float32, got {p.dtype}")
+
+
+def check_same_as(t: torch.Tensor, x: torch.Tensor, op: str, arg: str, xname: str = "x") -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {arg} must be a torch.Tensor, got {type(t).__name__}")
+    check_same_device(t, x, op, arg)
+    if t.shape != x.shape:
+        raise ValueError(f"{op}: {arg} must have the shape of {xname} {tuple(x.shape)}, got {tuple(t.shape)}")
+    if t.dtype != x.dtype:
+        raise TypeError(f"{op}: {arg} must have the dtype of {xname} ({x.dtype}), got {t.dtype}")
+
+
+def check_same_device(t: torch.Tensor, x: torch.Tensor, op: str, arg: str) -> None:
+    if t.device != x.device:
+        raise ValueError(f"{op}: {arg} must be on the device of x ({x.device}), got {t.device}")
+
+
+def check_finite(value: float, op: str, arg: str) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise ValueError(f"{op}: {arg} must be a finite number, got {value!r}")
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulation dtype of the references: float64 stays float64, the rest use float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32

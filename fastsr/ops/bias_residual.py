@@ -1,0 +1,117 @@
+"""bias + scaled residual add: the epilogue of the second convolution of a residual block.
+
+    y = residual + scale * (x + bias[c])
+
+``scale`` is the residual scaling of EDSR (0.1) and ESRGAN's RRDB (0.2); SRResNet and the
+NonBN residual GAN use 1.
+
+Gradients (g = dL/dy): dresidual = g;  dx = scale * g;  dbias[c] = scale * sum_{n,h,w} g.
+With ``scale == 1`` dx is g itself, so the backward is a single per-channel reduction.
+
+Kernels: C++ ``csrc/cpu/bias_residual.cpp`` (CPU), Triton ``kernels/bias_residual.py``
+(CUDA), :func:`bias_residual_reference` (plain PyTorch; fallback and test oracle).
+"""
+from __future__ import annotations
+
+import torch
+
+from fastsr.ops import _common
+
+_OP = "fastsr.ops.bias_residual"
+
+
+def bias_residual_reference(
+    x: torch.Tensor, bias: torch.Tensor, residual: torch.Tensor, scale: float = 1.0
+) -> torch.Tensor:
+    """Plain-PyTorch ``residual + scale * (x + bias)`` in float32 (float64 for float64 input),
+    cast back to ``x.dtype``. Same arguments and errors as :func:`bias_residual`."""
+    _check(x, bias, residual, scale, _OP)
+    acc = _common.acc_dtype(x.dtype)
+    y = residual.to(acc) + scale * (x.to(acc) + bias.to(acc).view(1, -1, 1, 1))
+    return y.to(x.dtype)
+
+
+def bias_residual(
+    x: torch.Tensor, bias: torch.Tensor, residual: torch.Tensor, scale: float = 1.0, *, impl: str = "auto"
+) -> torch.Tensor:
+    """Fused ``residual + scale * (x + bias)``.
+
+    Args:
+        x: (N, C, H, W) activation, typically a bias-free convolution output; float32,
+            bfloat16 or float64 on CPU (float16 too on CUDA); contiguous or channels_last.
+        bias: (C,) per-channel bias, dtype of ``x`` or float32.
+        residual: tensor of the shape and dtype of ``x`` (the skip connection).
+        scale: finite residual scaling factor (1.0 SRResNet, 0.1 EDSR, 0.2 ESRGAN).
+        impl: ``"auto"`` (C++ on CPU, Triton on CUDA) or ``"reference"``.
+
+    Returns:
+        (N, C, H, W) tensor of ``x.dtype`` in the memory format of ``x``; differentiable in
+        ``x``, ``bias`` and ``residual`` (first order).
+
+    Raises:
+        ValueError: wrong dims or shapes, different devices, non-finite ``scale``, unknown ``impl``.
+        TypeError: unsupported or mismatched dtypes.
+    """
+    if _common.use_reference(impl, x, _OP):
+        return bias_residual_reference(x, bias, residual, scale)
+    return torch.ops.fastsr.bias_residual(x, bias, residual, float(scale))
+
+
+def _check(x, bias, residual, scale, op):
+    _common.check_activation(x, op)
+    _common.check_channel_param(bias, x, op, "bias")
+    _common.check_same_as(residual, x, op, "residual")
+    _common.check_finite(scale, op, "scale")
+
+
+@torch.library.register_fake("fastsr::bias_residual")
+def _bias_residual_fake(x, bias, residual, scale):
+    _check(x, bias, residual, scale, "fastsr::bias_residual")
+    return torch.empty_like(x, memory_format=_common.output_format(x))
+
+
+@torch.library.register_fake("fastsr::bias_residual_backward")
+def _bias_residual_backward_fake(grad, bias, scale):
+    _common.check_activation(grad, "fastsr::bias_residual_backward", "grad")
+    _common.check_channel_param(bias, grad, "fastsr::bias_residual_backward", "bias")
+    return (
+        torch.empty_like(grad, memory_format=_common.output_format(grad)),
+        torch.empty_like(bias, memory_format=torch.contiguous_format),
+    )
+
+
+@torch.library.register_fake("fastsr::channel_sum")
+def _channel_sum_fake(x, scale, dtype):
+    _common.check_activation(x, "fastsr::channel_sum")
+    return x.new_empty((x.shape[1],), dtype=dtype)
+
+
+def _setup_context(ctx, inputs, output):
+    x, bias, residual, scale = inputs
+    ctx.save_for_backward(bias)
+    ctx.scale = scale
+
+
+def _backward(ctx, grad):
+    (bias,) = ctx.saved_tensors
+    if ctx.scale == 1.0:
+        # dx is grad itself: only the per-channel reduction is left to do.
+        dbias = torch.ops.fastsr.channel_sum(grad, 1.0, bias.dtype) if ctx.needs_input_grad[1] else None
+        return grad, dbias, grad, None
+    dx, dbias = torch.ops.fastsr.bias_residual_backward(grad, bias, ctx.scale)
+    return dx, dbias, grad, None
+
+
+torch.library.register_autograd("fastsr::bias_residual", _backward, setup_context=_setup_context)
+
+
+def _register_cuda():
+    from fastsr.kernels import bias_residual as k
+
+    _common.register_cuda_kernel("bias_residual", k.bias_residual_forward)
+    _common.register_cuda_kernel("bias_residual_backward", k.bias_residual_backward)
+    _common.register_cuda_kernel("channel_sum", k.channel_sum)
+
+
+if torch.cuda.is_available() and _common.triton_available():
+    _register_cuda()

@@ -1,0 +1,51 @@
+"""Build fastsr._C (the C++ CPU kernels) and install fastsr with fastsr.kernels (Triton).
+
+Build with the torch that is already installed::
+
+    pip install torch==2.13.0
+    pip install --no-build-isolation -e .
+"""
+import glob
+import os
+
+from setuptools import find_packages, setup
+
+try:
+    from torch.utils.cpp_extension import BuildExtension, CppExtension
+except ImportError as exc:  # pragma: no cover - only hit by a wrong build command
+    raise SystemExit(
+        "fastsr needs PyTorch at build time. Install it first with "
+        "`pip install torch==2.13.0`, then build with "
+        "`pip install --no-build-isolation .` (an isolated build cannot see torch)."
+    ) from exc
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+sources = sorted(
+    os.path.relpath(p, ROOT)
+    for p in glob.glob(os.path.join(ROOT, "csrc", "**", "*.cpp"), recursive=True)
+)
+
+# -O3 for the auto-vectorised loops; OpenMP at compile AND link time, otherwise
+# at::parallel_for silently runs on one thread. No -march=native: ISA-specific code is
+# selected at run time with GCC target_clones (see csrc/cpu/common.h).
+cxx_flags = ["-O3", "-fopenmp", "-Wall", "-Wno-unused-function"]
+link_flags = ["-fopenmp"]
+
+# fastsr/kernels is a symlink to the top-level kernels/ directory, so the Triton kernels
+# install as fastsr.kernels and also import from a source checkout without installing.
+packages = find_packages(include=["fastsr", "fastsr.*"])
+
+setup(
+    packages=packages,
+    package_data={"fastsr": ["configs/*.yaml", "weights/*"]},
+    ext_modules=[
+        CppExtension(
+            name="fastsr._C",
+            sources=sources,
+            include_dirs=[os.path.join(ROOT, "csrc")],
+            extra_compile_args={"cxx": cxx_flags},
+            extra_link_args=link_flags,
+        )
+    ],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)
