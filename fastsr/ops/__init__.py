@@ -4,10 +4,13 @@
 """
 from fastsr.ops.bias_prelu import bias_prelu, bias_prelu_reference
 from fastsr.ops.bias_residual import bias_residual, bias_residual_reference
+from fastsr.ops.pixel_shuffle_prelu import pixel_shuffle_prelu, pixel_shuffle_prelu_reference
 
 __all__ = [
     "bias_prelu",
     "bias_prelu_reference",
     "bias_residual",
     "bias_residual_reference",
+    "pixel_shuffle_prelu",
+    "pixel_shuffle_prelu_reference",
 ]

@@ -66,13 +66,17 @@ def check_activation(x: torch.Tensor, op: str, arg: str = "x") -> None:
         )
 
 
-def check_channel_param(p: torch.Tensor, x: torch.Tensor, op: str, arg: str, allow_shared: bool = False) -> None:
+def check_channel_param(
+    p: torch.Tensor, x: torch.Tensor, op: str, arg: str, allow_shared: bool = False, channels: int | None = None
+) -> None:
+    """``p`` is a per-channel parameter of ``x``: 1-D with ``channels`` (default: x's C)
+    elements, or 1 when ``allow_shared``; on x's device; dtype of x or float32."""
     if not isinstance(p, torch.Tensor):
         raise TypeError(f"{op}: {arg} must be a torch.Tensor, got {type(p).__name__}")
     check_same_device(p, x, op, arg)
-    C = x.shape[1]
+    C = x.shape[1] if channels is None else channels
     if p.dim() != 1 or not (p.shape[0] == C or (allow_shared and p.shape[0] == 1)):
-        want = f"{C} (= channels of x)" + (" or 1" if allow_shared else "")
+        want = f"{C} (= channels of {'x' if channels is None else 'the output'})" + (" or 1" if allow_shared else "")
         raise ValueError(f"{op}: {arg} must be 1-D with {want} elements, got shape {tuple(p.shape)}")
     if p.dtype not in (x.dtype, torch.float32):
         raise TypeError(f"{op}: {arg} must have the dtype of x ({x.dtype}) or float32, got {p.dtype}")
