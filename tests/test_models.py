@@ -31,7 +31,7 @@ GENERATORS = {
 # name -> (small kwargs, input size)
 DISCRIMINATORS = {
     "SRGANDiscriminator": (dict(input_size=16, num_feat=4), 16),
-    "WGANCritic": (dict(input_size=64), 64),
+    "WGANCritic": (dict(input_size=64, num_feat=4), 64),
     "SharpnessDiscriminator": (dict(input_size=24, num_feat=4), 24),
     "BEGANDiscriminator": (dict(input_size=16, num_feat=4, hidden=8), 16),
     "VGGStyleDiscriminator": (dict(num_feat=2), 128),
@@ -110,6 +110,14 @@ def test_discriminator_shape_and_bad_input_size(name):
     assert y.shape == expected
     with pytest.raises(ValueError, match=rf"{name}: expected input of shape \(N, 3, {size}, {size}\)"):
         d(torch.rand(2, 3, size + 8, size + 8))
+
+
+def test_wgan_critic_optional_skip_and_no_bn():
+    x = torch.rand(2, 3, 64, 64)
+    for kw in (dict(skip=True), dict(bn=False)):
+        d = create("WGANCritic", input_size=64, num_feat=4, **kw)
+        assert d(x).shape == (2, 1)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in d.modules())
 
 
 def test_discriminator_bad_constructor_size():

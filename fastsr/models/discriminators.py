@@ -104,6 +104,8 @@ class WGANCritic(nn.Module):
         bn: BatchNorm after Conv_D2 ... Conv_D11 (paper: True). Convs followed by BN have
             no bias.
         skip: add Conv_D8's output to Conv_D11's (see above).
+        num_feat: width of Conv_D1 (64 in Table 2); every width scales with it
+            (``c * num_feat / 64``, exact since every Table 2 width is a multiple of 64), e.g. for small test models.
 
     Shape:
         (N, 3, input_size, input_size) in [0, 1] -> (N, 1) unbounded critic scores.
@@ -114,15 +116,19 @@ class WGANCritic(nn.Module):
         ValueError: an input of another shape; input_size < 64.
     """
 
-    def __init__(self, input_size: int = 96, in_channels: int = 3, bn: bool = True, skip: bool = False):
+    def __init__(self, input_size: int = 96, in_channels: int = 3, bn: bool = True, skip: bool = False,
+                 num_feat: int = 64):
         super().__init__()
         _check_size("WGANCritic", input_size, 64)
+        if num_feat < 1:
+            raise ValueError(f"WGANCritic: num_feat must be >= 1, got {num_feat}")
         self.input_size = input_size
         self.in_channels = in_channels
         self.skip = skip
         convs, norms = [], []
         c_in, size = in_channels, input_size
         for i, (k, c, s) in enumerate(WGAN_CRITIC_TABLE):
+            c = c * num_feat // 64
             use_bn = bn and i > 0
             pad = 0 if k == 1 else 1
             convs.append(nn.Conv2d(c_in, c, k, s, pad, bias=not use_bn))

@@ -1,5 +1,6 @@
-"""Drop-in modules built on fastsr.ops. Each takes ``fused=True|False`` and has the same
-state_dict either way."""
+"""Drop-in modules built on fastsr.ops. Each module with a fused path takes
+``fused=True|False`` and has the same state_dict either way (``ResidualBlockBN`` has no
+fused path and is plain PyTorch)."""
 from fastsr.nn.residual import ResidualBlockBN, ResidualBlockNoBN
 from fastsr.nn.upsample import Upsampler, UpsampleStage
 
