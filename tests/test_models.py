@@ -18,6 +18,7 @@ torch.manual_seed(0)
 GENERATORS = {
     "SRResNet": (dict(num_blocks=2, channels=8), (2, 3, 4, 8)),
     "NonBNResNet": (dict(num_blocks=2, channels=8), (2, 3, 4, 8)),
+    "MSRResNet": (dict(num_block=2, num_feat=8), (2, 3, 4)),
     "SharpnessGenerator": (dict(num_blocks=2, channels=8), (1,)),
     "AttentiveGenerator": (dict(channels=8, num_steps=2, num_rdb=1, rdb_layers=2, growth=4, num_mapping=2), (2, 3, 4)),
     "RRDBNet": (dict(num_block=1, num_feat=8, num_grow_ch=4), (1, 2, 4)),
@@ -38,7 +39,7 @@ DISCRIMINATORS = {
 }
 
 # generators whose fused path differs from the unfused one (fastsr epilogues in use)
-FUSED_GENERATORS = ["SRResNet", "SRResNet-bn", "NonBNResNet", "SharpnessGenerator", "RRDBNet", "VDSR", "EDSR", "RCAN"]
+FUSED_GENERATORS = ["SRResNet", "SRResNet-bn", "NonBNResNet", "MSRResNet", "SharpnessGenerator", "RRDBNet", "VDSR", "EDSR", "RCAN"]
 
 
 def _gen(name, **kw):
@@ -217,6 +218,36 @@ def test_published_parameter_counts():
     assert abs(count_parameters(_meta("EDSR")) - 1.5e6) / 1.5e6 < 0.02  # EDSR baseline 1.5 M
     assert abs(count_parameters(_meta("RCAN")) - 15.6e6) / 15.6e6 < 0.01  # RCAN ~15.6 M
     assert count_parameters(_meta("SRCNN", in_channels=1)) == 8129  # 9-1-5 with 64/32 filters
+    assert count_parameters(_meta("MSRResNet")) == 1_517_571
+
+
+def test_msrresnet_loads_basicsr_keys():
+    # BasicSR MSRResNet x4 key names, written out independently of fastsr's module tree
+    nf, nb = 8, 2
+    g = torch.Generator().manual_seed(5)
+    shapes = {"conv_first": (nf, 3), "upconv1": (4 * nf, nf), "upconv2": (4 * nf, nf),
+              "conv_hr": (nf, nf), "conv_last": (3, nf)}
+    shapes.update({f"body.{i}.conv{k}": (nf, nf) for i in range(nb) for k in (1, 2)})
+    sd = {}
+    for name, (co, ci) in shapes.items():
+        sd[f"{name}.weight"] = torch.randn(co, ci, 3, 3, generator=g) * 0.1
+        sd[f"{name}.bias"] = torch.randn(co, generator=g) * 0.1
+    m = load_state_dict(create("MSRResNet", num_feat=nf, num_block=nb), {"params": sd})
+
+    def conv(name, h):
+        return F.conv2d(h, sd[f"{name}.weight"], sd[f"{name}.bias"], padding=1)
+
+    x = _lr()
+    feat = F.leaky_relu(conv("conv_first", x), 0.1)
+    out = feat
+    for i in range(nb):
+        out = out + conv(f"body.{i}.conv2", F.relu(conv(f"body.{i}.conv1", out)))
+    out = F.leaky_relu(F.pixel_shuffle(conv("upconv1", out), 2), 0.1)
+    out = F.leaky_relu(F.pixel_shuffle(conv("upconv2", out), 2), 0.1)
+    out = conv("conv_last", F.leaky_relu(conv("conv_hr", out), 0.1))
+    out = out + F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), out, rtol=1e-5, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- fused == unfused

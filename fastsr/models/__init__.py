@@ -17,7 +17,7 @@ missing / unexpected keys on mismatch.
 from fastsr.models._utils import count_parameters, extract_state_dict, init_weights, load_state_dict
 from fastsr.models.registry import create, list_models, register_model
 from fastsr.models.discriminators import SRGANDiscriminator, WGANCritic
-from fastsr.models.srresnet import SRResNet
+from fastsr.models.srresnet import MSRResNet, SRResNet
 from fastsr.models.nonbn import NonBNResNet
 from fastsr.models.sharpness import SharpnessDiscriminator, SharpnessGenerator
 from fastsr.models.attentive import AttentiveGenerator, BEGANDiscriminator
@@ -27,7 +27,7 @@ from fastsr.models.baselines import EDSR, ESPCN, RCAN, SRCNN, VDSR
 __all__ = [
     "create", "list_models", "register_model", "init_weights", "load_state_dict",
     "extract_state_dict", "count_parameters",
-    "SRResNet", "NonBNResNet", "SharpnessGenerator", "AttentiveGenerator", "RRDBNet",
+    "SRResNet", "MSRResNet", "NonBNResNet", "SharpnessGenerator", "AttentiveGenerator", "RRDBNet",
     "SRCNN", "ESPCN", "VDSR", "EDSR", "RCAN",
     "SRGANDiscriminator", "WGANCritic", "SharpnessDiscriminator", "BEGANDiscriminator",
     "VGGStyleDiscriminator",

@@ -10,7 +10,7 @@ from fastsr.models.registry import register_model
 from fastsr.nn import ResidualBlockBN, ResidualBlockNoBN, Upsampler
 from fastsr.ops import bias_prelu, bias_residual
 
-__all__ = ["SRResNet", "SRResNetBase"]
+__all__ = ["SRResNet", "SRResNetBase", "MSRResNet"]
 
 UPSAMPLER_SCALES = (2, 3, 4, 8)
 
@@ -137,3 +137,54 @@ class SRResNet(SRResNetBase):
     ):
         super().__init__(scale, num_blocks, channels, bn, 9, 9, in_channels, out_channels,
                          prelu_shared, fused, "SRResNet")
+
+
+@register_model()
+class MSRResNet(FusedModule):
+    """BasicSR's ``MSRResNet`` ("modified SRResNet", the SRResNet baseline of BasicSR and
+    ESRGAN's PSNR-oriented comparisons), key for key so its checkpoints load.
+
+    conv_first 3x3 + LeakyReLU(0.1); ``num_block`` BN-free blocks [conv3x3, ReLU, conv3x3, +
+    skip] (keys ``body.{i}.conv1/conv2``); ``upconv1`` (+ ``upconv2`` for x4) [conv3x3,
+    PixelShuffle, LeakyReLU(0.1)]; conv_hr 3x3 + LeakyReLU(0.1); conv_last 3x3; plus the
+    bilinear-upsampled input. Differs from Ledig's SRResNet (:class:`SRResNet`): ReLU /
+    LeakyReLU instead of PReLU, no BN, no feature-level global skip, 3x3 head and tail, and
+    an image-level residual.
+
+    Args:
+        scale: 2, 3 or 4 (as in BasicSR).
+        num_in_ch, num_out_ch, num_feat, num_block: 3, 3, 64, 16.
+        fused: each block's conv2 bias + skip as :func:`fastsr.ops.bias_residual`; same
+            state_dict either way.
+
+    Shape: LR (N, 3, H, W) in [0, 1] -> SR (N, 3, scale*H, scale*W).
+
+    Parameters (x4, defaults): 1,517,571.
+
+    Raises:
+        ValueError: unsupported ``scale``.
+    """
+
+    def __init__(self, scale: int = 4, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 64,
+                 num_block: int = 16, fused: bool = True):
+        super().__init__()
+        from fastsr.models.baselines import ResidualBlockReLU
+
+        self.scale = check_scale("MSRResNet", scale, (2, 3, 4))
+        self.conv_first = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
+        self.body = nn.Sequential(*[ResidualBlockReLU(num_feat, 1.0, fused) for _ in range(num_block)])
+        r = 2 if scale == 4 else scale
+        self.upconv1 = nn.Conv2d(num_feat, num_feat * r * r, 3, 1, 1)
+        self.upconv2 = nn.Conv2d(num_feat, num_feat * 4, 3, 1, 1) if scale == 4 else None
+        self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
+        self.fused = fused
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(F.leaky_relu(self.conv_first(x), 0.1))
+        r = 2 if self.scale == 4 else self.scale
+        out = F.leaky_relu(F.pixel_shuffle(self.upconv1(out), r), 0.1)
+        if self.upconv2 is not None:
+            out = F.leaky_relu(F.pixel_shuffle(self.upconv2(out), 2), 0.1)
+        out = self.conv_last(F.leaky_relu(self.conv_hr(out), 0.1))
+        return out + F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
