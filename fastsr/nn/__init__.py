@@ -1,6 +1,7 @@
-"""Drop-in modules built on fastsr.ops. Each takes ``fused=True|False`` and has the same
-state_dict either way."""
-from fastsr.nn.residual import ResidualBlockNoBN
+"""Drop-in modules built on fastsr.ops. Each module with a fused path takes
+``fused=True|False`` and has the same state_dict either way (``ResidualBlockBN`` has no
+fused path and is plain PyTorch)."""
+from fastsr.nn.residual import ResidualBlockBN, ResidualBlockNoBN
 from fastsr.nn.upsample import Upsampler, UpsampleStage
 
-__all__ = ["ResidualBlockNoBN", "Upsampler", "UpsampleStage"]
+__all__ = ["ResidualBlockBN", "ResidualBlockNoBN", "Upsampler", "UpsampleStage"]
