@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from fastsr.ops import _common
 
 _OP = "fastsr.ops.ssim"
+_MAX_WINDOW = 63  # the kernels' ring buffers hold at most 63 rows
 
 
 def gaussian_window(window_size: int, sigma: float, dtype: torch.dtype = torch.float64,
@@ -127,7 +128,8 @@ def ssim(
 
     Source: Wang et al. 2004, eq. 13 and Sec. III-C; pytorch-msssim / BasicSR conventions.
     """
-    if _common.use_reference(impl, x, _OP):
+    if _common.use_reference(impl, x, _OP) or (isinstance(window_size, int) and window_size > _MAX_WINDOW):
+        # (windows wider than the kernels' ring buffers -- far beyond SSIM's 11 -- use the reference)
         return ssim_reference(x, y, data_range, window_size, sigma, k1, k2)
     _check(x, y, data_range, window_size, sigma, k1, k2, _OP)
     # The backward maps are computed (and kept) only for the inputs that need a gradient.
@@ -143,14 +145,7 @@ def ssim(
 def _check(x, y, data_range, window_size, sigma, k1, k2, op):
     _common.check_activation(x, op, "x")
     _common.check_same_as(y, x, op, "y")
-    if not isinstance(window_size, int) or isinstance(window_size, bool):
-        raise TypeError(f"{op}: window_size must be an int, got {type(window_size).__name__}")
-    if window_size < 1 or window_size % 2 == 0:
-        raise ValueError(f"{op}: window_size must be an odd integer >= 1, got {window_size}")
-    for name, value in (("data_range", data_range), ("sigma", sigma), ("k1", k1), ("k2", k2)):
-        _common.check_finite(value, op, name)
-        if value <= 0:
-            raise ValueError(f"{op}: {name} must be > 0, got {value!r}")
+    check_params(data_range, window_size, sigma, k1, k2, op)
     if x.shape[1] < 1:
         raise ValueError(f"{op}: x must have at least one channel, got shape {tuple(x.shape)}")
     H, W = x.shape[2], x.shape[3]
@@ -161,7 +156,17 @@ def _check(x, y, data_range, window_size, sigma, k1, k2, op):
         )
 
 
-_MAX_WINDOW = 63  # the kernels' ring buffers hold at most 63 rows
+def check_params(data_range, window_size, sigma, k1, k2, op: str) -> None:
+    """The scalar arguments of :func:`ssim`: ``window_size`` an odd int >= 1, the others finite
+    and > 0. Raises TypeError/ValueError naming ``op`` and the argument."""
+    if not isinstance(window_size, int) or isinstance(window_size, bool):
+        raise TypeError(f"{op}: window_size must be an int, got {type(window_size).__name__}")
+    if window_size < 1 or window_size % 2 == 0:
+        raise ValueError(f"{op}: window_size must be an odd integer >= 1, got {window_size}")
+    for name, value in (("data_range", data_range), ("sigma", sigma), ("k1", k1), ("k2", k2)):
+        _common.check_finite(value, op, name)
+        if value <= 0:
+            raise ValueError(f"{op}: {name} must be > 0, got {value!r}")
 
 
 def _check_op(x, y, data_range, window_size, sigma, k1, k2, op):
