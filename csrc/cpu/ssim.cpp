@@ -190,7 +190,7 @@ template <typename A>
 struct BwdScratch {
   std::vector<A> ring, mpad, xr, yr, dxr, dyr;
   BwdScratch(int64_t K, int64_t win, int64_t WP, int64_t MP)
-      : ring(K * win * WP), mpad(MP, A(0)), xr(WP, A(0)), yr(WP, A(0)), dxr(WP), dyr(WP) {}
+      : ring(K * win * WP), mpad(K * MP, A(0)), xr(WP, A(0)), yr(WP, A(0)), dxr(WP), dyr(WP) {}
 };
 
 template <typename T, typename A>
@@ -198,7 +198,7 @@ FASTSR_INLINE void bwd_tile_impl(PlaneRef<T> X, PlaneRef<T> Y, T* dx, int64_t dx
                                  T* dy, int64_t dysH, int64_t dysW, int64_t H, int64_t W,
                                  int64_t win, const A* __restrict__ g, const A* __restrict__ maps,
                                  int64_t K, A scale, int64_t p0, int64_t p1, bool gx, bool gy,
-                                 A* __restrict__ ring, A* __restrict__ mpad, A* __restrict__ xr,
+                                 int64_t MP, A* __restrict__ ring, A* __restrict__ mpad, A* __restrict__ xr,
                                  A* __restrict__ yr, A* __restrict__ dxr, A* __restrict__ dyr) {
   using V = typename vec<A>::type;
   constexpr int64_t L = vec<A>::L;
@@ -212,16 +212,27 @@ FASTSR_INLINE void bwd_tile_impl(PlaneRef<T> X, PlaneRef<T> Y, T* dx, int64_t dx
     if (q < 0 || q >= Ho) {
       for (int64_t k = 0; k < K; ++k) std::memset(h + k * ringk, 0, sizeof(A) * WP);
     } else {
-      // 'full' horizontal filtering of map row q: out[j] = sum_b g[b] M[j - b]
-      for (int64_t k = 0; k < K; ++k) {
-        const A* m = maps + (k * Ho + q) * Wo;
-        std::memcpy(mpad + (win - 1), m, sizeof(A) * Wo);  // mpad is zero around it
-        A* hk = h + k * ringk;
-        for (int64_t jb = 0; jb < WP; jb += L) {
-          V s = {};
-          for (int64_t b = 0; b < win; ++b) s += g[b] * vload<V>(mpad + (win - 1) + jb - b);
-          vstore(hk + jb, s);
+      // 'full' horizontal filtering of map row q: out[j] = sum_b g[b] M[j - b], all maps in
+      // one loop (independent FMA chains; one map at a time is FMA-latency bound)
+      for (int64_t k = 0; k < K; ++k)  // mpad rows are zero around the copied map row
+        std::memcpy(mpad + k * MP + (win - 1), maps + (k * Ho + q) * Wo, sizeof(A) * Wo);
+      const A* mB = mpad + (win - 1);
+      const A* mC = mB + MP;
+      const A* mAx = mB + kx * MP;
+      const A* mAy = mB + ky * MP;
+      for (int64_t jb = 0; jb < WP; jb += L) {
+        V sB = {}, sC = {}, sAx = {}, sAy = {};
+        for (int64_t b = 0; b < win; ++b) {
+          const A gb = g[b];
+          sB += gb * vload<V>(mB + jb - b);
+          sC += gb * vload<V>(mC + jb - b);
+          if (gx) sAx += gb * vload<V>(mAx + jb - b);
+          if (gy) sAy += gb * vload<V>(mAy + jb - b);
         }
+        vstore(h + jb, sB);
+        vstore(h + ringk + jb, sC);
+        if (gx) vstore(h + kx * ringk + jb, sAx);
+        if (gy) vstore(h + ky * ringk + jb, sAy);
       }
     }
     if (q < p0) continue;
@@ -259,10 +270,10 @@ FASTSR_INLINE void bwd_tile_impl(PlaneRef<T> X, PlaneRef<T> Y, T* dx, int64_t dx
   FASTSR_MULTIVERSION void bwd_tile(PlaneRef<T> X, PlaneRef<T> Y, T* dx, int64_t dxsH,              \
                                     int64_t dxsW, T* dy, int64_t dysH, int64_t dysW, int64_t H,     \
                                     int64_t W, int64_t win, const A* g, const A* maps, int64_t K,   \
-                                    A scale, int64_t p0, int64_t p1, bool gx, bool gy, A* ring,     \
-                                    A* mpad, A* xr, A* yr, A* dxr, A* dyr) {                        \
+                                    A scale, int64_t p0, int64_t p1, bool gx, bool gy, int64_t MP,  \
+                                    A* ring, A* mpad, A* xr, A* yr, A* dxr, A* dyr) {               \
     bwd_tile_impl(X, Y, dx, dxsH, dxsW, dy, dysH, dysW, H, W, win, g, maps, K, scale, p0, p1, gx,  \
-                  gy, ring, mpad, xr, yr, dxr, dyr);                                                \
+                  gy, MP, ring, mpad, xr, yr, dxr, dyr);                                            \
   }
 FASTSR_DEFINE_FOR(float, float)
 FASTSR_DEFINE_FOR(bf16_t, float)
@@ -416,7 +427,7 @@ std::tuple<at::Tensor, at::Tensor> ssim_backward_cpu(const at::Tensor& grad_in, 
         bwd_tile(X, Y, dxt, grad_x ? dx.stride(2) : 0, grad_x ? dx.stride(3) : 0, dyt,
                  grad_y ? dy.stride(2) : 0, grad_y ? dy.stride(3) : 0, H, W, win, g.data(),
                  mp + plane * K * Ho * Wo, K, static_cast<A>(gp[n] * inv_count), p0, p1, grad_x,
-                 grad_y, s.ring.data(), s.mpad.data(), s.xr.data(), s.yr.data(), s.dxr.data(),
+                 grad_y, MP, s.ring.data(), s.mpad.data(), s.xr.data(), s.yr.data(), s.dxr.data(),
                  s.dyr.data());
       }
     });
