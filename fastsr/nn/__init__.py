@@ -2,6 +2,7 @@
 ``fused=True|False`` and has the same state_dict either way (``ResidualBlockBN`` has no
 fused path and is plain PyTorch)."""
 from fastsr.nn.residual import ResidualBlockBN, ResidualBlockNoBN
+from fastsr.nn.ssim import SSIMLoss
 from fastsr.nn.upsample import Upsampler, UpsampleStage
 
-__all__ = ["ResidualBlockBN", "ResidualBlockNoBN", "Upsampler", "UpsampleStage"]
+__all__ = ["ResidualBlockBN", "ResidualBlockNoBN", "SSIMLoss", "Upsampler", "UpsampleStage"]
