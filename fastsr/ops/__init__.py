@@ -5,6 +5,7 @@
 from fastsr.ops.bias_prelu import bias_prelu, bias_prelu_reference
 from fastsr.ops.bias_residual import bias_residual, bias_residual_reference
 from fastsr.ops.pixel_shuffle_prelu import pixel_shuffle_prelu, pixel_shuffle_prelu_reference
+from fastsr.ops.ssim import ssim, ssim_reference
 
 __all__ = [
     "bias_prelu",
@@ -13,4 +14,6 @@ __all__ = [
     "bias_residual_reference",
     "pixel_shuffle_prelu",
     "pixel_shuffle_prelu_reference",
+    "ssim",
+    "ssim_reference",
 ]

@@ -1,0 +1,154 @@
+"""SSIM: the structural similarity index of Wang et al. 2004 with a Gaussian window.
+
+    SSIM(x, y) = (2 mu_x mu_y + C1)(2 sigma_xy + C2) / ((mu_x^2 + mu_y^2 + C1)(sigma_x^2 + sigma_y^2 + C2))
+
+Wang, Bovik, Sheikh, Simoncelli, "Image quality assessment: from error visibility to
+structural similarity", IEEE TIP 2004, eq. 13, with C1 = (k1 L)^2, C2 = (k2 L)^2, L the
+data range, and the local statistics taken under an 11x11 circular-symmetric Gaussian
+window with sigma 1.5 (their Sec. III-C):
+
+    mu_x = G * x,  sigma_x^2 = G * x^2 - mu_x^2,  sigma_xy = G * (x y) - mu_x mu_y
+
+G is separable (a 1-D normalised Gaussian along H, then along W) and applied as a 'valid'
+filter (no padding): the SSIM map of an H x W image is (H - win + 1) x (W - win + 1). The
+per-image SSIM is the mean of the map over all channels and positions. These are the
+conventions of pytorch-msssim (``ssim(..., win_size=11, nonnegative_ssim=False,
+size_average=False)``) and of BasicSR's ``calculate_ssim`` (which follows the MATLAB code
+of the paper); the SR papers' SSIM tables use them.
+
+Gradients. Write S(q) for the map at position q and ``(G^T * M)`` for the transposed
+('full', zero-padded) filtering of a map M back to the image grid; G is symmetric, so G^T
+is G itself. With  B = dS/dsigma_x^2 = dS/dsigma_y^2 = -S / (sigma_x^2 + sigma_y^2 + C2),
+Cxy = dS/dsigma_xy,  A_x = dS/dmu_x - 2 mu_x B - mu_y Cxy  (and A_y likewise):
+
+    dSSIM_n/dx = (G^T * A_x) + 2 x (G^T * B) + y (G^T * Cxy),   scaled by 1 / (C Ho Wo)
+
+(the derivation of pytorch-msssim's autograd graph and of fused-ssim's backward, collected
+into three -- four with dy -- maps). The kernels compute the five moments in one pass and
+the maps at the same time, so the backward is one more separable Gaussian pass.
+
+Kernels: C++ ``csrc/cpu/ssim.cpp`` (CPU), Triton ``kernels/ssim.py`` (CUDA),
+:func:`ssim_reference` (plain PyTorch; fallback and test oracle).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from fastsr.ops import _common
+
+_OP = "fastsr.ops.ssim"
+
+
+def gaussian_window(window_size: int, sigma: float, dtype: torch.dtype = torch.float64,
+                    device: torch.device | str | None = None) -> torch.Tensor:
+    """The normalised 1-D Gaussian ``g[i] ~ exp(-(i - window_size // 2)^2 / (2 sigma^2))``,
+    shape (window_size,), summing to 1; computed in float64 and cast to ``dtype``."""
+    coords = torch.arange(window_size, dtype=torch.float64) - window_size // 2
+    g = torch.exp(-(coords**2) / (2.0 * sigma * sigma))
+    return (g / g.sum()).to(dtype=dtype, device=device)
+
+
+def ssim_reference(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    data_range: float = 1.0,
+    window_size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> torch.Tensor:
+    """Plain-PyTorch SSIM (grouped separable convolutions, as pytorch-msssim), computed in
+    float32 (float64 for float64 input) and cast to ``x.dtype``. Same arguments, result and
+    errors as :func:`ssim`."""
+    _check(x, y, data_range, window_size, sigma, k1, k2, _OP)
+    out_dtype, acc = x.dtype, _common.acc_dtype(x.dtype)
+    x, y = x.to(acc), y.to(acc)
+    C = x.shape[1]
+    g = gaussian_window(window_size, sigma, acc, x.device)
+    wh = g.view(1, 1, -1, 1).expand(C, 1, -1, 1)
+    ww = g.view(1, 1, 1, -1).expand(C, 1, 1, -1)
+
+    def blur(t):
+        return F.conv2d(F.conv2d(t, wh, groups=C), ww, groups=C)
+
+    c1 = (k1 * data_range) ** 2
+    c2 = (k2 * data_range) ** 2
+    mu_x, mu_y = blur(x), blur(y)
+    mu_xx, mu_yy, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
+    sigma_xx = blur(x * x) - mu_xx
+    sigma_yy = blur(y * y) - mu_yy
+    sigma_xy = blur(x * y) - mu_xy
+    ssim_map = ((2 * mu_xy + c1) * (2 * sigma_xy + c2)) / ((mu_xx + mu_yy + c1) * (sigma_xx + sigma_yy + c2))
+    return ssim_map.flatten(1).mean(1).to(out_dtype)
+
+
+def ssim(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    data_range: float = 1.0,
+    window_size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    *,
+    impl: str = "auto",
+) -> torch.Tensor:
+    """Per-image SSIM with a Gaussian window ('valid' filtering), differentiable in both inputs.
+
+    Args:
+        x, y: (N, C, H, W) images of the same shape, dtype and device, with values in
+            [0, ``data_range``] (any values are accepted; the constants assume that range).
+            float32, bfloat16 or float64 on CPU (float16 too on CUDA); any strides
+            (contiguous and channels_last are read in place). H and W must be at least
+            ``window_size``.
+        data_range: L, the dynamic range of the pixel values (1.0 for [0, 1] images, 255
+            for 8-bit); finite and > 0.
+        window_size: side of the Gaussian window, an odd integer (11 in the paper).
+        sigma: standard deviation of the Gaussian in pixels, finite and > 0 (1.5).
+        k1, k2: the stabilising constants, C1 = (k1 L)^2 and C2 = (k2 L)^2; finite and
+            > 0 (0.01, 0.03).
+        impl: ``"auto"`` (C++ on CPU, Triton on CUDA) or ``"reference"`` (plain PyTorch).
+
+    Returns:
+        (N,) tensor of ``x.dtype``: the SSIM of each image, the mean of the SSIM map over
+        channels and the (H - window_size + 1) x (W - window_size + 1) valid positions;
+        1 for identical images, in [-1, 1]. bfloat16 inputs are computed in float32 and
+        rounded once. Gradients flow to ``x`` and, when it requires grad, to ``y``.
+
+    Raises:
+        ValueError: ``x``/``y`` not 4-D, different shapes or devices, zero channels, an image
+            smaller than the window, an even or non-positive ``window_size``, a non-finite or
+            non-positive ``data_range``/``sigma``/``k1``/``k2``, or an unknown ``impl``.
+        TypeError: unsupported dtype, ``x`` and ``y`` of different dtypes, or a
+            non-integer ``window_size``.
+
+    Source: Wang et al. 2004, eq. 13 and Sec. III-C; pytorch-msssim / BasicSR conventions.
+    """
+    if _common.use_reference(impl, x, _OP):
+        return ssim_reference(x, y, data_range, window_size, sigma, k1, k2)
+    # The C++/Triton kernels follow; until then the reference serves every device.
+    return ssim_reference(x, y, data_range, window_size, sigma, k1, k2)
+
+
+def _check(x, y, data_range, window_size, sigma, k1, k2, op):
+    _common.check_activation(x, op, "x")
+    _common.check_same_as(y, x, op, "y")
+    if not isinstance(window_size, int) or isinstance(window_size, bool):
+        raise TypeError(f"{op}: window_size must be an int, got {type(window_size).__name__}")
+    if window_size < 1 or window_size % 2 == 0:
+        raise ValueError(f"{op}: window_size must be an odd integer >= 1, got {window_size}")
+    for name, value in (("data_range", data_range), ("sigma", sigma), ("k1", k1), ("k2", k2)):
+        _common.check_finite(value, op, name)
+        if value <= 0:
+            raise ValueError(f"{op}: {name} must be > 0, got {value!r}")
+    if x.shape[1] < 1:
+        raise ValueError(f"{op}: x must have at least one channel, got shape {tuple(x.shape)}")
+    H, W = x.shape[2], x.shape[3]
+    if H < window_size or W < window_size:
+        raise ValueError(
+            f"{op}: images ({H}x{W}) must be at least window_size x window_size "
+            f"({window_size}x{window_size}) for 'valid' filtering, got x of shape {tuple(x.shape)}"
+        )
