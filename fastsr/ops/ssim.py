@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from fastsr.ops import _common
 
 _OP = "fastsr.ops.ssim"
+_MAX_WINDOW = 63  # the kernels' ring buffers hold at most 63 rows
 
 
 def gaussian_window(window_size: int, sigma: float, dtype: torch.dtype = torch.float64,
@@ -127,23 +128,24 @@ def ssim(
 
     Source: Wang et al. 2004, eq. 13 and Sec. III-C; pytorch-msssim / BasicSR conventions.
     """
-    if _common.use_reference(impl, x, _OP):
+    if _common.use_reference(impl, x, _OP) or (isinstance(window_size, int) and window_size > _MAX_WINDOW):
+        # (windows wider than the kernels' ring buffers -- far beyond SSIM's 11 -- use the reference)
         return ssim_reference(x, y, data_range, window_size, sigma, k1, k2)
-    # The C++/Triton kernels follow; until then the reference serves every device.
-    return ssim_reference(x, y, data_range, window_size, sigma, k1, k2)
+    _check(x, y, data_range, window_size, sigma, k1, k2, _OP)
+    # The backward maps are computed (and kept) only for the inputs that need a gradient.
+    grad = torch.is_grad_enabled()
+    grad_x = grad and x.requires_grad
+    grad_y = grad and y.requires_grad
+    value, _ = torch.ops.fastsr.ssim(
+        x, y, float(data_range), window_size, float(sigma), float(k1), float(k2), grad_x, grad_y
+    )
+    return value
 
 
 def _check(x, y, data_range, window_size, sigma, k1, k2, op):
     _common.check_activation(x, op, "x")
     _common.check_same_as(y, x, op, "y")
-    if not isinstance(window_size, int) or isinstance(window_size, bool):
-        raise TypeError(f"{op}: window_size must be an int, got {type(window_size).__name__}")
-    if window_size < 1 or window_size % 2 == 0:
-        raise ValueError(f"{op}: window_size must be an odd integer >= 1, got {window_size}")
-    for name, value in (("data_range", data_range), ("sigma", sigma), ("k1", k1), ("k2", k2)):
-        _common.check_finite(value, op, name)
-        if value <= 0:
-            raise ValueError(f"{op}: {name} must be > 0, got {value!r}")
+    check_params(data_range, window_size, sigma, k1, k2, op)
     if x.shape[1] < 1:
         raise ValueError(f"{op}: x must have at least one channel, got shape {tuple(x.shape)}")
     H, W = x.shape[2], x.shape[3]
@@ -152,3 +154,104 @@ def _check(x, y, data_range, window_size, sigma, k1, k2, op):
             f"{op}: images ({H}x{W}) must be at least window_size x window_size "
             f"({window_size}x{window_size}) for 'valid' filtering, got x of shape {tuple(x.shape)}"
         )
+
+
+def check_params(data_range, window_size, sigma, k1, k2, op: str) -> None:
+    """The scalar arguments of :func:`ssim`: ``window_size`` an odd int >= 1, the others finite
+    and > 0. Raises TypeError/ValueError naming ``op`` and the argument."""
+    if not isinstance(window_size, int) or isinstance(window_size, bool):
+        raise TypeError(f"{op}: window_size must be an int, got {type(window_size).__name__}")
+    if window_size < 1 or window_size % 2 == 0:
+        raise ValueError(f"{op}: window_size must be an odd integer >= 1, got {window_size}")
+    for name, value in (("data_range", data_range), ("sigma", sigma), ("k1", k1), ("k2", k2)):
+        _common.check_finite(value, op, name)
+        if value <= 0:
+            raise ValueError(f"{op}: {name} must be > 0, got {value!r}")
+
+
+def _check_op(x, y, data_range, window_size, sigma, k1, k2, op):
+    _check(x, y, data_range, window_size, sigma, k1, k2, op)
+    if window_size > _MAX_WINDOW:
+        raise ValueError(f"{op}: window_size must be an odd integer in [1, {_MAX_WINDOW}], got {window_size}")
+
+
+def _map_count(grad_x: bool, grad_y: bool) -> int:
+    return 2 + int(grad_x) + int(grad_y) if (grad_x or grad_y) else 0
+
+
+def _maps_shape(x, window_size, grad_x, grad_y):
+    N, C, H, W = x.shape
+    return (N, C, _map_count(grad_x, grad_y), H - window_size + 1, W - window_size + 1)
+
+
+@torch.library.register_fake("fastsr::ssim")
+def _ssim_fake(x, y, data_range, window_size, sigma, k1, k2, grad_x, grad_y):
+    _check_op(x, y, data_range, window_size, sigma, k1, k2, "fastsr::ssim")
+    maps = x.new_empty(_maps_shape(x, window_size, grad_x, grad_y), dtype=_common.acc_dtype(x.dtype))
+    return x.new_empty((x.shape[0],)), maps
+
+
+@torch.library.register_fake("fastsr::ssim_backward")
+def _ssim_backward_fake(grad, x, y, maps, window_size, sigma, grad_x, grad_y):
+    op = "fastsr::ssim_backward"
+    _check_op(x, y, 1.0, window_size, sigma, 1.0, 1.0, op)
+    _check_backward(grad, x, maps, window_size, grad_x, grad_y, op)
+    dx = torch.empty_like(x, memory_format=_common.output_format(x)) if grad_x else x.new_empty((0,))
+    dy = torch.empty_like(y, memory_format=_common.output_format(y)) if grad_y else y.new_empty((0,))
+    return dx, dy
+
+
+def _check_backward(grad, x, maps, window_size, grad_x, grad_y, op):
+    if not isinstance(grad, torch.Tensor) or not isinstance(maps, torch.Tensor):
+        raise TypeError(f"{op}: grad and maps must be tensors")
+    _common.check_same_device(grad, x, op, "grad")
+    _common.check_same_device(maps, x, op, "maps")
+    if grad.shape != (x.shape[0],):
+        raise ValueError(f"{op}: grad must have shape (N,) = ({x.shape[0]},), got {tuple(grad.shape)}")
+    if grad.dtype != x.dtype:
+        raise TypeError(f"{op}: grad must have the dtype of x ({x.dtype}), got {grad.dtype}")
+    want = _maps_shape(x, window_size, grad_x, grad_y)
+    if tuple(maps.shape) != want:
+        raise ValueError(
+            f"{op}: maps must have shape {want} (from fastsr::ssim with the same grad_x/grad_y), "
+            f"got {tuple(maps.shape)}"
+        )
+    if maps.dtype != _common.acc_dtype(x.dtype):
+        raise TypeError(f"{op}: maps must be {_common.acc_dtype(x.dtype)}, got {maps.dtype}")
+
+
+def _setup_context(ctx, inputs, output):
+    x, y, data_range, window_size, sigma, k1, k2, grad_x, grad_y = inputs
+    _, maps = output
+    ctx.mark_non_differentiable(maps)
+    ctx.save_for_backward(x, y, maps)
+    ctx.window_size, ctx.sigma, ctx.grad_x, ctx.grad_y = window_size, sigma, grad_x, grad_y
+
+
+def _backward(ctx, grad, _grad_maps):
+    x, y, maps = ctx.saved_tensors
+    need_x, need_y = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    if (need_x and not ctx.grad_x) or (need_y and not ctx.grad_y):
+        raise RuntimeError(
+            "fastsr::ssim was called with grad_x/grad_y = "
+            f"{ctx.grad_x}/{ctx.grad_y}, so it kept no backward maps for the input that now needs "
+            "a gradient; call fastsr.ops.ssim, which sets them from requires_grad"
+        )
+    dx, dy = torch.ops.fastsr.ssim_backward(
+        grad.contiguous(), x, y, maps, ctx.window_size, ctx.sigma, ctx.grad_x, ctx.grad_y
+    )
+    return (dx if need_x else None), (dy if need_y else None), None, None, None, None, None, None, None
+
+
+torch.library.register_autograd("fastsr::ssim", _backward, setup_context=_setup_context)
+
+
+def _register_cuda():
+    from fastsr.kernels import ssim as k
+
+    _common.register_cuda_kernel("ssim", k.ssim_forward)
+    _common.register_cuda_kernel("ssim_backward", k.ssim_backward)
+
+
+if torch.cuda.is_available() and _common.triton_available():
+    _register_cuda()
