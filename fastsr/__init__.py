@@ -8,7 +8,7 @@ import torch  # noqa: F401  (torch must be imported before the extension loads)
 
 from fastsr import _extension  # noqa: F401  (raises a helpful ImportError when not built)
 from fastsr import nn, ops
-from fastsr import metrics
+from fastsr import losses, metrics
 
 __version__ = "0.1.0"
-__all__ = ["metrics", "nn", "ops", "__version__"]
+__all__ = ["losses", "metrics", "nn", "ops", "__version__"]
