@@ -58,8 +58,10 @@ class _FrozenVGG19Loss(nn.Module):
         if tuple(input_range) not in ((0, 1), (-1, 1)):
             raise ValueError(f"{fn}: input_range must be (0, 1) or (-1, 1), got {input_range!r}")
         self.input_range = tuple(float(v) for v in input_range)
-        self.vgg = VGG19Features()
-        self.vgg.load_state_dict(load_vgg19_state_dict(weights))
+        state = load_vgg19_state_dict(weights)
+        with torch.device("meta"):  # no random init of 20M weights that are overwritten next
+            self.vgg = VGG19Features()
+        self.vgg.load_state_dict(state, assign=True)
         self.vgg.requires_grad_(False)
         self.vgg.eval()
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)

@@ -163,7 +163,8 @@ def load_vgg19_state_dict(path: str | os.PathLike | None = None) -> "OrderedDict
             continue
         k = k[len("features."):] if k.startswith("features.") else k
         sd[k] = v
-    ref = VGG19Features().state_dict()
+    with torch.device("meta"):  # shapes only
+        ref = VGG19Features().state_dict()
     missing = [k for k in ref if k not in sd]
     unexpected = [k for k in sd if k not in ref]
     if missing or unexpected:
