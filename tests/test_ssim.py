@@ -345,3 +345,62 @@ def test_empty_batch():
     x, y = _pair((0, 3, 12, 12))
     assert ssim(x, y).shape == (0,)
     assert ssim_reference(x, y).shape == (0,)
+
+
+# ---- Triton kernels (TRITON_INTERPRET=1 on CPU; compared with the C++ kernel) ---------------
+@pytest.mark.triton
+@pytest.mark.parametrize(
+    "shape,dtype,grad_x,grad_y,layout",
+    [
+        ((1, 2, 13, 20), torch.float32, True, True, "channels_last"),
+        ((2, 1, 12, 11), torch.float64, False, True, "noncontiguous"),
+        ((1, 1, 14, 12), torch.bfloat16, True, False, "contiguous"),
+    ],
+)
+def test_triton_kernels_match_cpp(shape, dtype, grad_x, grad_y, layout):
+    pytest.importorskip("triton")
+    from fastsr.kernels import ssim as k
+
+    x, y = _pair(shape, dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "noncontiguous":
+        y = y.transpose(2, 3).contiguous().transpose(2, 3)
+    args = (1.0, 11, 1.5, 0.01, 0.03, grad_x, grad_y)
+    v, maps = k.ssim_forward(x, y, *args)
+    v_cpp, maps_cpp = torch.ops.fastsr.ssim(x, y, *args)
+    assert v.dtype == v_cpp.dtype and maps.shape == maps_cpp.shape and maps.dtype == maps_cpp.dtype
+    grad = torch.tensor([1.0, -0.5][: shape[0]], dtype=dtype)
+    dx, dy = k.ssim_backward(grad, x, y, maps, 11, 1.5, grad_x, grad_y)
+    dx_cpp, dy_cpp = torch.ops.fastsr.ssim_backward(grad, x, y, maps_cpp, 11, 1.5, grad_x, grad_y)
+    if dtype == torch.float64:
+        tol = dict(rtol=0, atol=1e-12)
+        _close_grad(maps, maps_cpp, 1e-12)
+    else:  # the two kernels round differently in fp32; bf16 outputs may then differ by 1 ulp
+        tol = dict(rtol=0, atol=1e-6) if dtype == torch.float32 else dict(rtol=2**-7, atol=1e-6)
+        _close_grad(maps, maps_cpp, 1e-5)
+    torch.testing.assert_close(v.double(), v_cpp.double(), **tol)
+    for d, d_cpp, wanted, src in ((dx, dx_cpp, grad_x, x), (dy, dy_cpp, grad_y, y)):
+        if not wanted:
+            assert d.numel() == 0
+            continue
+        assert d.shape == src.shape and d.dtype == dtype
+        if dtype == torch.bfloat16:
+            torch.testing.assert_close(d.float(), d_cpp.float(), rtol=2**-7,
+                                       atol=GRAD_REL * d_cpp.float().abs().max().item())
+        else:
+            _close_grad(d, d_cpp, 1e-12 if dtype == torch.float64 else GRAD_REL)
+    if layout == "channels_last" and grad_x:
+        assert dx.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.triton
+def test_triton_bad_inputs():
+    pytest.importorskip("triton")
+    from fastsr.kernels import ssim as k
+
+    x, y = _pair((1, 1, 12, 12))
+    with pytest.raises(ValueError, match="window_size"):
+        k.ssim_forward(x[..., :9], y[..., :9], 1.0, 11, 1.5, 0.01, 0.03, False, False)
+    with pytest.raises(ValueError, match="data_range"):
+        k.ssim_forward(x, y, float("inf"), 11, 1.5, 0.01, 0.03, False, False)
