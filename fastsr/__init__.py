@@ -9,10 +9,4 @@ texture and adversarial losses), ``fastsr.metrics`` (PSNR/SSIM with the papers' 
 import torch  # noqa: F401  (torch must be imported before the extension loads)
 
 from fastsr import _extension  # noqa: F401  (raises a helpful ImportError when not built)
-from fastsr import nn, ops
-from fastsr import models
-from fastsr import metrics
-from fastsr import data
-
-__version__ = "0.1.0"
-__all__ = ["data", "metrics", "models", "nn", "ops", "__version__"]
+from fastsr import data, losses, metrics, models, nn, ops
