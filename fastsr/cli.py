@@ -233,10 +233,48 @@ def _run_upscale(args, extra) -> int:
 
 # ---------------------------------------------------------------------------- main
 #: name -> (help, add_arguments(parser), run(args, extra_argv) -> exit code). `bench` goes here.
+# ---------------------------------------------------------------------------- bench
+def _add_bench(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--variants", default="1,2,3,4,5,6,7",
+                   help="comma-separated variants of the per-iteration benchmark (default: all 7; see "
+                        "fastsr.bench.iteration)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (each variant in a fresh process)")
+    p.add_argument("--iters", type=int, default=3, help="timed iterations per variant and round")
+    p.add_argument("--warmup", type=int, default=2, help="untimed iterations before timing")
+    p.add_argument("--batch", type=int, default=16, help="batch size (paper: 16)")
+    p.add_argument("--crop", type=int, default=96, help="HR crop side in pixels (paper: 96)")
+    p.add_argument("--quick", action="store_true", help="batch 4, 48 px, 1 round, 2 iterations: a smoke run")
+    p.add_argument("--no-inference", action="store_true", help="skip the inference timings")
+    p.add_argument("--no-parity", action="store_true", help="skip the fused-vs-unfused parity check")
+    p.add_argument("--out", default="benchmarks/results", metavar="DIR",
+                   help="where iteration.json / .md / .png go (default: benchmarks/results)")
+
+
+def _run_bench(args, extra: list[str]) -> int:
+    if extra:
+        raise UserError(f"unrecognized arguments: {' '.join(extra)}")
+    from fastsr.bench.iteration import run_benchmark
+
+    for name in ("rounds", "iters", "batch", "crop"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.warmup < 0:
+        raise UserError(f"--warmup must be >= 0, got {args.warmup}")
+    if args.quick:
+        args.batch, args.crop, args.rounds, args.iters, args.warmup = 4, 48, 1, 2, 1
+    if args.crop % 4:
+        raise UserError(f"--crop must be a multiple of the scale 4, got {args.crop}")
+    run_benchmark(variants=[v.strip() for v in args.variants.split(",") if v.strip()], rounds=args.rounds,
+                  iters=args.iters, warmup=args.warmup, batch=args.batch, crop=args.crop,
+                  inference=not args.no_inference, parity=not args.no_parity, out_dir=args.out)
+    return 0
+
+
 SUBCOMMANDS = {
     "train": ("train a generator (and discriminator) from a recipe", _add_train, _run_train),
     "eval": ("PSNR/SSIM table of a checkpoint on a test folder", _add_eval, _run_eval),
     "upscale": ("super-resolve image files", _add_upscale, _run_upscale),
+    "bench": ("per-iteration GAN training and inference benchmark (issue 7 variants)", _add_bench, _run_bench),
 }
 
 
