@@ -16,8 +16,8 @@ from fastsr.train.checkpoint import load_generator_weights, load_state, read_met
 def test_recipes_load_and_override():
     assert {"nonbn_wgan_x4", "srresnet_x4", "srgan_x4", "esrgan_x4", "sharpness", "attentive_began_x4"} <= set(
         list_configs())
-    cfg = load_config("nonbn_wgan_x4", ["train.lr_g=2e-4", "loss.gan.clip=0.05"])
-    assert cfg["train"]["lr_g"] == 2e-4 and cfg["loss"]["gan"] == {"type": "wgan", "weight": 1e-3, "clip": 0.05}
+    cfg = load_config("nonbn_wgan_x4", ["train.lr_g=2e-4", "loss.gan.clip_value=0.05"])
+    assert cfg["train"]["lr_g"] == 2e-4 and cfg["loss"]["gan"] == {"type": "wgan", "weight": 1e-3, "clip_value": 0.05}
     assert cfg["model"]["init"] == "normal" and cfg["data"]["batch_size"] == 16
     assert load_config("sharpness")["train"]["d_steps"] == 2
     with pytest.raises(ConfigError, match="train.lrg"):
