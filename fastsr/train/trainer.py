@@ -31,7 +31,9 @@ Speed options (``train`` section; fastsr's recommended settings are the defaults
   hardware computes bf16 natively (:func:`native_bf16`: CUDA devices with bf16 support;
   CPUs with AVX512-BF16 or AMX); ``true`` / ``false`` force it.
 * ``compile`` (default false): ``torch.compile`` of G and D (the WGAN-GP penalty's double
-  backward runs on the uncompiled D). Costs compile time at the start.
+  backward runs on the uncompiled D). ``true`` uses torch.compile's defaults (inductor); a
+  dict is passed as its keyword arguments (``{mode: max-autotune}``,
+  ``{backend: aot_eager}``, ...). Costs compile time at the start.
 * ``model.fused`` (default true): fastsr's fused layers in G (same weights either way).
 
 Reproducibility: seeded torch/numpy/random; the data stream depends only on the seed and the
@@ -58,6 +60,7 @@ import random
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -323,11 +326,19 @@ class Trainer:
             if self.D is not None:
                 self.D_train = DDP(self.D, device_ids=ids)
         self.D_frozen = self.D  # D in the generator step (parameters frozen, no DDP sync)
-        if t.get("compile"):
-            self.G_train = torch.compile(self.G_train)
-            if self.D is not None:
-                self.D_train = torch.compile(self.D_train)
-                self.D_frozen = torch.compile(self.D)
+        ckw = t.get("compile") or False
+        if ckw is not False:
+            if ckw is True:
+                ckw = {}
+            if not isinstance(ckw, dict):
+                raise ConfigError(f"train.compile must be true, false or a dict of torch.compile arguments, got {ckw!r}")
+            try:
+                self.G_train = torch.compile(self.G_train, **ckw)
+                if self.D is not None:
+                    self.D_train = torch.compile(self.D_train, **ckw)
+                    self.D_frozen = torch.compile(self.D, **ckw)
+            except TypeError as e:
+                raise ConfigError(f"train.compile: {e}") from None
         self.iteration = self.start_iter
         from fastsr.losses import MSELoss
 
@@ -427,7 +438,9 @@ class Trainer:
             logs.update(self._d_steps(hr, sr.detach()))
         self.sched_g.step()
         if self.sched_d is not None:
-            self.sched_d.step()
+            with warnings.catch_warnings():  # D's LR follows absolute iterations, pretraining included
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+                self.sched_d.step()
         self.iteration += 1
         keys = list(logs)  # one device sync for all the logged scalars
         values = torch.stack([logs[k].detach().float().reshape(()) for k in keys]).tolist() if keys else []
