@@ -1,6 +1,5 @@
 """Training through the CLI on the sample photographs: checkpoints, exact resume, DDP, Ctrl-C."""
 import math
-import shutil
 import signal
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import pytest
 import torch
 
 from _cli_util import REPO, TINY, env, losses, read_log, run
-from fastsr.train import CheckpointError, ConfigError, list_configs, load_config
+from fastsr.train import ConfigError, list_configs, load_config
 from fastsr.train.checkpoint import load_generator_weights, load_state, read_metadata
 
 

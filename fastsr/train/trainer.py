@@ -55,7 +55,6 @@ import contextlib
 import copy
 import json
 import math
-import os
 import random
 import signal
 import sys
@@ -67,7 +66,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from fastsr.data import (HRFolderDataset, HRImageDataset, IterationBatchSampler, degrade, imresize, list_images,
+from fastsr.data import (HRImageDataset, IterationBatchSampler, degrade, imresize, list_images,
                          sample_images)
 from fastsr.train import builders
 from fastsr.train.checkpoint import (CheckpointError, load_generator_weights, load_state, read_metadata, rng_state,
