@@ -1,5 +1,5 @@
 """Training through the CLI on the sample photographs: checkpoints, exact resume, DDP, Ctrl-C."""
-import shutil
+import math
 import signal
 import subprocess
 import sys
@@ -9,15 +9,15 @@ import pytest
 import torch
 
 from _cli_util import REPO, TINY, env, losses, read_log, run
-from fastsr.train import CheckpointError, ConfigError, list_configs, load_config
+from fastsr.train import ConfigError, list_configs, load_config
 from fastsr.train.checkpoint import load_generator_weights, load_state, read_metadata
 
 
 def test_recipes_load_and_override():
     assert {"nonbn_wgan_x4", "srresnet_x4", "srgan_x4", "esrgan_x4", "sharpness", "attentive_began_x4"} <= set(
         list_configs())
-    cfg = load_config("nonbn_wgan_x4", ["train.lr_g=2e-4", "loss.gan.clip=0.05"])
-    assert cfg["train"]["lr_g"] == 2e-4 and cfg["loss"]["gan"] == {"type": "wgan", "weight": 1e-3, "clip": 0.05}
+    cfg = load_config("nonbn_wgan_x4", ["train.lr_g=2e-4", "loss.gan.clip_value=0.05"])
+    assert cfg["train"]["lr_g"] == 2e-4 and cfg["loss"]["gan"] == {"type": "wgan", "weight": 1e-3, "clip_value": 0.05}
     assert cfg["model"]["init"] == "normal" and cfg["data"]["batch_size"] == 16
     assert load_config("sharpness")["train"]["d_steps"] == 2
     with pytest.raises(ConfigError, match="train.lrg"):
@@ -102,3 +102,267 @@ def test_sigint_saves_and_exits(tmp_path):
     assert "Traceback" not in stderr
     it = read_metadata(out / "checkpoints" / "latest.safetensors")["iteration"]
     assert it >= 2 and load_state(out / "checkpoints" / "latest.state.pt")["iteration"] == it
+
+
+# ---------------------------------------------------------------------------- in-process Trainer
+# Every recipe with a tiny generator / discriminator, on 3 small photographs (2 train, 1 held back).
+from fastsr.train import Trainer, train  # noqa: E402
+from fastsr.train.trainer import native_bf16, resolve_bf16  # noqa: E402
+
+_TINY_MODELS = {
+    "nonbn_wgan_x4": ["model.generator={name: NonBNResNet, num_blocks: 1, channels: 8}",
+                      "model.discriminator={name: WGANCritic, input_size: 64, num_feat: 1}", "data.crop_size=64"],
+    "srresnet_x4": ["model.generator={name: SRResNet, num_blocks: 1, channels: 8, bn: true}", "data.crop_size=32"],
+    "srgan_x4": ["model.generator={name: SRResNet, num_blocks: 1, channels: 8, bn: true}",
+                 "model.discriminator={name: SRGANDiscriminator, input_size: 32, num_feat: 4}", "data.crop_size=32"],
+    "esrgan_x4": ["model.generator={name: RRDBNet, num_block: 1, num_feat: 8, num_grow_ch: 4}",
+                  "model.discriminator={name: SRGANDiscriminator, input_size: 32, num_feat: 4}", "data.crop_size=32"],
+    "sharpness": ["model.generator={name: SharpnessGenerator, num_blocks: 1, channels: 8}",
+                  "model.discriminator={name: SharpnessDiscriminator, input_size: 24, num_feat: 4}"],
+    "attentive_began_x4": ["model.generator={name: AttentiveGenerator, channels: 8, num_steps: 1, num_rdb: 1, "
+                           "rdb_layers: 1, growth: 4, num_mapping: 1}",
+                           "model.discriminator={name: BEGANDiscriminator, input_size: 32, num_feat: 4, hidden: 8}",
+                           "data.crop_size=32"],
+}
+_SMALL_RUN = ["train.iters=2", "data.batch_size=2", "data.num_workers=0", "data.val_max_side=64",
+              "log.every=1", "log.val_every=2", "log.save_every=2"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models: OpenMP threads only add overhead (and stall when the cores are shared)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def vgg19_weights(tmp_path_factory):
+    """A randomly initialised VGG19 (torchvision layout) for the perceptual / texture losses."""
+    from safetensors.torch import save_file
+
+    from fastsr.losses import VGG19Features
+
+    path = tmp_path_factory.mktemp("vgg") / "vgg19.safetensors"
+    torch.manual_seed(0)
+    save_file(VGG19Features().state_dict(), str(path))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FASTSR_VGG19_WEIGHTS", str(path))
+        yield path
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    from PIL import Image
+
+    from fastsr.data import sample_images
+
+    root = tmp_path_factory.mktemp("photos")
+    imgs = sample_images("all")[:3]
+    for name, x in imgs:  # 96 x 96 centre crops: training crops come from 2, validation from 1
+        h, w = x.shape[-2:]
+        x = x[:, (h - 96) // 2:(h + 96) // 2, (w - 96) // 2:(w + 96) // 2]
+        Image.fromarray((x.permute(1, 2, 0) * 255).round().byte().numpy()).save(root / f"{name}.png")
+    return root
+
+
+def _cfg(recipe, *extra):
+    return load_config(recipe, [*_TINY_MODELS[recipe], *_SMALL_RUN, *extra])
+
+
+def _log(out):
+    return read_log(out)
+
+
+@pytest.mark.parametrize("recipe", sorted(_TINY_MODELS))
+def test_every_recipe_trains(recipe, photos, tmp_path):
+    summary = train(_cfg(recipe), tmp_path, data_dir=photos, progress=False)
+    assert summary["status"] == "finished" and summary["iteration"] == 2
+    assert summary["val_psnr_bicubic"] > 15 and math.isfinite(summary["val_psnr"])
+    rec = [r for r in _log(tmp_path) if "loss_g" in r]
+    assert [r["iter"] for r in rec] == [1, 2]
+    cfg = load_config(recipe)
+    if cfg["loss"]["gan"]:
+        assert all("loss_d" in r and "l_gan" in r for r in rec)
+    for key in ("perceptual", "texture"):
+        assert all((f"l_{key}" in r) == bool(cfg["loss"][key]) for r in rec)
+    assert all(math.isfinite(v) for r in rec for v in r.values() if isinstance(v, float))
+    assert read_metadata(tmp_path / "checkpoints" / "latest.safetensors")["iteration"] == 2
+
+
+def test_recipes_use_the_loss_constructors(vgg19_weights):
+    """The recipes' loss sections build the real fastsr.losses classes with the papers' settings."""
+    from fastsr import losses as L
+    from fastsr.train import builders
+
+    srgan = builders.build_feature_losses(load_config("srgan_x4"))
+    (name, vgg54, w), = srgan
+    assert name == "perceptual" and w == 1.0 and vgg54.layer_weights == {"relu5_4": 1.0}
+    assert vgg54.criterion == "l2" and vgg54.feature_scale == pytest.approx(1 / 12.75)
+    assert builders.build_gan_loss(load_config("srgan_x4"))[1] == 1e-3
+    esr = load_config("esrgan_x4")
+    (_, pl, w), = builders.build_feature_losses(esr)
+    assert pl.layer_weights == {"conv5_4": 1.0} and pl.criterion == "l1" and w == 1.0
+    gan, gw = builders.build_gan_loss(esr)
+    assert isinstance(gan, L.RelativisticGANLoss) and gw == 5e-3
+    pix, pw = builders.build_pixel_loss(esr)
+    assert isinstance(pix, L.L1Loss) and pw == 1e-2
+    sh = load_config("sharpness")
+    feats = {n: m for n, m, _ in builders.build_feature_losses(sh)}
+    assert set(feats["perceptual"].layer_weights) == {"pool2", "pool5"} and isinstance(feats["texture"], L.TextureLoss)
+    assert isinstance(builders.build_gan_loss(sh)[0], L.VanillaGANLoss) and sh["train"]["d_steps"] == 2
+    assert isinstance(builders.build_gan_loss(load_config("attentive_began_x4"))[0], L.BEGANLoss)
+    wgan, _ = builders.build_gan_loss(load_config("nonbn_wgan_x4"))
+    assert isinstance(wgan, L.WGANLoss) and wgan.clip_value == 0.01
+    assert isinstance(builders.build_pixel_loss(load_config("srresnet_x4"))[0], L.MSELoss)
+    # a wrong constructor argument is a ConfigError naming the section
+    with pytest.raises(ConfigError, match="loss.perceptual"):
+        builders.build_feature_losses(load_config("esrgan_x4", ["loss.perceptual.layers={conv5_4: 1}"]))
+    with pytest.raises(ConfigError, match="loss.gan"):
+        builders.build_gan_loss(load_config("nonbn_wgan_x4", ["loss.gan.clip=0.1"]))
+    with pytest.raises(ConfigError, match="loss.gan.type"):
+        builders.build_gan_loss(load_config("nonbn_wgan_x4", ["loss.gan.type=wgan2"]))
+
+
+def _bench_trainer(recipe, *extra, tmp):
+    cfg = _cfg(recipe, *extra)
+    tr = Trainer(cfg, tmp, data=False, progress=False, device="cpu")
+    s, c = cfg["scale"], cfg["data"]["crop_size"]
+    g = torch.Generator().manual_seed(0)
+    hr = torch.rand(2, 3, c, c, generator=g)
+    return tr, torch.rand(2, 3, c // s, c // s, generator=g), hr
+
+
+def _count_calls(module):
+    calls = []
+    module.register_forward_hook(lambda m, args, out: calls.append((args[0], out)))
+    return calls
+
+
+def test_one_generator_forward_per_iteration(tmp_path):
+    """sharpness: d_steps 2 -> G runs once; D runs once in the G step and twice per D step."""
+    tr, lr, hr = _bench_trainer("sharpness", tmp=tmp_path)
+    g_calls, d_calls = _count_calls(tr.G), _count_calls(tr.D)
+    logs = tr.train_step(lr, hr)
+    assert len(g_calls) == 1 and len(d_calls) == 1 + 2 * 2
+    assert tr.iteration == 1 and {"loss_g", "loss_d", "l_pix", "l_gan", "l_perceptual", "l_texture"} <= set(logs)
+    assert all(st["step"].item() == 2 for st in tr.opt_d.state.values())  # two D updates
+    assert all(st["step"].item() == 1 for st in tr.opt_g.state.values())
+    # the D steps see G's SR batch (detached), not a second forward
+    assert torch.equal(d_calls[1][0], hr.contiguous(memory_format=tr.memory_format))
+    assert torch.equal(d_calls[2][0].float(), g_calls[0][1].detach().float())
+
+
+def test_ragan_generator_step_sees_real_output(tmp_path):
+    tr, lr, hr = _bench_trainer("esrgan_x4", tmp=tmp_path)
+    g_calls, d_calls = _count_calls(tr.G), _count_calls(tr.D)
+    tr.train_step(lr, hr)
+    # G step: D(sr) and D(hr) (relativistic); D step: D(hr), D(sr.detach())
+    assert len(g_calls) == 1 and len(d_calls) == 4
+
+
+def test_data_false_trainer_for_benchmarks(tmp_path):
+    from fastsr.perf import allocator_tuned
+
+    tr, lr, hr = _bench_trainer("nonbn_wgan_x4", tmp=tmp_path)
+    assert tr.train_set is None and tr.val_pairs == [] and not list(tmp_path.iterdir())
+    with pytest.raises(RuntimeError, match="train_step"):
+        tr.fit()
+    logs = tr.train_step(lr, hr)
+    assert set(logs) >= {"loss_g", "loss_d", "l_pix", "l_gan", "wasserstein"} and tr.iteration == 1
+    # recommended defaults: fused Adam, allocator tuned, channels_last
+    assert tr.opt_g.defaults["fused"] and tr.opt_d.defaults["fused"]
+    assert allocator_tuned() or not sys.platform.startswith("linux")
+    assert tr.memory_format == torch.channels_last
+    conv = next(m for m in tr.G.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    tr2, _, _ = _bench_trainer("nonbn_wgan_x4", "train.fused_optimizer=false", "train.channels_last=false",
+                               tmp=tmp_path)
+    assert not tr2.opt_g.defaults["fused"] and tr2.memory_format == torch.contiguous_format
+
+
+def test_bf16_option(tmp_path):
+    assert resolve_bf16(True, "cpu") is True and resolve_bf16(False, "cpu") is False
+    assert resolve_bf16("auto", "cpu") == native_bf16("cpu")
+    with pytest.raises(ConfigError, match="train.bf16"):
+        resolve_bf16("yes", "cpu")
+    for flag, dtype in ((True, torch.bfloat16), (False, torch.float32)):
+        tr, lr, hr = _bench_trainer("srgan_x4", f"train.bf16={str(flag).lower()}", tmp=tmp_path / str(flag))
+        g_calls = _count_calls(tr.G)
+        logs = tr.train_step(lr, hr)
+        assert tr.bf16 is flag and g_calls[0][1].dtype == dtype
+        assert all(math.isfinite(v) for v in logs.values())
+        assert all(p.dtype == torch.float32 for p in tr.G.parameters())  # master weights stay fp32
+
+
+def test_compile_option(tmp_path):
+    # the trainer's wiring (G and D compiled, same losses); inductor itself is covered by the
+    # models' and ops' compile tests -- aot_eager traces the same graphs without the codegen time
+    tr, lr, hr = _bench_trainer("srgan_x4", "train.compile={backend: aot_eager}", "train.bf16=false",
+                                tmp=tmp_path / "c")
+    assert hasattr(tr.G_train, "_orig_mod") and hasattr(tr.D_train, "_orig_mod")
+    ref, _, _ = _bench_trainer("srgan_x4", "train.bf16=false", tmp=tmp_path / "e")
+    a, b = tr.train_step(lr, hr), ref.train_step(lr, hr)
+    for k in ("loss_g", "l_perceptual", "l_gan", "loss_d"):
+        assert a[k] == pytest.approx(b[k], rel=1e-3, abs=1e-5), k
+
+
+def test_ema_of_generator(tmp_path):
+    tr, lr, hr = _bench_trainer("srresnet_x4", "train.ema_decay=0.5", tmp=tmp_path)
+    g0 = {k: v.detach().clone() for k, v in tr.G.named_parameters()}
+    tr.train_step(lr, hr)
+    g1, e1 = dict(tr.G.named_parameters()), dict(tr.G_ema.named_parameters())
+    moved = [k for k in g0 if not torch.equal(g0[k], g1[k])]
+    assert moved
+    for k in moved:
+        torch.testing.assert_close(e1[k], (g0[k] + g1[k]) / 2)
+    tr.save(1)
+    sd = load_generator_weights(tmp_path / "checkpoints" / "latest.safetensors", "params_ema")
+    assert torch.equal(sd[moved[0]], e1[moved[0]].detach().cpu())
+
+
+def test_wgan_gp(tmp_path):
+    tr, lr, hr = _bench_trainer("nonbn_wgan_x4", "loss.gan={type: wgan_gp, weight: 1.0e-3, gp_weight: 10.0}",
+                                tmp=tmp_path)
+    logs = tr.train_step(lr, hr)
+    assert logs["gradient_penalty"] > 0 and math.isfinite(logs["loss_d"])
+    assert max(p.abs().max().item() for p in tr.D.parameters()) > 0.01  # no weight clipping
+
+
+def test_began_k_t_saved_and_resumed(photos, tmp_path):
+    extra = ["train.iters=3", "log.save_every=2", "log.val_every=100"]
+    full = train(_cfg("attentive_began_x4", *extra), tmp_path / "full", data_dir=photos, progress=False)
+    assert full["iteration"] == 3
+    train(_cfg("attentive_began_x4", *extra, "train.iters=2"), tmp_path / "res", data_dir=photos, progress=False)
+    st = load_state(tmp_path / "res" / "checkpoints" / "latest.state.pt")
+    k2 = st["gan"]["k"].item()
+    assert k2 > 0  # k_0 = 0; gamma L(x) > L(G(z)) at the start raises it
+    assert [r for r in _log(tmp_path / "res") if r.get("iter") == 2 and "k_t" in r]
+    train(_cfg("attentive_began_x4", *extra), tmp_path / "res", data_dir=photos, progress=False, resume=True)
+    full_log = {r["iter"]: r for r in _log(tmp_path / "full") if "loss_g" in r}
+    res_log = {r["iter"]: r for r in _log(tmp_path / "res") if "loss_g" in r}
+    for key in ("loss_g", "loss_d", "k_t", "convergence"):
+        assert res_log[3][key] == full_log[3][key], key
+    k_full = load_state(tmp_path / "full" / "checkpoints" / "latest.state.pt")["gan"]["k"]
+    k_res = load_state(tmp_path / "res" / "checkpoints" / "latest.state.pt")["gan"]["k"]
+    assert torch.equal(k_full, k_res) and k_full.item() != k2
+
+
+def test_pretraining_then_adversarial_and_init_from(photos, tmp_path):
+    # SRResNet (MSE) -> weights -> SRGAN --init-from those weights
+    train(_cfg("srresnet_x4", "train.iters=1"), tmp_path / "pre", data_dir=photos, progress=False)
+    w = tmp_path / "pre" / "checkpoints" / "latest.safetensors"
+    tr = Trainer(_cfg("srgan_x4", "train.pretrain_iters=1"), tmp_path / "gan", data_dir=photos, progress=False,
+                 init_from=w)
+    src = load_generator_weights(w)
+    assert all(torch.equal(v.cpu(), src[k]) for k, v in tr.G.state_dict().items())
+    d0 = {k: v.clone() for k, v in tr.D.state_dict().items()}
+    d_calls = _count_calls(tr.D)
+    c = 32
+    lr, hr = torch.rand(2, 3, c // 4, c // 4), torch.rand(2, 3, c, c)
+    logs = tr.train_step(lr, hr)  # iteration 0 < pretrain_iters: MSE only, D untouched
+    assert set(logs) == {"l_pix", "loss_g"} and not d_calls
+    assert all(torch.equal(v, tr.D.state_dict()[k]) for k, v in d0.items())
+    logs = tr.train_step(lr, hr)  # adversarial phase
+    assert {"loss_d", "l_gan", "l_perceptual"} <= set(logs) and "l_pix" not in logs and len(d_calls) == 3

@@ -52,8 +52,10 @@ def _layer_weights(layer_weights, fn) -> dict[str, float]:
 
 
 class _FrozenVGG19Loss(nn.Module):
-    def __init__(self, layer_weights, weights, input_range, fn):
+    def __init__(self, layer_weights, weights, input_range, fn, ceil_mode=False):
         super().__init__()
+        if not isinstance(ceil_mode, bool):
+            raise TypeError(f"{fn}: ceil_mode must be a bool, got {type(ceil_mode).__name__}")
         self.layer_weights = _layer_weights(layer_weights, fn)
         if tuple(input_range) not in ((0, 1), (-1, 1)):
             raise ValueError(f"{fn}: input_range must be (0, 1) or (-1, 1), got {input_range!r}")
@@ -62,6 +64,10 @@ class _FrozenVGG19Loss(nn.Module):
         with torch.device("meta"):  # no random init of 20M weights that are overwritten next
             self.vgg = VGG19Features()
         self.vgg.load_state_dict(state, assign=True)
+        self.ceil_mode = ceil_mode
+        for m in self.vgg.modules():
+            if isinstance(m, nn.MaxPool2d):
+                m.ceil_mode = ceil_mode
         self.vgg.requires_grad_(False)
         self.vgg.eval()
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -102,9 +108,15 @@ class PerceptualLoss(_FrozenVGG19Loss):
         weights: path of the VGG19 weights file; default ``$FASTSR_VGG19_WEIGHTS`` (see
             :func:`fastsr.losses.vgg.load_vgg19_state_dict`). Never downloaded.
         input_range: value range of the images, (0, 1) or (-1, 1).
+        ceil_mode: False (torchvision's VGG19): each 2x2 max-pool floors the size, so H, W
+            must be at least the stride of the deepest layer (32 for pool5). True: the pools
+            round up (TensorFlow's 'SAME' pooling), so small crops keep a feature map at
+            every layer (pool5 of a 24 px crop is 1x1); the sharpness recipe's 24 px crops
+            with pool5 need it. Same weights either way.
 
     Forward: ``loss(sr, hr)`` with (N, 3, H, W) float tensors of the same shape (H, W at
-    least the stride of the deepest layer, 32 for pool5); returns a scalar in sr's dtype.
+    least the stride of the deepest layer unless ``ceil_mode``); returns a scalar in sr's
+    dtype.
 
     Raises:
         FileNotFoundError: no weights file (the message says how to provide it).
@@ -118,6 +130,7 @@ class PerceptualLoss(_FrozenVGG19Loss):
         feature_scale: float = 1.0,
         weights: str | os.PathLike | None = None,
         input_range: tuple[float, float] = (0, 1),
+        ceil_mode: bool = False,
     ) -> None:
         if isinstance(layer_weights, tuple) and layer_weights and isinstance(layer_weights[0], tuple):
             layer_weights = dict(layer_weights)
@@ -125,7 +138,7 @@ class PerceptualLoss(_FrozenVGG19Loss):
             raise ValueError(f"PerceptualLoss: criterion must be 'l1' or 'l2', got {criterion!r}")
         if not (isinstance(feature_scale, (int, float)) and feature_scale > 0):
             raise ValueError(f"PerceptualLoss: feature_scale must be a number > 0, got {feature_scale!r}")
-        super().__init__(layer_weights, weights, input_range, "PerceptualLoss")
+        super().__init__(layer_weights, weights, input_range, "PerceptualLoss", ceil_mode)
         self.criterion = criterion
         self.feature_scale = float(feature_scale)
 
@@ -140,7 +153,8 @@ class PerceptualLoss(_FrozenVGG19Loss):
         return loss
 
     def extra_repr(self) -> str:
-        return f"layer_weights={self.layer_weights}, criterion={self.criterion!r}, feature_scale={self.feature_scale:.6g}"
+        return (f"layer_weights={self.layer_weights}, criterion={self.criterion!r}, "
+                f"feature_scale={self.feature_scale:.6g}, ceil_mode={self.ceil_mode}")
 
 
 def gram_patches(feat: torch.Tensor, patch: int) -> torch.Tensor:

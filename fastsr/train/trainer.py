@@ -1,11 +1,40 @@
 """The GAN super-resolution training loop (pixel pretraining, adversarial phase, DDP).
 
-One iteration = one generator update. In the adversarial phase each iteration first makes
-``train.d_steps`` discriminator updates on the current batch (the SR images are made once,
-without gradients), then one generator update with
-``l_G = w_pix * pixel + sum w * feature + w_gan * adversarial``. The first
-``train.pretrain_iters`` iterations use the pixel loss only (MSE when ``loss.pixel`` is null,
-SRGAN's SRResNet-MSE initialisation). LRs follow MultiStepLR at absolute iterations.
+One iteration (:meth:`Trainer.train_step`) = one generator update, then ``train.d_steps``
+discriminator updates, in BasicSR's order and with **one generator forward**:
+
+1. G step: ``sr = G(lr)`` with gradients; ``l_G = w_pix * pixel + sum w * feature +
+   w_gan * adversarial`` (the adversarial term through D with frozen parameters; the
+   relativistic loss also gets ``D(hr)`` detached); backward, optimiser step, EMA update.
+2. D step(s): ``d_steps`` updates of D on ``D(hr)`` and ``D(sr.detach())`` -- the same SR
+   batch, made by G before its update -- with the loss's ``discriminator_loss`` (WGAN-GP
+   penalty on the bare D, BEGAN's k_t update), then ``post_discriminator_step`` (WGAN
+   weight clipping).
+
+The adversarial formulas all live in :mod:`fastsr.losses.gan` (built by
+:func:`fastsr.train.builders.build_gan_loss`); pixel, perceptual and texture losses are
+``fastsr.losses`` modules too. The first ``train.pretrain_iters`` iterations use the pixel
+loss only (MSE when ``loss.pixel`` is null, SRGAN's SRResNet-MSE initialisation) and do not
+touch D. LRs follow MultiStepLR at absolute iterations.
+
+Speed options (``train`` section; fastsr's recommended settings are the defaults):
+
+* ``fused_optimizer`` (default true): Adam/AdamW with ``fused=True`` (one kernel for all
+  parameters, CPU and CUDA); ignored for ``rmsprop``, which has no fused implementation.
+* ``tune_allocator`` (default true): :func:`fastsr.perf.tune_allocator` once when the
+  Trainer is built (glibc keeps freed memory instead of page-faulting it back each
+  iteration; no-op off glibc).
+* ``channels_last`` (default true): G, D and the batches in NHWC, the layout the fused
+  layers and oneDNN/cuDNN convolutions are fastest in.
+* ``bf16`` (default ``auto``): bfloat16 autocast of G, D and the feature losses (the pixel
+  losses and the GAN formulas are computed in float32). ``auto`` = on only where the
+  hardware computes bf16 natively (:func:`native_bf16`: CUDA devices with bf16 support;
+  CPUs with AVX512-BF16 or AMX); ``true`` / ``false`` force it.
+* ``compile`` (default false): ``torch.compile`` of G and D (the WGAN-GP penalty's double
+  backward runs on the uncompiled D). ``true`` uses torch.compile's defaults (inductor); a
+  dict is passed as its keyword arguments (``{mode: max-autotune}``,
+  ``{backend: aot_eager}``, ...). Costs compile time at the start.
+* ``model.fused`` (default true): fastsr's fused layers in G (same weights either way).
 
 Reproducibility: seeded torch/numpy/random; the data stream depends only on the seed and the
 iteration (:class:`fastsr.data.IterationBatchSampler`), so ``--resume`` replays exactly the
@@ -26,18 +55,18 @@ import contextlib
 import copy
 import json
 import math
-import os
 import random
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from fastsr.data import (HRFolderDataset, HRImageDataset, IterationBatchSampler, degrade, imresize, list_images,
+from fastsr.data import (HRImageDataset, IterationBatchSampler, degrade, imresize, list_images,
                          sample_images)
 from fastsr.train import builders
 from fastsr.train.checkpoint import (CheckpointError, load_generator_weights, load_state, read_metadata, rng_state,
@@ -45,13 +74,48 @@ from fastsr.train.checkpoint import (CheckpointError, load_generator_weights, lo
 from fastsr.train.config import ConfigError, dump_config
 from fastsr.train.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
 
-__all__ = ["Trainer", "train", "make_val_pairs"]
+__all__ = ["Trainer", "train", "make_val_pairs", "native_bf16", "resolve_bf16"]
 
 
 def _seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+def native_bf16(device) -> bool:
+    """Whether ``device`` computes bfloat16 natively (what ``train.bf16: auto`` turns on for).
+
+    CUDA: ``torch.cuda.is_bf16_supported()`` (Ampere and newer). CPU: AVX512-BF16 or AMX
+    (``torch.cpu._is_avx512_bf16_supported()`` / ``_is_amx_tile_supported()``, the
+    capability queries oneDNN's bf16 kernels rely on); without them bf16 is emulated and
+    slower than float32. Other devices: False.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        for q in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+            fn = getattr(torch.cpu, q, None)
+            try:
+                if fn is not None and fn():
+                    return True
+            except RuntimeError:
+                pass
+    return False
+
+
+def resolve_bf16(setting, device) -> bool:
+    """``train.bf16`` -> on/off: ``true``/``false`` force it, ``"auto"`` = :func:`native_bf16`.
+
+    Raises:
+        ConfigError: any other value.
+    """
+    if isinstance(setting, bool):
+        return setting
+    if setting == "auto":
+        return native_bf16(device)
+    raise ConfigError(f"train.bf16 must be true, false or auto, got {setting!r}")
 
 
 def _centre_crop(img: torch.Tensor, side: int | None, scale: int) -> torch.Tensor:
@@ -123,10 +187,25 @@ class Trainer:
             trained SRResNet); ignored when resuming.
         device: "cpu" | "cuda" | None (auto).
         progress: show a tqdm bar on rank 0.
+        data: False builds no data set and no validation images (``data_dir``/``val_dir``
+            ignored): the Trainer can then only be driven by :meth:`train_step` on batches
+            you pass (benchmarks); :meth:`fit` raises, :meth:`validate` returns ``{}``.
+
+    Attributes used by drivers of :meth:`train_step`: ``device``, ``memory_format``,
+    ``bf16`` (resolved), ``iteration`` (iterations done), ``G``, ``D``, ``gan``.
+
+    Benchmark use (one full iteration per call, nothing written to ``out_dir``)::
+
+        cfg = load_config("nonbn_wgan_x4", ["train.pretrain_iters=0"])
+        tr = Trainer(cfg, tmpdir, data=False, progress=False, device="cpu")
+        s, c = cfg["scale"], cfg["data"]["crop_size"]
+        hr = torch.rand(cfg["data"]["batch_size"], 3, c, c)
+        lr = torch.rand(hr.shape[0], 3, c // s, c // s)
+        tr.train_step(lr, hr)   # warm-up (compile, allocator), then time further calls
     """
 
     def __init__(self, cfg: dict, out_dir, data_dir=None, val_dir=None, resume: bool = False,
-                 init_from=None, device: str | None = None, progress: bool = True):
+                 init_from=None, device: str | None = None, progress: bool = True, data: bool = True):
         self.cfg = cfg
         self.out = Path(out_dir)
         self.progress = progress
@@ -141,8 +220,25 @@ class Trainer:
         self.pretrain = int(t.get("pretrain_iters") or 0)
         if self.total < 1:
             raise ConfigError(f"train.iters must be >= 1, got {self.total}")
+        self.d_steps = int(t.get("d_steps", 1))
+        if self.d_steps < 1:
+            raise ConfigError(f"train.d_steps must be >= 1, got {self.d_steps}")
+        self.device = dev
+        self.bf16 = resolve_bf16(t.get("bf16", "auto"), dev)
+        if t.get("tune_allocator", True):
+            from fastsr.perf import tune_allocator
+
+            tune_allocator()
 
         # --- data
+        self.train_set, self.val_pairs = None, []
+        if data:
+            self._build_data(data_dir, val_dir)
+
+        self._build_models(init_from, resume)
+
+    def _build_data(self, data_dir, val_dir) -> None:
+        cfg, d = self.cfg, self.cfg["data"]
         ds_kw = dict(scale=self.scale, crop_size=d["crop_size"], augment=d["augment"], degradation=d["degradation"],
                      blur_factor=d["blur_factor"], small_images=d["small_images"], cache=d["cache"])
         if data_dir is None:
@@ -165,6 +261,8 @@ class Trainer:
             val_images = [(p.stem, read_image(p)) for p in held]
         self.val_pairs = make_val_pairs(val_images, cfg) if self.dist.is_main else []
 
+    def _build_models(self, init_from, resume) -> None:
+        cfg, t, dev = self.cfg, self.cfg["train"], self.dist.device
         # --- models
         self.g_spec = builders.generator_spec(cfg)
         self.G = builders.build_generator(self.g_spec)
@@ -175,7 +273,7 @@ class Trainer:
             builders.init_weights(self.D, init)
         self.pixel = builders.build_pixel_loss(cfg)
         self.features = builders.build_feature_losses(cfg)
-        gan = builders.build_gan_objective(cfg)
+        gan = builders.build_gan_loss(cfg)
         self.gan, self.gan_weight = gan if gan else (None, 0.0)
         if self.gan is not None and self.D is None:
             raise ConfigError("loss.gan is set but model.discriminator is null")
@@ -189,6 +287,10 @@ class Trainer:
             self.D.to(dev, memory_format=self.memory_format)
         for _, m, _ in self.features:
             m.to(dev)
+        if self.pixel is not None:
+            self.pixel[0].to(dev)
+        if self.gan is not None:
+            self.gan.to(dev)
         self.ema_decay = float(t.get("ema_decay") or 0.0)
         self.G_ema = None
         if self.ema_decay > 0:
@@ -222,19 +324,42 @@ class Trainer:
             self.G_train = DDP(self.G, device_ids=ids)
             if self.D is not None:
                 self.D_train = DDP(self.D, device_ids=ids)
-        if t.get("compile"):
-            self.G_train = torch.compile(self.G_train)
-        self.autocast = (torch.autocast(device_type=dev.type, dtype=torch.bfloat16) if t.get("bf16")
-                         else contextlib.nullcontext())
+        self.D_frozen = self.D  # D in the generator step (parameters frozen, no DDP sync)
+        ckw = t.get("compile") or False
+        if ckw is not False:
+            if ckw is True:
+                ckw = {}
+            if not isinstance(ckw, dict):
+                raise ConfigError(f"train.compile must be true, false or a dict of torch.compile arguments, got {ckw!r}")
+            try:
+                self.G_train = torch.compile(self.G_train, **ckw)
+                if self.D is not None:
+                    self.D_train = torch.compile(self.D_train, **ckw)
+                    self.D_frozen = torch.compile(self.D, **ckw)
+            except TypeError as e:
+                raise ConfigError(f"train.compile: {e}") from None
+        self.iteration = self.start_iter
+        from fastsr.losses import MSELoss
+
+        self._mse = MSELoss()  # the pretraining loss when loss.pixel is null
+
+    def autocast(self):
+        """The bf16 autocast context of G, D and the feature losses (a no-op when off)."""
+        if self.bf16:
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def _optimizer(self, params, lr):
         t = self.cfg["train"]
         kind = t.get("optimizer", "adam")
-        if kind == "adam":
-            return torch.optim.Adam(params, lr=float(lr), betas=tuple(t["betas"]), weight_decay=t["weight_decay"])
+        fused = bool(t.get("fused_optimizer", True))
+        kw = dict(lr=float(lr), weight_decay=float(t["weight_decay"]))
+        if kind in ("adam", "adamw"):
+            cls = torch.optim.Adam if kind == "adam" else torch.optim.AdamW
+            return cls(params, betas=tuple(t["betas"]), fused=fused or None, **kw)
         if kind == "rmsprop":
-            return torch.optim.RMSprop(params, lr=float(lr), weight_decay=t["weight_decay"])
-        raise ConfigError(f"train.optimizer must be adam or rmsprop, got {kind!r}")
+            return torch.optim.RMSprop(params, **kw)
+        raise ConfigError(f"train.optimizer must be adam, adamw or rmsprop, got {kind!r}")
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, iteration: int) -> None:
@@ -287,62 +412,98 @@ class Trainer:
         self.start_iter = int(state["iteration"])
 
     # ------------------------------------------------------------------ steps
-    def _d_step(self, lr, hr) -> dict:
-        with torch.no_grad(), self.autocast:
-            fake = self.G_train(lr)
-        fake = fake.detach().to(hr.dtype).contiguous(memory_format=self.memory_format)
+    def train_step(self, lr: torch.Tensor, hr: torch.Tensor) -> dict:
+        """One full training iteration on one batch; returns its losses as floats.
+
+        Pixel-pretraining phase (``iteration < train.pretrain_iters``, or no GAN): one G
+        update on the pixel loss. Adversarial phase: one G update (the only G forward of
+        the iteration), then ``train.d_steps`` D updates on ``sr.detach()`` (see the module
+        docstring). Then the LR schedulers step and ``iteration`` increases by one.
+
+        Args:
+            lr: (N, 3, h, w) float LR batch in [0, 1].
+            hr: (N, 3, h * scale, w * scale) float HR batch in [0, 1]. Both are moved to
+                ``self.device`` in ``self.memory_format`` (a no-op when already there).
+
+        Returns:
+            ``{"loss_g", "l_pix", ...}`` and in the adversarial phase ``"l_gan"``,
+            ``"loss_d"`` and the GAN loss's statistics (``k_t`` for BEGAN, ...).
+        """
+        lr = lr.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        hr = hr.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        adversarial = self.gan is not None and self.iteration >= self.pretrain
+        sr, logs = self._g_step(lr, hr, adversarial)
+        if adversarial:
+            logs.update(self._d_steps(hr, sr.detach()))
+        self.sched_g.step()
+        if self.sched_d is not None:
+            with warnings.catch_warnings():  # D's LR follows absolute iterations, pretraining included
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+                self.sched_d.step()
+        self.iteration += 1
+        keys = list(logs)  # one device sync for all the logged scalars
+        values = torch.stack([logs[k].detach().float().reshape(()) for k in keys]).tolist() if keys else []
+        return dict(zip(keys, values))
+
+    def _g_step(self, lr, hr, adversarial: bool):
+        self.opt_g.zero_grad(set_to_none=True)
         logs = {}
-        for p in self.D.parameters():
-            p.requires_grad_(True)
-        for _ in range(int(self.cfg["train"]["d_steps"])):
+        if adversarial:
+            self.D.requires_grad_(False)
+        with self.autocast():
+            sr = self.G_train(lr)
+            total = 0.0
+            if self.pixel is not None or not adversarial:
+                fn, w = self.pixel if self.pixel is not None else (self._mse, 1.0)
+                l_pix = fn(sr.float(), hr.float())
+                total = total + w * l_pix
+                logs["l_pix"] = l_pix
+            if adversarial:
+                for name, mod, w in self.features:
+                    l_f = mod(sr.float(), hr)
+                    total = total + w * l_f.float()
+                    logs[f"l_{name}"] = l_f
+                fake_out = self.D_frozen(sr).float()
+                real_out = None
+                if self.gan.needs_real_for_generator:
+                    with torch.no_grad():
+                        real_out = self.D_frozen(hr).float()
+                l_gan = self.gan.generator_loss(fake_out, real_out, fake=sr.float(), real=hr)
+                total = total + self.gan_weight * l_gan
+                logs["l_gan"] = l_gan
+        total.backward()
+        self._clip(self.G)
+        self.opt_g.step()
+        logs["loss_g"] = total
+        if self.G_ema is not None:
+            self._update_ema()
+        return sr, logs
+
+    def _d_steps(self, hr, fake) -> dict:
+        fake = fake.to(hr.dtype).contiguous(memory_format=self.memory_format)
+        self.D.requires_grad_(True)
+        gan, logs = self.gan, {}
+        for _ in range(self.d_steps):
             self.opt_d.zero_grad(set_to_none=True)
-            with self.autocast:
-                loss, logs = self._d_loss(hr, fake)
+            with self.autocast():
+                real_out = self.D_train(hr).float()
+                fake_out = self.D_train(fake).float()
+                # the WGAN-GP penalty's double backward goes through the bare D (not DDP/compiled)
+                loss = gan.discriminator_loss(real_out, fake_out, real=hr, fake=fake,
+                                              critic=self.D if gan.needs_critic else None)
             loss.backward()
             self._clip(self.D)
             self.opt_d.step()
-            self.gan.after_d_step(self.D)
-            logs["loss_d"] = loss.item()
+            gan.post_discriminator_step(self.D)
+            logs["loss_d"] = loss
+        for k, v in gan.last_stats.items():
+            logs["k_t" if k == "k" else k] = v
         return logs
-
-    def _d_loss(self, hr, fake):
-        # main terms through the DDP wrapper; the WGAN-GP double backward through the bare D
-        return self.gan.d_loss(self.D_train, hr, fake, gp_module=self.D)
 
     def _clip(self, module) -> None:
         c = float(self.cfg["train"].get("grad_clip") or 0.0)
         if c > 0:
             torch.nn.utils.clip_grad_norm_(module.parameters(), c)
-
-    def _g_step(self, lr, hr, adversarial: bool) -> dict:
-        self.opt_g.zero_grad(set_to_none=True)
-        logs = {}
-        with self.autocast:
-            sr = self.G_train(lr)
-            total = 0.0
-            if self.pixel is not None or not adversarial:
-                fn, w = self.pixel if self.pixel is not None else (torch.nn.functional.mse_loss, 1.0)
-                l_pix = fn(sr.float(), hr.float())
-                total = total + w * l_pix
-                logs["l_pix"] = l_pix.item()
-            if adversarial:
-                for name, mod, w in self.features:
-                    l_f = mod(sr.float(), hr.float())
-                    total = total + w * l_f
-                    logs[f"l_{name}"] = l_f.item()
-                for p in self.D.parameters():
-                    p.requires_grad_(False)
-                l_gan, extra = self.gan.g_loss(self.D, hr, sr)
-                total = total + self.gan_weight * l_gan
-                logs["l_gan"] = l_gan.item()
-                logs.update(extra)
-        total.backward()
-        self._clip(self.G)
-        self.opt_g.step()
-        logs["loss_g"] = float(total.item())
-        if self.G_ema is not None:
-            self._update_ema()
-        return logs
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -363,7 +524,7 @@ class Trainer:
         ps, ss, pb, sb = [], [], [], []
         dev = self.dist.device
         for _, lr, hr in self.val_pairs:
-            with self.autocast:
+            with self.autocast():
                 sr = model(lr[None].to(dev, memory_format=self.memory_format)).float().clamp(0, 1)
             p, s = builders.psnr_ssim(sr, hr[None], self.scale)
             ps += p
@@ -392,13 +553,15 @@ class Trainer:
         validation metrics."""
         cfg, t, lg = self.cfg, self.cfg["train"], self.cfg["log"]
         dev = self.dist.device
+        if self.train_set is None:
+            raise RuntimeError("Trainer(..., data=False) has no data set: drive it with train_step(lr, hr)")
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.yaml").write_text(dump_config(cfg))
             if self.start_iter == 0 and (self.out / "log.jsonl").exists():
                 (self.out / "log.jsonl").unlink()
         sampler = IterationBatchSampler(len(self.train_set), int(cfg["data"]["batch_size"]), int(t["seed"]),
-                                        self.start_iter, self.total, self.dist.rank, self.dist.world)
+                                        self.iteration, self.total, self.dist.rank, self.dist.world)
         nw = int(cfg["data"]["num_workers"])
         loader = DataLoader(self.train_set, batch_sampler=sampler, num_workers=nw, pin_memory=dev.type == "cuda",
                             generator=torch.Generator().manual_seed(int(t["seed"])),
@@ -407,9 +570,9 @@ class Trainer:
         if self.progress and self.dist.is_main:
             from tqdm import tqdm
 
-            bar = tqdm(total=self.total, initial=self.start_iter, desc=cfg.get("name", "train"), unit="it",
+            bar = tqdm(total=self.total, initial=self.iteration, desc=cfg.get("name", "train"), unit="it",
                        dynamic_ncols=True, file=sys.stderr)
-        it = self.start_iter
+        it = start = self.iteration
         status, last_val = "finished", {}
         t0 = time.perf_counter()
         self.G_train.train()
@@ -428,17 +591,9 @@ class Trainer:
                         status = "interrupted"
                         break
                     raise
-                lr = batch["lr"].to(dev, non_blocking=True).contiguous(memory_format=self.memory_format)
-                hr = batch["hr"].to(dev, non_blocking=True).contiguous(memory_format=self.memory_format)
                 adversarial = self.gan is not None and it >= self.pretrain
-                logs = {}
-                if adversarial:
-                    logs.update(self._d_step(lr, hr))
-                logs.update(self._g_step(lr, hr, adversarial))
-                self.sched_g.step()
-                if self.sched_d is not None:
-                    self.sched_d.step()
-                it += 1
+                logs = self.train_step(batch["lr"], batch["hr"])
+                it = self.iteration
                 if not all(math.isfinite(v) for v in logs.values() if isinstance(v, float)):
                     raise FloatingPointError(f"non-finite loss at iteration {it}: {logs}")
                 if bar is not None:
@@ -464,7 +619,7 @@ class Trainer:
         if bar is not None:
             bar.close()
         seconds = time.perf_counter() - t0
-        done = it - self.start_iter
+        done = it - start
         return {"status": status, "iteration": it, "seconds": seconds,
                 "sec_per_iter": seconds / done if done else float("nan"), **last_val}
 
