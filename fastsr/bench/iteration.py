@@ -80,20 +80,21 @@ def build_trainer(overrides: list[str], batch: int, crop: int, out_dir: str):
     from fastsr.train import Trainer, load_config
 
     cfg = load_config(RECIPE, [*overrides, f"data.batch_size={batch}", f"data.crop_size={crop}",
-                               f"model.discriminator.input_size={crop}", "data.num_workers=0"])
-    return Trainer(cfg, out_dir, progress=False)
+                               f"model.discriminator.input_size={crop}", "train.pretrain_iters=0"])
+    return Trainer(cfg, out_dir, data=False, progress=False)
 
 
-def fixed_batch(trainer, batch: int):
-    """``batch`` LR/HR crops of the sample photographs (the same for every variant)."""
+def fixed_batch(batch: int, crop: int, scale: int = 4):
+    """``batch`` HR crops of the sample photographs and their MATLAB-bicubic LR (the same
+    for every variant: crop i of image i mod 6 with seed i)."""
     import torch
 
-    items = [trainer.train_set[(i % len(trainer.train_set), i)] for i in range(batch)]
-    lr = torch.stack([it["lr"] for it in items])
-    hr = torch.stack([it["hr"] for it in items])
-    dev = trainer.dist.device
-    fmt = trainer.memory_format
-    return lr.to(dev).contiguous(memory_format=fmt), hr.to(dev).contiguous(memory_format=fmt)
+    from fastsr.data import HRImageDataset, sample_images
+
+    photos = sample_images("train")
+    ds = HRImageDataset([x for _, x in photos], scale=scale, crop_size=crop, names=[n for n, _ in photos])
+    items = [ds[(i % len(ds), i)] for i in range(batch)]
+    return torch.stack([it["lr"] for it in items]), torch.stack([it["hr"] for it in items])
 
 
 def worker(variant: Variant, iters: int, warmup: int, batch: int, crop: int, count_flops: bool) -> dict:
@@ -102,7 +103,7 @@ def worker(variant: Variant, iters: int, warmup: int, batch: int, crop: int, cou
 
     with tempfile.TemporaryDirectory() as tmp:
         trainer = build_trainer(variant.config_overrides(), batch, crop, tmp)
-        lr, hr = fixed_batch(trainer, batch)
+        lr, hr = fixed_batch(batch, crop)
         for _ in range(warmup):
             trainer.train_step(lr, hr)
         times = []
@@ -191,7 +192,7 @@ def parity_check(iters: int = 5, batch: int = 4, crop: int = 48) -> dict:
         for fused in (False, True):
             tr = build_trainer([*_variant("2").config_overrides(), f"model.fused={str(fused).lower()}"],
                                batch, crop, os.path.join(tmp, str(fused)))
-            lr, hr = fixed_batch(tr, batch)
+            lr, hr = fixed_batch(batch, crop)
             logs = [tr.train_step(lr, hr) for _ in range(iters)]
             runs[fused] = (logs, tr)
         (lu, tu), (lf, tf) = runs[False], runs[True]
