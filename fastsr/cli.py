@@ -243,7 +243,7 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed iterations before timing")
     p.add_argument("--batch", type=int, default=16, help="batch size (paper: 16)")
     p.add_argument("--crop", type=int, default=96, help="HR crop side in pixels (paper: 96)")
-    p.add_argument("--quick", action="store_true", help="batch 4, 48 px, 1 round, 2 iterations: a smoke run")
+    p.add_argument("--quick", action="store_true", help="batch 4, 64 px, 1 round, 2 iterations: a smoke run")
     p.add_argument("--no-inference", action="store_true", help="skip the inference timings")
     p.add_argument("--no-parity", action="store_true", help="skip the fused-vs-unfused parity check")
     p.add_argument("--out", default="benchmarks/results", metavar="DIR",
@@ -261,7 +261,7 @@ def _run_bench(args, extra: list[str]) -> int:
     if args.warmup < 0:
         raise UserError(f"--warmup must be >= 0, got {args.warmup}")
     if args.quick:
-        args.batch, args.crop, args.rounds, args.iters, args.warmup = 4, 48, 1, 2, 1
+        args.batch, args.crop, args.rounds, args.iters, args.warmup = 4, 64, 1, 2, 1
     if args.crop % 4:
         raise UserError(f"--crop must be a multiple of the scale 4, got {args.crop}")
     run_benchmark(variants=[v.strip() for v in args.variants.split(",") if v.strip()], rounds=args.rounds,

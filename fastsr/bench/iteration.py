@@ -181,7 +181,7 @@ def inference_benchmark(sizes=(128, 256), repeats: int = 5) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- parity
-def parity_check(iters: int = 5, batch: int = 4, crop: int = 48) -> dict:
+def parity_check(iters: int = 5, batch: int = 4, crop: int = 64) -> dict:
     """Fused vs unfused after ``iters`` iterations from the same seed and batches (fp32):
     max relative difference of the logged losses and of every parameter of G and the critic."""
     import torch
