@@ -17,6 +17,7 @@
 // on the number of threads.
 #include "cpu/common.h"
 
+#include <type_traits>
 #include <vector>
 
 namespace fastsr {
@@ -33,10 +34,11 @@ template <int R>
 FASTSR_INLINE int64_t factor(int64_t r) { return R > 0 ? R : r; }
 
 // ---- inner loops (compiled per ISA) -----------------------------------------------------
+// Generic path (any r, also the reference for the fast path's index math): plain loops.
 // NCHW forward over input rows [h0, h1) of one output channel c of one image.
 //   xb: input plane c*r*r of image n;  yb: output plane c of image n.
 template <int R, typename T, typename A>
-FASTSR_INLINE void fwd_nchw_impl(T* __restrict__ yb, const T* __restrict__ xb, int64_t h0,
+FASTSR_INLINE void fwd_nchw_generic(T* __restrict__ yb, const T* __restrict__ xb, int64_t h0,
                                  int64_t h1, int64_t HW, int64_t W, int64_t r_rt, A a) {
   const int64_t r = factor<R>(r_rt);
   const int64_t Wr = W * r;
@@ -45,6 +47,7 @@ FASTSR_INLINE void fwd_nchw_impl(T* __restrict__ yb, const T* __restrict__ xb, i
       T* yrow = yb + (h * r + i) * Wr;
       const T* xrow = xb + i * r * HW + h * W;
       for (int64_t w = 0; w < W; ++w) {
+#pragma GCC unroll 4
         for (int64_t j = 0; j < r; ++j) {
           const A v = load(xrow, j * HW + w);
           store(yrow, w * r + j, v > A(0) ? v : a * v);
@@ -55,7 +58,7 @@ FASTSR_INLINE void fwd_nchw_impl(T* __restrict__ yb, const T* __restrict__ xb, i
 }
 
 template <int R, typename T, typename A>
-FASTSR_INLINE A bwd_nchw_impl(T* __restrict__ dxb, const T* __restrict__ gb,
+FASTSR_INLINE A bwd_nchw_generic(T* __restrict__ dxb, const T* __restrict__ gb,
                               const T* __restrict__ xb, int64_t h0, int64_t h1, int64_t HW,
                               int64_t W, int64_t r_rt, A a) {
   const int64_t r = factor<R>(r_rt);
@@ -69,6 +72,7 @@ FASTSR_INLINE A bwd_nchw_impl(T* __restrict__ dxb, const T* __restrict__ gb,
       A s = 0;
 #pragma omp simd reduction(+ : s)
       for (int64_t w = 0; w < W; ++w) {
+#pragma GCC unroll 4
         for (int64_t j = 0; j < r; ++j) {
           const A v = load(xrow, j * HW + w);
           const A gv = load(grow, w * r + j);
@@ -85,7 +89,7 @@ FASTSR_INLINE A bwd_nchw_impl(T* __restrict__ dxb, const T* __restrict__ gb,
 
 // NHWC forward over input pixels [p0, p0 + np) (p = (n*H + h)*W + w); Cin = C*r*r.
 template <int R, typename T, typename A>
-FASTSR_INLINE void fwd_nhwc_impl(T* __restrict__ y, const T* __restrict__ x, int64_t p0,
+FASTSR_INLINE void fwd_nhwc_generic(T* __restrict__ y, const T* __restrict__ x, int64_t p0,
                                  int64_t np, int64_t W, int64_t C, int64_t r_rt,
                                  const A* __restrict__ a) {
   const int64_t r = factor<R>(r_rt);
@@ -98,6 +102,7 @@ FASTSR_INLINE void fwd_nhwc_impl(T* __restrict__ y, const T* __restrict__ x, int
       T* yp = y + ((q * r + i) * Wr + w * r) * C;
       for (int64_t c = 0; c < C; ++c) {
         const A ac = a[c];
+#pragma GCC unroll 4
         for (int64_t j = 0; j < r; ++j) {
           const A v = load(xp, c * r2 + i * r + j);
           store(yp, j * C + c, v > A(0) ? v : ac * v);
@@ -109,7 +114,7 @@ FASTSR_INLINE void fwd_nhwc_impl(T* __restrict__ y, const T* __restrict__ x, int
 
 // NHWC backward; adds the dweight partials of these pixels to sum_dw[c] (zeroed here).
 template <int R, typename T, typename A>
-FASTSR_INLINE void bwd_nhwc_impl(T* __restrict__ dx, const T* __restrict__ g,
+FASTSR_INLINE void bwd_nhwc_generic(T* __restrict__ dx, const T* __restrict__ g,
                                  const T* __restrict__ x, int64_t p0, int64_t np, int64_t W,
                                  int64_t C, int64_t r_rt, const A* __restrict__ a,
                                  A* __restrict__ sum_dw) {
@@ -125,6 +130,7 @@ FASTSR_INLINE void bwd_nhwc_impl(T* __restrict__ dx, const T* __restrict__ g,
       for (int64_t c = 0; c < C; ++c) {
         const A ac = a[c];
         A s = 0;
+#pragma GCC unroll 4
         for (int64_t j = 0; j < r; ++j) {
           const A v = load(xp, c * r2 + i * r + j);
           const A gv = load(gp, j * C + c);
@@ -138,23 +144,211 @@ FASTSR_INLINE void bwd_nhwc_impl(T* __restrict__ dx, const T* __restrict__ g,
   }
 }
 
+
+// Fast path (R = 2, 3, 4). The shuffle is a (de)interleave of groups of R (NCHW) or R*R
+// (NHWC) elements; the vectoriser handles that well on acc_t (fp32/fp64) but not on 16-bit
+// bf16, and not when it is mixed with the PReLU arithmetic and a reduction. So each step is
+// its own simple loop over a small L1-resident scratch buffer: convert (contiguous),
+// (de)interleave (one group per iteration), PReLU (contiguous, per channel vectorised).
+
+template <typename T, typename A>
+FASTSR_INLINE void to_acc(A* __restrict__ dst, const T* __restrict__ src, int64_t n) {
+  for (int64_t k = 0; k < n; ++k) dst[k] = load(src, k);
+}
+template <typename T, typename A>
+FASTSR_INLINE void from_acc(T* __restrict__ dst, const A* __restrict__ src, int64_t n) {
+  for (int64_t k = 0; k < n; ++k) store(dst, k, src[k]);
+}
+// dst[k * ds + m] = src[m * G + k], k < G, m < n.
+template <int G, typename A>
+FASTSR_INLINE void deinterleave(A* __restrict__ dst, int64_t ds, const A* __restrict__ src, int64_t n) {
+  for (int64_t m = 0; m < n; ++m) {
+#pragma GCC unroll 16
+    for (int64_t k = 0; k < G; ++k) dst[k * ds + m] = src[m * G + k];
+  }
+}
+// dst[m * G + k] = src[k * ss + m], k < G, m < n.
+template <int G, typename A>
+FASTSR_INLINE void interleave(A* __restrict__ dst, const A* __restrict__ src, int64_t ss, int64_t n) {
+  for (int64_t m = 0; m < n; ++m) {
+#pragma GCC unroll 16
+    for (int64_t k = 0; k < G; ++k) dst[m * G + k] = src[k * ss + m];
+  }
+}
+// The same from / to storage type T, through `scratch` (n * G elements) when T is not A.
+template <int G, typename T, typename A>
+FASTSR_INLINE void deinterleave_load(A* dst, int64_t ds, const T* src, int64_t n, A* scratch) {
+  if constexpr (std::is_same<T, A>::value) {
+    deinterleave<G>(dst, ds, src, n);
+  } else {
+    to_acc(scratch, src, n * G);
+    deinterleave<G>(dst, ds, scratch, n);
+  }
+}
+template <int G, typename T, typename A>
+FASTSR_INLINE void interleave_store(T* dst, const A* src, int64_t ss, int64_t n, A* scratch) {
+  if constexpr (std::is_same<T, A>::value) {
+    interleave<G>(dst, src, ss, n);
+  } else {
+    interleave<G>(scratch, src, ss, n);
+    from_acc(dst, scratch, n * G);
+  }
+}
+
+// NCHW fast path. A task's rows [h0, h1) of input plane k = i*R + j are one contiguous span,
+// so they are processed in segments of up to kSeg elements: whole rows when W < kSeg (many
+// rows per segment: no per-row vector remainders in the PReLU loops), else one row cut
+// into column blocks. t[j][m] holds the segment of plane i*R + j; only the interleave with
+// the output rows goes row by row.
+constexpr int64_t kSeg = 512;
+
+template <typename F>
+FASTSR_INLINE void for_each_segment(int64_t h0, int64_t h1, int64_t W, const F& f) {
+  const int64_t rows = W >= kSeg ? 1 : kSeg / W;
+  for (int64_t hs = h0; hs < h1; hs += rows) {
+    const int64_t he = std::min(h1, hs + rows);
+    for (int64_t w0 = 0; w0 < W; w0 += kSeg) f(hs, he, w0, std::min(kSeg, W - w0));
+  }
+}
+
+template <int R, typename T, typename A>
+FASTSR_INLINE void fwd_nchw_fast(T* __restrict__ yb, const T* __restrict__ xb, int64_t h0,
+                                 int64_t h1, int64_t HW, int64_t W, A a) {
+  A t[R * kSeg], scratch[R * kSeg];
+  const int64_t Wr = W * R;
+  for_each_segment(h0, h1, W, [&](int64_t hs, int64_t he, int64_t w0, int64_t nw) {
+    const int64_t len = (he - hs) * nw;  // nw == W whenever he - hs > 1
+    for (int64_t i = 0; i < R; ++i) {
+      for (int64_t j = 0; j < R; ++j) {
+        const T* xj = xb + (i * R + j) * HW + hs * W + w0;
+        A* tj = t + j * kSeg;
+        for (int64_t m = 0; m < len; ++m) {
+          const A v = load(xj, m);
+          tj[m] = v > A(0) ? v : a * v;
+        }
+      }
+      for (int64_t h = hs; h < he; ++h)
+        interleave_store<R>(yb + (h * R + i) * Wr + w0 * R, t + (h - hs) * nw, kSeg, nw, scratch);
+    }
+  });
+}
+
+template <int R, typename T, typename A>
+FASTSR_INLINE A bwd_nchw_fast(T* __restrict__ dxb, const T* __restrict__ gb,
+                              const T* __restrict__ xb, int64_t h0, int64_t h1, int64_t HW,
+                              int64_t W, A a) {
+  A t[R * kSeg], scratch[R * kSeg];
+  const int64_t Wr = W * R;
+  A sum_dw = 0;
+  for_each_segment(h0, h1, W, [&](int64_t hs, int64_t he, int64_t w0, int64_t nw) {
+    const int64_t len = (he - hs) * nw;
+    for (int64_t i = 0; i < R; ++i) {
+      for (int64_t h = hs; h < he; ++h)
+        deinterleave_load<R>(t + (h - hs) * nw, kSeg, gb + (h * R + i) * Wr + w0 * R, nw, scratch);
+      for (int64_t j = 0; j < R; ++j) {
+        const int64_t off = (i * R + j) * HW + hs * W + w0;
+        const T* xj = xb + off;
+        T* dxj = dxb + off;
+        const A* tj = t + j * kSeg;
+        A s = 0;
+#pragma omp simd reduction(+ : s)
+        for (int64_t m = 0; m < len; ++m) {
+          const A v = load(xj, m);
+          const A gv = tj[m];
+          const bool pos = v > A(0);
+          store(dxj, m, pos ? gv : a * gv);
+          s += pos ? A(0) : gv * v;
+        }
+        sum_dw += s;
+      }
+    }
+  });
+  return sum_dw;
+}
+
+// NHWC, per input pixel: xt[k][c] = x[c*R*R + k] (k = i*R + j), then each output run
+// (pixel row q*R + i, columns w*R .. w*R + R - 1) is R contiguous runs of C channels.
+template <int R, typename T, typename A>
+FASTSR_INLINE void fwd_nhwc_fast(T* __restrict__ y, const T* __restrict__ x, int64_t p0,
+                                 int64_t np, int64_t W, int64_t C, const A* __restrict__ a) {
+  constexpr int64_t R2 = R * R;
+  const int64_t Cin = C * R2, Wr = W * R;
+  std::vector<A> buf(3 * Cin);
+  A* xt = buf.data();
+  A* scratch = xt + Cin;
+  A* out = scratch + Cin;
+  for (int64_t p = p0; p < p0 + np; ++p) {
+    const int64_t q = p / W, w = p - q * W;
+    deinterleave_load<R2>(xt, C, x + p * Cin, C, scratch);
+    for (int64_t i = 0; i < R; ++i) {
+      T* yp = y + ((q * R + i) * Wr + w * R) * C;
+      const A* xi = xt + i * R * C;  // R runs of C: k = i*R + j, j < R
+      A* o = std::is_same<T, A>::value ? reinterpret_cast<A*>(yp) : out;
+      for (int64_t j = 0; j < R; ++j)
+        for (int64_t c = 0; c < C; ++c) {
+          const A v = xi[j * C + c];
+          o[j * C + c] = v > A(0) ? v : a[c] * v;
+        }
+      if constexpr (!std::is_same<T, A>::value) from_acc(yp, out, R * C);
+    }
+  }
+}
+
+template <int R, typename T, typename A>
+FASTSR_INLINE void bwd_nhwc_fast(T* __restrict__ dx, const T* __restrict__ g,
+                                 const T* __restrict__ x, int64_t p0, int64_t np, int64_t W,
+                                 int64_t C, const A* __restrict__ a, A* __restrict__ sum_dw) {
+  constexpr int64_t R2 = R * R;
+  const int64_t Cin = C * R2, Wr = W * R;
+  std::vector<A> buf(4 * Cin);
+  A* xt = buf.data();
+  A* dt = xt + Cin;
+  A* scratch = dt + Cin;
+  A* gt = scratch + Cin;
+  for (int64_t c = 0; c < C; ++c) sum_dw[c] = A(0);
+  for (int64_t p = p0; p < p0 + np; ++p) {
+    const int64_t q = p / W, w = p - q * W;
+    deinterleave_load<R2>(xt, C, x + p * Cin, C, scratch);
+    for (int64_t i = 0; i < R; ++i) {
+      const T* gp = g + ((q * R + i) * Wr + w * R) * C;
+      to_acc(gt, gp, R * C);
+      for (int64_t j = 0; j < R; ++j) {
+        const A* xk = xt + (i * R + j) * C;
+        const A* gk = gt + j * C;
+        A* dk = dt + (i * R + j) * C;
+        for (int64_t c = 0; c < C; ++c) {
+          const A v = xk[c], gv = gk[c];
+          const bool pos = v > A(0);
+          dk[c] = pos ? gv : a[c] * gv;
+          sum_dw[c] += pos ? A(0) : gv * v;
+        }
+      }
+    }
+    interleave_store<R2>(dx + p * Cin, dt, C, C, scratch);
+  }
+}
+
 #define FASTSR_DEFINE_FOR_R(T, A, R)                                                            \
   FASTSR_MULTIVERSION void fwd_nchw(RTag<R>, T* yb, const T* xb, int64_t h0, int64_t h1,       \
                                     int64_t HW, int64_t W, int64_t r, A a) {                   \
-    fwd_nchw_impl<R>(yb, xb, h0, h1, HW, W, r, a);                                             \
+    if constexpr (R == 0) fwd_nchw_generic<R>(yb, xb, h0, h1, HW, W, r, a);                    \
+    else fwd_nchw_fast<R>(yb, xb, h0, h1, HW, W, a);                                           \
   }                                                                                            \
   FASTSR_MULTIVERSION A bwd_nchw(RTag<R>, T* dxb, const T* gb, const T* xb, int64_t h0,        \
                                  int64_t h1, int64_t HW, int64_t W, int64_t r, A a) {          \
-    return bwd_nchw_impl<R>(dxb, gb, xb, h0, h1, HW, W, r, a);                                 \
+    if constexpr (R == 0) return bwd_nchw_generic<R>(dxb, gb, xb, h0, h1, HW, W, r, a);        \
+    else return bwd_nchw_fast<R>(dxb, gb, xb, h0, h1, HW, W, a);                               \
   }                                                                                            \
   FASTSR_MULTIVERSION void fwd_nhwc(RTag<R>, T* y, const T* x, int64_t p0, int64_t np,         \
                                     int64_t W, int64_t C, int64_t r, const A* a) {             \
-    fwd_nhwc_impl<R>(y, x, p0, np, W, C, r, a);                                                \
+    if constexpr (R == 0) fwd_nhwc_generic<R>(y, x, p0, np, W, C, r, a);                       \
+    else fwd_nhwc_fast<R>(y, x, p0, np, W, C, a);                                              \
   }                                                                                            \
   FASTSR_MULTIVERSION void bwd_nhwc(RTag<R>, T* dx, const T* g, const T* x, int64_t p0,        \
                                     int64_t np, int64_t W, int64_t C, int64_t r, const A* a,   \
                                     A* sw) {                                                   \
-    bwd_nhwc_impl<R>(dx, g, x, p0, np, W, C, r, a, sw);                                        \
+    if constexpr (R == 0) bwd_nhwc_generic<R>(dx, g, x, p0, np, W, C, r, a, sw);               \
+    else bwd_nhwc_fast<R>(dx, g, x, p0, np, W, C, a, sw);                                      \
   }
 #define FASTSR_DEFINE_FOR(T, A) \
   FASTSR_DEFINE_FOR_R(T, A, 0)  \
