@@ -9,9 +9,9 @@
 // target once and writes nothing but the loss). fastsr::l1_loss_backward is grad_buf * grad_loss
 // (grad_loss a scalar, or elementwise for reduction none).
 //
-// Layout: input is walked as flat memory when it is non-overlapping and dense (contiguous,
-// channels_last, any permutation); target is brought to input's strides (no copy when they
-// already match); otherwise both are copied to contiguous. The outputs take those strides.
+// Layout: input and target are walked as flat memory, both contiguous or both channels_last
+// (the layout of input; a target in another layout, or a non-contiguous input, is copied
+// first). The outputs take that layout.
 // The sum is over fixed chunks added in double in a fixed order: the result does not depend
 // on the number of threads.
 #include "cpu/common.h"
@@ -122,16 +122,13 @@ Reduction parse_reduction(std::string_view r) {
   return Reduction::None;
 }
 
-// `t` as flat memory with strides the kernels can walk: t itself when non-overlapping and
-// dense, else a contiguous copy.
-at::Tensor dense(const at::Tensor& t) {
-  return t.is_non_overlapping_and_dense() ? t : t.contiguous();
-}
-
-// `t` with exactly the strides of the dense tensor `like` (a copy only when they differ).
-at::Tensor with_strides_of(const at::Tensor& t, const at::Tensor& like) {
-  if (t.strides() == like.strides()) return t;
-  return at::empty_like(like).copy_(t);
+// The layout the kernels walk as flat memory: channels_last for a 4-D channels_last tensor
+// (that is not also contiguous), else contiguous (anything else is copied to it). Both
+// operands and all outputs use it (fastsr.ops._common.output_format is the same rule).
+at::MemoryFormat flat_format(const at::Tensor& t) {
+  return t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast)
+             ? at::MemoryFormat::ChannelsLast
+             : at::MemoryFormat::Contiguous;
 }
 
 // ---- ops --------------------------------------------------------------------------------
@@ -147,12 +144,13 @@ std::tuple<at::Tensor, at::Tensor> l1_loss_cpu(const at::Tensor& input_in,
   if (eps.has_value())
     TORCH_CHECK_VALUE(std::isfinite(*eps) && *eps > 0, kFwd,
                       ": eps must be a finite number > 0 (or None for L1), got ", *eps);
-  const at::Tensor input = dense(input_in);
-  const at::Tensor target = with_strides_of(target_in, input);
+  const at::MemoryFormat fmt = flat_format(input_in);
+  const at::Tensor input = input_in.contiguous(fmt);
+  const at::Tensor target = target_in.contiguous(fmt);
   const int64_t n = input.numel();
-  at::Tensor loss = reduction == Reduction::None ? at::empty_like(input)
+  at::Tensor loss = reduction == Reduction::None ? at::empty_like(input, fmt)
                                                  : at::empty({}, input.options());
-  at::Tensor grad = compute_grad ? at::empty_like(input) : at::empty({0}, input.options());
+  at::Tensor grad = compute_grad ? at::empty_like(input, fmt) : at::empty({0}, input.options());
   FASTSR_DISPATCH_FLOATING(input.scalar_type(), kFwd, [&] {
     using A = typename acc<scalar_t>::type;
     const A eps2 = eps.has_value() ? static_cast<A>(*eps * *eps) : A(0);
@@ -189,8 +187,9 @@ at::Tensor l1_loss_backward_cpu(const at::Tensor& grad_loss, const at::Tensor& g
   TORCH_CHECK_VALUE(scalar || grad_loss.sizes() == grad_buf_in.sizes(), kBwd,
                     ": grad_loss must be 0-D (reduction mean/sum) or have the shape of grad_buf ",
                     grad_buf_in.sizes(), " (reduction none), got ", grad_loss.sizes());
-  const at::Tensor gbuf = dense(grad_buf_in);
-  at::Tensor out = at::empty_like(gbuf);
+  const at::MemoryFormat fmt = flat_format(grad_buf_in);
+  const at::Tensor gbuf = grad_buf_in.contiguous(fmt);
+  at::Tensor out = at::empty_like(gbuf, fmt);
   const int64_t n = gbuf.numel();
   if (n == 0) return out;
   FASTSR_DISPATCH_FLOATING(gbuf.scalar_type(), kBwd, [&] {
@@ -200,7 +199,7 @@ at::Tensor l1_loss_backward_cpu(const at::Tensor& grad_loss, const at::Tensor& g
     if (scalar) {
       s = static_cast<A>(grad_loss.item<double>());
     } else {
-      gl = with_strides_of(grad_loss, gbuf);
+      gl = grad_loss.contiguous(fmt);
     }
     auto* bp = ptr<scalar_t>(gbuf);
     auto* gp = scalar ? nullptr : ptr<scalar_t>(gl);
