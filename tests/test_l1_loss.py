@@ -242,3 +242,17 @@ def test_triton_matches_cpp(reduction, eps, layout, dtype):
     torch.testing.assert_close(k.l1_loss_backward(g, buf_c), BWD(g, buf_c), **tol)
     _, nobuf = k.l1_loss_forward(x, y, reduction, eps, False)
     assert nobuf.numel() == 0
+
+
+def test_returned_buffer_accumulates_correctly():
+    # The backward hands the saved gradient buffer to autograd (no copy); accumulating
+    # into .grad over retained and repeated backward passes must still add up.
+    x, y = _pair((2, 3, 4, 4), torch.float32, "contiguous")
+    x.requires_grad_(True)
+    loss = l1_loss(x, y)
+    loss.backward(retain_graph=True)
+    first = x.grad.clone()
+    loss.backward()
+    l1_loss(x, y).backward()
+    torch.testing.assert_close(x.grad, 3 * first, rtol=0, atol=0)
+    torch.testing.assert_close(first, torch.sign(x - y).detach() / x.numel(), rtol=0, atol=0)
