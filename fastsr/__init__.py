@@ -1,12 +1,12 @@
 """fastsr: fused CPU (C++) and GPU (Triton) kernels for GAN image super-resolution.
 
 Subpackages: ``fastsr.ops`` (the fused functional ops, ``torch.ops.fastsr.*``),
-``fastsr.nn`` (drop-in modules built on them).
+``fastsr.nn`` (drop-in modules built on them), ``fastsr.models`` (the papers'
+generators and discriminators), ``fastsr.losses`` (pixel, SSIM, perceptual,
+texture and adversarial losses), ``fastsr.metrics`` (PSNR/SSIM with the papers' conventions),
+``fastsr.data`` (datasets, MATLAB bicubic, sample photos), ``fastsr.train`` (import explicitly).
 """
 import torch  # noqa: F401  (torch must be imported before the extension loads)
 
 from fastsr import _extension  # noqa: F401  (raises a helpful ImportError when not built)
-from fastsr import nn, ops
-
-__version__ = "0.1.0"
-__all__ = ["nn", "ops", "__version__"]
+from fastsr import data, losses, metrics, models, nn, ops

@@ -86,7 +86,7 @@ def _bwd_nhwc_kernel(g_ptr, x_ptr, b_ptr, a_ptr, dx_ptr, pb_ptr, pw_ptr, P, C, a
 
 
 def _check(x, bias, weight, op):
-    checks.check_activation(x, op)
+    checks.check_activation(x, op, dtypes=checks.CUDA_DTYPES)
     checks.check_channel_param(bias, x, op, "bias")
     checks.check_channel_param(weight, x, op, "weight", allow_shared=True)
 

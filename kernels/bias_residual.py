@@ -68,7 +68,7 @@ def _sum_nhwc_kernel(g_ptr, dx_ptr, p_ptr, P, C, scale, WRITE_DX: tl.constexpr,
 def bias_residual_forward(x, bias, residual, scale):
     """Triton forward of fastsr::bias_residual (same contract as the op)."""
     op = "fastsr::bias_residual"
-    checks.check_activation(x, op)
+    checks.check_activation(x, op, dtypes=checks.CUDA_DTYPES)
     checks.check_channel_param(bias, x, op, "bias")
     checks.check_same_as(residual, x, op, "residual")
     checks.check_finite(scale, op, "scale")
@@ -110,7 +110,7 @@ def _scale_and_sum(g, scale, write_dx, dtype):
 def bias_residual_backward(grad, bias, scale):
     """Triton backward of fastsr::bias_residual: returns (dx = scale * grad, dbias)."""
     op = "fastsr::bias_residual_backward"
-    checks.check_activation(grad, op, "grad")
+    checks.check_activation(grad, op, "grad", dtypes=checks.CUDA_DTYPES)
     checks.check_channel_param(bias, grad, op, "bias")
     checks.check_finite(scale, op, "scale")
     return _scale_and_sum(grad, scale, True, bias.dtype)
@@ -118,6 +118,6 @@ def bias_residual_backward(grad, bias, scale):
 
 def channel_sum(x, scale, dtype):
     """Triton fastsr::channel_sum: ``scale * x.sum((0, 2, 3))`` in ``dtype``."""
-    checks.check_activation(x, "fastsr::channel_sum")
+    checks.check_activation(x, "fastsr::channel_sum", dtypes=checks.CUDA_DTYPES)
     checks.check_finite(scale, "fastsr::channel_sum", "scale")
     return _scale_and_sum(x, scale, False, dtype)[1]

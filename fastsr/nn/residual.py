@@ -65,3 +65,43 @@ class ResidualBlockNoBN(nn.Module):
 
     def extra_repr(self) -> str:
         return f"res_scale={self.res_scale}, fused={self.fused}"
+
+
+class ResidualBlockBN(nn.Module):
+    """SRResNet's residual block with BatchNorm: ``x + BN(conv2(PReLU(BN(conv1(x)))))``.
+
+    Ledig et al. 2017 (SRGAN), sec. 2.2 / Fig. 4: two conv3x3 64 layers, each followed by
+    BatchNorm, PReLU after the first, element-wise sum with the input. The EM-distance GAN
+    paper (Zhang et al. 2019, Fig. 4a) and the sharpness GAN (Fig. 3a) call it the original
+    block they remove BN from (see :class:`ResidualBlockNoBN`).
+
+    This block has no fused path: BN sits between conv1 and PReLU, so conv1's bias cannot be
+    folded into the ``bias_prelu`` epilogue (in training mode BN's batch statistics depend on
+    it), and the module is plain PyTorch. It takes no ``fused`` flag.
+
+    Args:
+        channels: feature channels C (64 in the paper).
+        kernel_size: odd convolution size (3 in the paper), "same" padding.
+        prelu_shared: one PReLU slope for all channels instead of one per channel.
+
+    Shape:
+        (N, C, H, W) -> (N, C, H, W), same dtype.
+
+    Parameters (C = 64, per-channel PReLU): 2 * (64*64*9 + 64) + 2 * 128 + 64 = 74,176.
+    """
+
+    def __init__(self, channels: int = 64, kernel_size: int = 3, prelu_shared: bool = False):
+        super().__init__()
+        if channels < 1:
+            raise ValueError(f"ResidualBlockBN: channels must be >= 1, got {channels}")
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"ResidualBlockBN: kernel_size must be odd and >= 1, got {kernel_size}")
+        pad = kernel_size // 2
+        self.conv1 = nn.Conv2d(channels, channels, kernel_size, padding=pad)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.prelu = nn.PReLU(1 if prelu_shared else channels)
+        self.conv2 = nn.Conv2d(channels, channels, kernel_size, padding=pad)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.bn2(self.conv2(self.prelu(self.bn1(self.conv1(x)))))

@@ -54,10 +54,13 @@ def output_format(x: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def check_activation(x: torch.Tensor, op: str, arg: str = "x") -> None:
+def check_activation(x: torch.Tensor, op: str, arg: str = "x", dtypes: tuple | None = None) -> None:
+    """``x`` is a 4-D (N, C, H, W) tensor of a supported dtype: ``dtypes`` if given (the
+    Triton launchers pass CUDA_DTYPES, also under the CPU interpreter), else the dtypes of
+    the kernel for x's device."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{op}: {arg} must be a torch.Tensor, got {type(x).__name__}")
-    allowed = CPU_DTYPES if x.device.type == "cpu" else CUDA_DTYPES
+    allowed = dtypes or (CPU_DTYPES if x.device.type == "cpu" else CUDA_DTYPES)
     if x.dtype not in allowed:
         raise TypeError(f"{op}: {arg} must be one of {allowed} on {x.device.type}, got {x.dtype}")
     if x.dim() != 4:

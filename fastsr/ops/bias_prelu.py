@@ -80,19 +80,9 @@ def _bias_prelu_backward_fake(grad, x, bias, weight):
     )
 
 
-def _setup_context(ctx, inputs, output):
-    x, bias, weight = inputs
-    ctx.save_for_backward(x, bias, weight)
-
-
-def _backward(ctx, grad):
-    x, bias, weight = ctx.saved_tensors
-    dx, dbias, dweight = torch.ops.fastsr.bias_prelu_backward(grad, x, bias, weight)
-    return dx, dbias, dweight
-
-
-torch.library.register_autograd("fastsr::bias_prelu", _backward, setup_context=_setup_context)
-
+# Autograd is registered in C++ (csrc/autograd/bias_prelu.cpp) for the Autograd key, so a
+# forward+backward runs no Python; its backward calls the backward op through the
+# dispatcher, i.e. the C++ kernel on CPU, the Triton launcher on CUDA, the fake here.
 
 def _register_cuda():
     from fastsr.kernels import bias_prelu as k

@@ -86,24 +86,9 @@ def _channel_sum_fake(x, scale, dtype):
     return x.new_empty((x.shape[1],), dtype=dtype)
 
 
-def _setup_context(ctx, inputs, output):
-    x, bias, residual, scale = inputs
-    ctx.save_for_backward(bias)
-    ctx.scale = scale
-
-
-def _backward(ctx, grad):
-    (bias,) = ctx.saved_tensors
-    if ctx.scale == 1.0:
-        # dx is grad itself: only the per-channel reduction is left to do.
-        dbias = torch.ops.fastsr.channel_sum(grad, 1.0, bias.dtype) if ctx.needs_input_grad[1] else None
-        return grad, dbias, grad, None
-    dx, dbias = torch.ops.fastsr.bias_residual_backward(grad, bias, ctx.scale)
-    return dx, dbias, grad, None
-
-
-torch.library.register_autograd("fastsr::bias_residual", _backward, setup_context=_setup_context)
-
+# Autograd is registered in C++ (csrc/autograd/bias_residual.cpp) for the Autograd key, so a
+# forward+backward runs no Python; its backward calls the backward op through the
+# dispatcher, i.e. the C++ kernel on CPU, the Triton launcher on CUDA, the fake here.
 
 def _register_cuda():
     from fastsr.kernels import bias_residual as k

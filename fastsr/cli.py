@@ -1,0 +1,310 @@
+"""The ``fastsr`` command (also ``python -m fastsr``): train, eval, upscale.
+
+User errors (bad arguments, missing or unreadable files, invalid configs or checkpoints)
+print one line ``fastsr: error: ...`` and exit with status 2, without a traceback; set
+``FASTSR_DEBUG=1`` to see the traceback. An interrupted training (Ctrl-C) saves a checkpoint
+and exits with status 130.
+
+Subcommands are registered in ``SUBCOMMANDS`` (name -> (add_arguments, run)); a new one
+(e.g. ``bench``) adds an entry there.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["main", "SUBCOMMANDS"]
+
+
+class UserError(Exception):
+    """A mistake in the command line or the files given; printed as one line."""
+
+
+# ---------------------------------------------------------------------------- train
+def _add_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="recipe name (nonbn_wgan_x4, srresnet_x4, srgan_x4, esrgan_x4, sharpness, "
+                                  "attentive_began_x4) or a YAML file")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--data", metavar="DIR", help="folder of HR training images (recursive)")
+    src.add_argument("--sample-data", action="store_true",
+                     help="train on scikit-image's sample photographs (the default without --data)")
+    p.add_argument("--val-data", metavar="DIR", help="folder of HR validation images (default: held-back images)")
+    p.add_argument("--iters", type=int, help="total generator updates (train.iters)")
+    p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest.*")
+    p.add_argument("--init-from", metavar="CKPT", help="start G from these weights (e.g. SRGAN from SRResNet)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.lr_g=2e-4 (repeatable); "
+                        "'--train.lr_g 2e-4' works too")
+    p.add_argument("--batch-size", type=int, help="data.batch_size (total over processes)")
+    p.add_argument("--seed", type=int, help="train.seed")
+    p.add_argument("--num-workers", type=int, help="data.num_workers")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (train.bf16)")
+    p.add_argument("--channels-last", action="store_true", help="train.channels_last")
+    p.add_argument("--compile", action="store_true", help="torch.compile the generator (train.compile)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def _run_train(args, extra: list[str]) -> int:
+    from fastsr.train import load_config, train
+    from fastsr.train.config import dump_config
+
+    overrides = list(args.overrides)
+    it = iter(extra)
+    for tok in it:  # dotted options: --train.lr_g 2e-4 or --train.lr_g=2e-4
+        if not tok.startswith("--") or "." not in tok.split("=", 1)[0]:
+            raise UserError(f"unrecognized argument: {tok}")
+        if "=" in tok:
+            overrides.append(tok[2:])
+        else:
+            val = next(it, None)
+            if val is None:
+                raise UserError(f"option {tok} needs a value")
+            overrides.append(f"{tok[2:]}={val}")
+    for flag, key in (("iters", "train.iters"), ("batch_size", "data.batch_size"), ("seed", "train.seed"),
+                      ("num_workers", "data.num_workers")):
+        if getattr(args, flag) is not None:
+            overrides.append(f"{key}={getattr(args, flag)}")
+    for flag, key in (("bf16", "train.bf16"), ("channels_last", "train.channels_last"), ("compile", "train.compile")):
+        if getattr(args, flag):
+            overrides.append(f"{key}=true")
+    cfg = load_config(args.config, overrides)
+    if args.print_config:
+        print(dump_config(cfg), end="")
+        return 0
+    out = Path(args.out or Path("runs") / cfg.get("name", "run"))
+    summary = train(cfg, out, data_dir=args.data, val_dir=args.val_data, resume=args.resume,
+                    init_from=args.init_from, device=args.device, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        msg = (f"{summary['status']} at iteration {summary['iteration']} in {summary['seconds']:.1f} s "
+               f"({summary['sec_per_iter']:.3f} s/iter); checkpoints in {out / 'checkpoints'}")
+        if "val_psnr" in summary:
+            msg += (f"\nvalidation: PSNR {summary['val_psnr']:.2f} dB / SSIM {summary['val_ssim']:.4f} "
+                    f"(bicubic {summary['val_psnr_bicubic']:.2f} dB / {summary['val_ssim_bicubic']:.4f})")
+        print(msg)
+    return 130 if summary["status"] == "interrupted" else 0
+
+
+# ---------------------------------------------------------------------------- eval
+def _add_eval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="generator .safetensors from fastsr train")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", metavar="DIR", help="HR test images (LR made by MATLAB bicubic)")
+    src.add_argument("--sample-data", action="store_true", help="the sample photographs' validation split")
+    p.add_argument("--lr-data", metavar="DIR", help="LR images paired with --data by name (x4 suffix accepted)")
+    p.add_argument("--scale", type=int, help="must match the checkpoint (default: the checkpoint's)")
+    p.add_argument("--weights", choices=["auto", "params", "params_ema"], default="auto")
+    p.add_argument("--save-images", metavar="DIR", help="write SR images and bicubic|SR|HR crops as PNG")
+    p.add_argument("--crop", type=int, default=128, help="side of the side-by-side crops in HR pixels")
+    p.add_argument("--tile", type=int, default=0, help="LR tile size (0 = whole image)")
+    p.add_argument("--tile-pad", type=int, default=16)
+    p.add_argument("--device", choices=["cpu", "cuda"])
+
+
+def _side_by_side(imgs, crop: int, scale: int):
+    import torch
+
+    h, w = imgs[-1].shape[-2:]
+    c = min(crop, h, w)
+    top, left = (h - c) // 2, (w - c) // 2
+    gap = torch.ones(3, c, 4)
+    parts = []
+    for i, x in enumerate(imgs):
+        parts.append(x[:, top:top + c, left:left + c])
+        if i < len(imgs) - 1:
+            parts.append(gap)
+    return torch.cat(parts, dim=2)
+
+
+def _run_eval(args, extra) -> int:
+    if extra:
+        raise UserError(f"unrecognized arguments: {' '.join(extra)}")
+    import torch
+
+    from fastsr.data import HRFolderDataset, PairedFolderDataset, imresize, sample_images, write_image
+    from fastsr.data.datasets import mod_crop
+    from fastsr.metrics import format_table
+    from fastsr.train import builders
+    from fastsr.train.inference import load_generator, upscale_image
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, scale = load_generator(args.checkpoint, args.weights, device)
+    if args.scale is not None and args.scale != scale:
+        raise UserError(f"--scale {args.scale} does not match the checkpoint's scale {scale}")
+    if args.sample_data:
+        items = [(n, mod_crop(x, scale).contiguous()) for n, x in sample_images("val")]
+        from fastsr.data import degrade
+
+        pairs = [(n, degrade(x, scale) if scale > 1 else x, x) for n, x in items]
+    elif args.lr_data:
+        ds = PairedFolderDataset(args.lr_data, args.data, scale=scale)
+        pairs = [(it["name"], it["lr"], it["hr"]) for it in (ds[i] for i in range(len(ds)))]
+    else:
+        ds = HRFolderDataset(args.data, scale=scale, crop_size=None, augment=False,
+                             degradation="bicubic" if scale > 1 else "bicubic_blur")
+        pairs = [(it["name"], it["lr"], it["hr"]) for it in (ds[i] for i in range(len(ds)))]
+    cols = {"Bicubic PSNR": [], "Bicubic SSIM": [], "SR PSNR": [], "SR SSIM": []}
+    names = []
+    for name, lr, hr in pairs:
+        sr = upscale_image(model, lr[None], scale, args.tile, args.tile_pad)
+        bic = imresize(lr[None], float(scale)).clamp(0, 1) if scale > 1 else lr[None]
+        p, s = builders.psnr_ssim(bic, hr[None], scale)
+        cols["Bicubic PSNR"] += p
+        cols["Bicubic SSIM"] += s
+        p, s = builders.psnr_ssim(sr, hr[None], scale)
+        cols["SR PSNR"] += p
+        cols["SR SSIM"] += s
+        names.append(name)
+        if args.save_images:
+            out = Path(args.save_images)
+            safe = name.replace("/", "_")
+            write_image(sr[0], out / f"{safe}_SR.png")
+            write_image(_side_by_side([bic[0], sr[0], hr], args.crop, scale), out / f"{safe}_bicubic_SR_HR.png")
+    title = f"x{scale}, Y channel, crop_border={scale} ({Path(args.checkpoint).name})"
+    print(format_table(names, cols, title=title))
+    return 0
+
+
+# ---------------------------------------------------------------------------- upscale
+def _add_upscale(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="output folder, or a file name when there is one input file")
+    p.add_argument("--checkpoint", metavar="CKPT", help="generator .safetensors (default: MATLAB bicubic)")
+    p.add_argument("--scale", type=int, help="bicubic scale without a checkpoint (default 4); must match one")
+    p.add_argument("--weights", choices=["auto", "params", "params_ema"], default="auto")
+    p.add_argument("--tile", type=int, default=0, help="LR tile size, e.g. 256 (0 = whole image)")
+    p.add_argument("--tile-pad", type=int, default=16, help="LR context pixels around each tile")
+    p.add_argument("--format", choices=["png", "jpg", "webp", "bmp", "tif"], default="png")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--device", choices=["cpu", "cuda"])
+
+
+def _run_upscale(args, extra) -> int:
+    if extra:
+        raise UserError(f"unrecognized arguments: {' '.join(extra)}")
+    import torch
+
+    from fastsr.data import IMAGE_EXTENSIONS, imresize, list_images, read_image, write_image
+    from fastsr.train.inference import load_generator, upscale_image
+
+    files = []
+    for inp in args.inputs:
+        p = Path(inp)
+        if p.is_dir():
+            files += [(f, f.relative_to(p)) for f in list_images(p)]
+        elif p.is_file():
+            files.append((p, Path(p.name)))
+        else:
+            raise UserError(f"input not found: {inp}")
+    if not files:
+        raise UserError("no input images found")
+    if args.tile < 0 or args.tile_pad < 0:
+        raise UserError("--tile and --tile-pad must be >= 0")
+    out = Path(args.output)
+    single_file = (len(files) == 1 and Path(args.inputs[0]).is_file() and out.suffix.lower() in IMAGE_EXTENSIONS)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.checkpoint:
+        model, scale = load_generator(args.checkpoint, args.weights, device)
+        if args.scale is not None and args.scale != scale:
+            raise UserError(f"--scale {args.scale} does not match the checkpoint's scale {scale}")
+    else:
+        model, scale = None, args.scale or 4
+        if scale < 1:
+            raise UserError(f"--scale must be >= 1, got {scale}")
+    for path, rel in files:
+        rgb, alpha = read_image(path, keep_alpha=True)
+        if model is None:
+            sr = imresize(rgb[None], float(scale)).clamp(0, 1)
+        else:
+            sr = upscale_image(model, rgb[None], scale, args.tile, args.tile_pad, args.bf16)
+        a = imresize(alpha[None], float(scale)).clamp(0, 1)[0] if alpha is not None else None
+        dest = out if single_file else (out / rel).with_suffix("." + args.format)
+        if a is not None and dest.suffix.lower() in (".jpg", ".jpeg", ".bmp"):
+            a = None  # formats without alpha
+        write_image(sr[0], dest, alpha=a)
+        print(f"{path} -> {dest} ({rgb.shape[2]}x{rgb.shape[1]} -> {sr.shape[3]}x{sr.shape[2]})")
+    return 0
+
+
+# ---------------------------------------------------------------------------- main
+#: name -> (help, add_arguments(parser), run(args, extra_argv) -> exit code). `bench` goes here.
+# ---------------------------------------------------------------------------- bench
+def _add_bench(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--variants", default="1,2,3,4,5,6,7",
+                   help="comma-separated variants of the per-iteration benchmark (default: all 7; see "
+                        "fastsr.bench.iteration)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (each variant in a fresh process)")
+    p.add_argument("--iters", type=int, default=3, help="timed iterations per variant and round")
+    p.add_argument("--warmup", type=int, default=2, help="untimed iterations before timing")
+    p.add_argument("--batch", type=int, default=16, help="batch size (paper: 16)")
+    p.add_argument("--crop", type=int, default=96, help="HR crop side in pixels (paper: 96)")
+    p.add_argument("--quick", action="store_true", help="batch 4, 48 px, 1 round, 2 iterations: a smoke run")
+    p.add_argument("--no-inference", action="store_true", help="skip the inference timings")
+    p.add_argument("--no-parity", action="store_true", help="skip the fused-vs-unfused parity check")
+    p.add_argument("--out", default="benchmarks/results", metavar="DIR",
+                   help="where iteration.json / .md / .png go (default: benchmarks/results)")
+
+
+def _run_bench(args, extra: list[str]) -> int:
+    if extra:
+        raise UserError(f"unrecognized arguments: {' '.join(extra)}")
+    from fastsr.bench.iteration import run_benchmark
+
+    for name in ("rounds", "iters", "batch", "crop"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.warmup < 0:
+        raise UserError(f"--warmup must be >= 0, got {args.warmup}")
+    if args.quick:
+        args.batch, args.crop, args.rounds, args.iters, args.warmup = 4, 48, 1, 2, 1
+    if args.crop % 4:
+        raise UserError(f"--crop must be a multiple of the scale 4, got {args.crop}")
+    run_benchmark(variants=[v.strip() for v in args.variants.split(",") if v.strip()], rounds=args.rounds,
+                  iters=args.iters, warmup=args.warmup, batch=args.batch, crop=args.crop,
+                  inference=not args.no_inference, parity=not args.no_parity, out_dir=args.out)
+    return 0
+
+
+SUBCOMMANDS = {
+    "train": ("train a generator (and discriminator) from a recipe", _add_train, _run_train),
+    "eval": ("PSNR/SSIM table of a checkpoint on a test folder", _add_eval, _run_eval),
+    "upscale": ("super-resolve image files", _add_upscale, _run_upscale),
+    "bench": ("per-iteration GAN training and inference benchmark (issue 7 variants)", _add_bench, _run_bench),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastsr", description="GAN image super-resolution on fused layers.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (help_, add, _) in SUBCOMMANDS.items():
+        add(sub.add_parser(name, help=help_, description=help_))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    from fastsr.data import ImageReadError
+    from fastsr.train import CheckpointError, ConfigError
+
+    try:
+        return SUBCOMMANDS[args.command][2](args, extra)
+    except (UserError, ConfigError, CheckpointError, ImageReadError, FileNotFoundError, NotADirectoryError,
+            PermissionError, ValueError) as e:
+        if os.environ.get("FASTSR_DEBUG"):
+            raise
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"fastsr: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fastsr: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Generators and discriminators of the source papers, plus CNN baselines.
+
+One file per architecture family (BasicSR ``archs/`` style); every model is registered by
+class name (and a few aliases) for :func:`create`::
+
+    import fastsr
+    g = fastsr.models.create("NonBNResNet", scale=4)          # fused=True by default
+    d = fastsr.models.create("WGANCritic", input_size=96)
+    fastsr.models.list_models()
+
+Generators take ``scale`` and ``fused`` (same state_dict for ``fused=True`` and ``False``;
+setting ``model.fused`` propagates to every submodule). Discriminators return logits /
+critic scores (no sigmoid). :func:`init_weights` re-initialises (PyTorch default or
+N(0, 0.02)); :func:`load_state_dict` loads BasicSR-style checkpoints strictly and lists
+missing / unexpected keys on mismatch.
+"""
+from fastsr.models._utils import count_parameters, extract_state_dict, init_weights, load_state_dict
+from fastsr.models.registry import create, list_models, register_model
+from fastsr.models.discriminators import SRGANDiscriminator, WGANCritic
+from fastsr.models.srresnet import MSRResNet, SRResNet
+from fastsr.models.nonbn import NonBNResNet
+from fastsr.models.sharpness import SharpnessDiscriminator, SharpnessGenerator
+from fastsr.models.attentive import AttentiveGenerator, BEGANDiscriminator
+from fastsr.models.rrdbnet import RRDBNet, VGGStyleDiscriminator
+from fastsr.models.baselines import EDSR, ESPCN, RCAN, SRCNN, VDSR
+
+__all__ = [
+    "create", "list_models", "register_model", "init_weights", "load_state_dict",
+    "extract_state_dict", "count_parameters",
+    "SRResNet", "MSRResNet", "NonBNResNet", "SharpnessGenerator", "AttentiveGenerator", "RRDBNet",
+    "SRCNN", "ESPCN", "VDSR", "EDSR", "RCAN",
+    "SRGANDiscriminator", "WGANCritic", "SharpnessDiscriminator", "BEGANDiscriminator",
+    "VGGStyleDiscriminator",
+]

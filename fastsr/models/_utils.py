@@ -1,0 +1,171 @@
+"""Shared helpers of fastsr.models: the ``fused`` switch, scale / input-size checks, weight
+initialisation and strict checkpoint loading."""
+from __future__ import annotations
+
+import math
+import os
+from typing import Iterable, Mapping
+
+import torch
+from torch import nn
+
+__all__ = [
+    "FusedModule",
+    "check_scale",
+    "check_input_size",
+    "init_weights",
+    "load_state_dict",
+    "extract_state_dict",
+    "count_parameters",
+]
+
+
+class FusedModule(nn.Module):
+    """Base of the generators: a model-level ``fused`` flag that propagates to every
+    submodule with a ``fused`` attribute (``ResidualBlockNoBN``, ``Upsampler``, ...).
+
+    Flipping ``fused`` never changes the parameters or the state_dict; it only selects the
+    fused kernels (``True``) or the plain PyTorch modules (``False``).
+    """
+
+    _fused: bool = True
+
+    @property
+    def fused(self) -> bool:
+        return self._fused
+
+    @fused.setter
+    def fused(self, value: bool) -> None:
+        self._fused = bool(value)
+        for m in self.modules():
+            if m is not self and hasattr(m, "fused"):
+                m.fused = self._fused
+
+
+def check_scale(model: str, scale: int, supported: Iterable[int]) -> int:
+    """Return ``scale`` if it is one of ``supported``, else raise a ValueError naming the model."""
+    supported = tuple(supported)
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale not in supported:
+        raise ValueError(f"{model}: scale must be one of {supported}, got {scale!r}")
+    return scale
+
+
+def check_input_size(model: str, x: torch.Tensor, input_size: int, channels: int) -> None:
+    """Raise ValueError unless ``x`` is (N, channels, input_size, input_size)."""
+    if x.dim() != 4 or x.shape[1] != channels or x.shape[2] != input_size or x.shape[3] != input_size:
+        raise ValueError(
+            f"{model}: expected input of shape (N, {channels}, {input_size}, {input_size}) "
+            f"(the fully connected layer is built for input_size={input_size}; construct the "
+            f"model with input_size=<H> for other sizes), got {tuple(x.shape)}"
+        )
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of scalar parameters (BatchNorm running statistics are buffers, not counted)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+@torch.no_grad()
+def init_weights(model: nn.Module, method: str = "default", std: float = 0.02) -> nn.Module:
+    """Re-initialise the weights of ``model`` in place and return it.
+
+    Args:
+        model: any module.
+        method: ``"default"`` -- PyTorch's own initialisation (``reset_parameters`` of every
+            submodule: Kaiming-uniform convs / linears, PReLU 0.25, BN weight 1 bias 0);
+            ``"normal"`` -- the EM-distance GAN paper's N(0, ``std``) for conv and linear
+            weights with zero biases (Zhang et al. 2019, sec. 3.1: N(0, 0.02)), BatchNorm
+            weight N(1, ``std``) and bias 0 as in DCGAN; PReLU slopes keep 0.25.
+        std: standard deviation for ``"normal"``.
+
+    Raises:
+        ValueError: unknown ``method`` or ``std`` not positive and finite.
+    """
+    if method not in ("default", "normal"):
+        raise ValueError(f"init_weights: method must be 'default' or 'normal', got {method!r}")
+    if not (isinstance(std, (int, float)) and math.isfinite(std) and std > 0):
+        raise ValueError(f"init_weights: std must be a positive finite number, got {std!r}")
+    for m in model.modules():
+        if method == "default":
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+            continue
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+            nn.init.normal_(m.weight, 1.0, std)
+            nn.init.zeros_(m.bias)
+    return model
+
+
+def extract_state_dict(checkpoint: Mapping, key: str | None = None) -> Mapping[str, torch.Tensor]:
+    """The state dict inside a checkpoint: ``checkpoint[key]`` when ``key`` is given, else the
+    first of ``params_ema``, ``params`` (BasicSR / Real-ESRGAN), ``state_dict``, ``model``
+    present, else the checkpoint itself. A ``module.`` prefix (DataParallel/DDP) is stripped.
+
+    Raises:
+        KeyError: ``key`` given but absent (the message lists the keys present).
+        TypeError: the checkpoint is not a mapping.
+    """
+    if not isinstance(checkpoint, Mapping):
+        raise TypeError(f"checkpoint must be a mapping (a state dict), got {type(checkpoint).__name__}")
+    if key is not None:
+        if key not in checkpoint:
+            raise KeyError(f"checkpoint has no key {key!r}; top-level keys: {sorted(checkpoint)[:20]}")
+        sd = checkpoint[key]
+    else:
+        sd = checkpoint
+        for k in ("params_ema", "params", "state_dict", "model"):
+            if k in checkpoint and isinstance(checkpoint[k], Mapping):
+                sd = checkpoint[k]
+                break
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def load_state_dict(
+    model: nn.Module,
+    checkpoint: Mapping | str | os.PathLike,
+    key: str | None = None,
+    map_location: str | torch.device = "cpu",
+) -> nn.Module:
+    """Load a checkpoint strictly into ``model`` and return the model.
+
+    Args:
+        model: the target module.
+        checkpoint: a state dict, a checkpoint dict (``{'params_ema': sd}``,
+            ``{'params': sd}``, ``{'state_dict': sd}``) or a path to a ``torch.save`` file
+            (loaded with ``weights_only=True``).
+        key: which entry of the checkpoint holds the state dict; default: see
+            :func:`extract_state_dict`.
+        map_location: where tensors of a file are loaded.
+
+    Raises:
+        ValueError: missing or unexpected keys (all listed) or tensors of the wrong shape
+            (each listed with both shapes). Nothing is loaded in that case.
+    """
+    if isinstance(checkpoint, (str, os.PathLike)):
+        checkpoint = torch.load(checkpoint, map_location=map_location, weights_only=True)
+    sd = extract_state_dict(checkpoint, key)
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    wrong_shape = [
+        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or wrong_shape:
+        parts = [f"checkpoint does not match {type(model).__name__}:"]
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {missing}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {unexpected}")
+        if wrong_shape:
+            parts.append(f"shape mismatches ({len(wrong_shape)}): {wrong_shape}")
+        raise ValueError("\n".join(parts))
+    model.load_state_dict(sd, strict=True)
+    return model

@@ -1,0 +1,257 @@
+"""SSIM: the structural similarity index of Wang et al. 2004 with a Gaussian window.
+
+    SSIM(x, y) = (2 mu_x mu_y + C1)(2 sigma_xy + C2) / ((mu_x^2 + mu_y^2 + C1)(sigma_x^2 + sigma_y^2 + C2))
+
+Wang, Bovik, Sheikh, Simoncelli, "Image quality assessment: from error visibility to
+structural similarity", IEEE TIP 2004, eq. 13, with C1 = (k1 L)^2, C2 = (k2 L)^2, L the
+data range, and the local statistics taken under an 11x11 circular-symmetric Gaussian
+window with sigma 1.5 (their Sec. III-C):
+
+    mu_x = G * x,  sigma_x^2 = G * x^2 - mu_x^2,  sigma_xy = G * (x y) - mu_x mu_y
+
+G is separable (a 1-D normalised Gaussian along H, then along W) and applied as a 'valid'
+filter (no padding): the SSIM map of an H x W image is (H - win + 1) x (W - win + 1). The
+per-image SSIM is the mean of the map over all channels and positions. These are the
+conventions of pytorch-msssim (``ssim(..., win_size=11, nonnegative_ssim=False,
+size_average=False)``) and of BasicSR's ``calculate_ssim`` (which follows the MATLAB code
+of the paper); the SR papers' SSIM tables use them.
+
+Gradients. Write S(q) for the map at position q and ``(G^T * M)`` for the transposed
+('full', zero-padded) filtering of a map M back to the image grid; G is symmetric, so G^T
+is G itself. With  B = dS/dsigma_x^2 = dS/dsigma_y^2 = -S / (sigma_x^2 + sigma_y^2 + C2),
+Cxy = dS/dsigma_xy,  A_x = dS/dmu_x - 2 mu_x B - mu_y Cxy  (and A_y likewise):
+
+    dSSIM_n/dx = (G^T * A_x) + 2 x (G^T * B) + y (G^T * Cxy),   scaled by 1 / (C Ho Wo)
+
+(the derivation of pytorch-msssim's autograd graph and of fused-ssim's backward, collected
+into three -- four with dy -- maps). The kernels compute the five moments in one pass and
+the maps at the same time, so the backward is one more separable Gaussian pass.
+
+Kernels: C++ ``csrc/cpu/ssim.cpp`` (CPU), Triton ``kernels/ssim.py`` (CUDA),
+:func:`ssim_reference` (plain PyTorch; fallback and test oracle).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from fastsr.ops import _common
+
+_OP = "fastsr.ops.ssim"
+_MAX_WINDOW = 63  # the kernels' ring buffers hold at most 63 rows
+
+
+def gaussian_window(window_size: int, sigma: float, dtype: torch.dtype = torch.float64,
+                    device: torch.device | str | None = None) -> torch.Tensor:
+    """The normalised 1-D Gaussian ``g[i] ~ exp(-(i - window_size // 2)^2 / (2 sigma^2))``,
+    shape (window_size,), summing to 1; computed in float64 and cast to ``dtype``."""
+    coords = torch.arange(window_size, dtype=torch.float64) - window_size // 2
+    g = torch.exp(-(coords**2) / (2.0 * sigma * sigma))
+    return (g / g.sum()).to(dtype=dtype, device=device)
+
+
+def ssim_reference(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    data_range: float = 1.0,
+    window_size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> torch.Tensor:
+    """Plain-PyTorch SSIM (grouped separable convolutions, as pytorch-msssim), computed in
+    float32 (float64 for float64 input) and cast to ``x.dtype``. Same arguments, result and
+    errors as :func:`ssim`."""
+    _check(x, y, data_range, window_size, sigma, k1, k2, _OP)
+    out_dtype, acc = x.dtype, _common.acc_dtype(x.dtype)
+    x, y = x.to(acc), y.to(acc)
+    C = x.shape[1]
+    g = gaussian_window(window_size, sigma, acc, x.device)
+    wh = g.view(1, 1, -1, 1).expand(C, 1, -1, 1)
+    ww = g.view(1, 1, 1, -1).expand(C, 1, 1, -1)
+
+    def blur(t):
+        return F.conv2d(F.conv2d(t, wh, groups=C), ww, groups=C)
+
+    c1 = (k1 * data_range) ** 2
+    c2 = (k2 * data_range) ** 2
+    mu_x, mu_y = blur(x), blur(y)
+    mu_xx, mu_yy, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
+    sigma_xx = blur(x * x) - mu_xx
+    sigma_yy = blur(y * y) - mu_yy
+    sigma_xy = blur(x * y) - mu_xy
+    ssim_map = ((2 * mu_xy + c1) * (2 * sigma_xy + c2)) / ((mu_xx + mu_yy + c1) * (sigma_xx + sigma_yy + c2))
+    return ssim_map.flatten(1).mean(1).to(out_dtype)
+
+
+def ssim(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    data_range: float = 1.0,
+    window_size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    *,
+    impl: str = "auto",
+) -> torch.Tensor:
+    """Per-image SSIM with a Gaussian window ('valid' filtering), differentiable in both inputs.
+
+    Args:
+        x, y: (N, C, H, W) images of the same shape, dtype and device, with values in
+            [0, ``data_range``] (any values are accepted; the constants assume that range).
+            float32, bfloat16 or float64 on CPU (float16 too on CUDA); any strides
+            (contiguous and channels_last are read in place). H and W must be at least
+            ``window_size``.
+        data_range: L, the dynamic range of the pixel values (1.0 for [0, 1] images, 255
+            for 8-bit); finite and > 0.
+        window_size: side of the Gaussian window, an odd integer (11 in the paper).
+        sigma: standard deviation of the Gaussian in pixels, finite and > 0 (1.5).
+        k1, k2: the stabilising constants, C1 = (k1 L)^2 and C2 = (k2 L)^2; finite and
+            > 0 (0.01, 0.03).
+        impl: ``"auto"`` (C++ on CPU, Triton on CUDA) or ``"reference"`` (plain PyTorch).
+
+    Returns:
+        (N,) tensor of ``x.dtype``: the SSIM of each image, the mean of the SSIM map over
+        channels and the (H - window_size + 1) x (W - window_size + 1) valid positions;
+        1 for identical images, in [-1, 1]. bfloat16 inputs are computed in float32 and
+        rounded once. Gradients flow to ``x`` and, when it requires grad, to ``y``.
+
+    Raises:
+        ValueError: ``x``/``y`` not 4-D, different shapes or devices, zero channels, an image
+            smaller than the window, an even or non-positive ``window_size``, a non-finite or
+            non-positive ``data_range``/``sigma``/``k1``/``k2``, or an unknown ``impl``.
+        TypeError: unsupported dtype, ``x`` and ``y`` of different dtypes, or a
+            non-integer ``window_size``.
+
+    Source: Wang et al. 2004, eq. 13 and Sec. III-C; pytorch-msssim / BasicSR conventions.
+    """
+    if _common.use_reference(impl, x, _OP) or (isinstance(window_size, int) and window_size > _MAX_WINDOW):
+        # (windows wider than the kernels' ring buffers -- far beyond SSIM's 11 -- use the reference)
+        return ssim_reference(x, y, data_range, window_size, sigma, k1, k2)
+    _check(x, y, data_range, window_size, sigma, k1, k2, _OP)
+    # The backward maps are computed (and kept) only for the inputs that need a gradient.
+    grad = torch.is_grad_enabled()
+    grad_x = grad and x.requires_grad
+    grad_y = grad and y.requires_grad
+    value, _ = torch.ops.fastsr.ssim(
+        x, y, float(data_range), window_size, float(sigma), float(k1), float(k2), grad_x, grad_y
+    )
+    return value
+
+
+def _check(x, y, data_range, window_size, sigma, k1, k2, op):
+    _common.check_activation(x, op, "x")
+    _common.check_same_as(y, x, op, "y")
+    check_params(data_range, window_size, sigma, k1, k2, op)
+    if x.shape[1] < 1:
+        raise ValueError(f"{op}: x must have at least one channel, got shape {tuple(x.shape)}")
+    H, W = x.shape[2], x.shape[3]
+    if H < window_size or W < window_size:
+        raise ValueError(
+            f"{op}: images ({H}x{W}) must be at least window_size x window_size "
+            f"({window_size}x{window_size}) for 'valid' filtering, got x of shape {tuple(x.shape)}"
+        )
+
+
+def check_params(data_range, window_size, sigma, k1, k2, op: str) -> None:
+    """The scalar arguments of :func:`ssim`: ``window_size`` an odd int >= 1, the others finite
+    and > 0. Raises TypeError/ValueError naming ``op`` and the argument."""
+    if not isinstance(window_size, int) or isinstance(window_size, bool):
+        raise TypeError(f"{op}: window_size must be an int, got {type(window_size).__name__}")
+    if window_size < 1 or window_size % 2 == 0:
+        raise ValueError(f"{op}: window_size must be an odd integer >= 1, got {window_size}")
+    for name, value in (("data_range", data_range), ("sigma", sigma), ("k1", k1), ("k2", k2)):
+        _common.check_finite(value, op, name)
+        if value <= 0:
+            raise ValueError(f"{op}: {name} must be > 0, got {value!r}")
+
+
+def _check_op(x, y, data_range, window_size, sigma, k1, k2, op):
+    _check(x, y, data_range, window_size, sigma, k1, k2, op)
+    if window_size > _MAX_WINDOW:
+        raise ValueError(f"{op}: window_size must be an odd integer in [1, {_MAX_WINDOW}], got {window_size}")
+
+
+def _map_count(grad_x: bool, grad_y: bool) -> int:
+    return 2 + int(grad_x) + int(grad_y) if (grad_x or grad_y) else 0
+
+
+def _maps_shape(x, window_size, grad_x, grad_y):
+    N, C, H, W = x.shape
+    return (N, C, _map_count(grad_x, grad_y), H - window_size + 1, W - window_size + 1)
+
+
+@torch.library.register_fake("fastsr::ssim")
+def _ssim_fake(x, y, data_range, window_size, sigma, k1, k2, grad_x, grad_y):
+    _check_op(x, y, data_range, window_size, sigma, k1, k2, "fastsr::ssim")
+    maps = x.new_empty(_maps_shape(x, window_size, grad_x, grad_y), dtype=_common.acc_dtype(x.dtype))
+    return x.new_empty((x.shape[0],)), maps
+
+
+@torch.library.register_fake("fastsr::ssim_backward")
+def _ssim_backward_fake(grad, x, y, maps, window_size, sigma, grad_x, grad_y):
+    op = "fastsr::ssim_backward"
+    _check_op(x, y, 1.0, window_size, sigma, 1.0, 1.0, op)
+    _check_backward(grad, x, maps, window_size, grad_x, grad_y, op)
+    dx = torch.empty_like(x, memory_format=_common.output_format(x)) if grad_x else x.new_empty((0,))
+    dy = torch.empty_like(y, memory_format=_common.output_format(y)) if grad_y else y.new_empty((0,))
+    return dx, dy
+
+
+def _check_backward(grad, x, maps, window_size, grad_x, grad_y, op):
+    if not isinstance(grad, torch.Tensor) or not isinstance(maps, torch.Tensor):
+        raise TypeError(f"{op}: grad and maps must be tensors")
+    _common.check_same_device(grad, x, op, "grad")
+    _common.check_same_device(maps, x, op, "maps")
+    if grad.shape != (x.shape[0],):
+        raise ValueError(f"{op}: grad must have shape (N,) = ({x.shape[0]},), got {tuple(grad.shape)}")
+    if grad.dtype != x.dtype:
+        raise TypeError(f"{op}: grad must have the dtype of x ({x.dtype}), got {grad.dtype}")
+    want = _maps_shape(x, window_size, grad_x, grad_y)
+    if tuple(maps.shape) != want:
+        raise ValueError(
+            f"{op}: maps must have shape {want} (from fastsr::ssim with the same grad_x/grad_y), "
+            f"got {tuple(maps.shape)}"
+        )
+    if maps.dtype != _common.acc_dtype(x.dtype):
+        raise TypeError(f"{op}: maps must be {_common.acc_dtype(x.dtype)}, got {maps.dtype}")
+
+
+def _setup_context(ctx, inputs, output):
+    x, y, data_range, window_size, sigma, k1, k2, grad_x, grad_y = inputs
+    _, maps = output
+    ctx.mark_non_differentiable(maps)
+    ctx.save_for_backward(x, y, maps)
+    ctx.window_size, ctx.sigma, ctx.grad_x, ctx.grad_y = window_size, sigma, grad_x, grad_y
+
+
+def _backward(ctx, grad, _grad_maps):
+    x, y, maps = ctx.saved_tensors
+    need_x, need_y = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    if (need_x and not ctx.grad_x) or (need_y and not ctx.grad_y):
+        raise RuntimeError(
+            "fastsr::ssim was called with grad_x/grad_y = "
+            f"{ctx.grad_x}/{ctx.grad_y}, so it kept no backward maps for the input that now needs "
+            "a gradient; call fastsr.ops.ssim, which sets them from requires_grad"
+        )
+    dx, dy = torch.ops.fastsr.ssim_backward(
+        grad.contiguous(), x, y, maps, ctx.window_size, ctx.sigma, ctx.grad_x, ctx.grad_y
+    )
+    return (dx if need_x else None), (dy if need_y else None), None, None, None, None, None, None, None
+
+
+torch.library.register_autograd("fastsr::ssim", _backward, setup_context=_setup_context)
+
+
+def _register_cuda():
+    from fastsr.kernels import ssim as k
+
+    _common.register_cuda_kernel("ssim", k.ssim_forward)
+    _common.register_cuda_kernel("ssim_backward", k.ssim_backward)
+
+
+if torch.cuda.is_available() and _common.triton_available():
+    _register_cuda()

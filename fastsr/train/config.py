@@ -1,0 +1,117 @@
+"""Training configuration: YAML recipes shipped in ``fastsr/configs``, defaults, overrides.
+
+A config is a nested dict. :func:`load_config` reads a recipe by name (``nonbn_wgan_x4``) or
+path, deep-merges it over ``_defaults.yaml`` and applies ``key.sub=value`` overrides, whose
+values are parsed as YAML (``train.lr_g=2e-4``, ``train.lr_steps=[1000,2000]``,
+``model.discriminator=null``). Unknown keys are errors, except inside the free-form
+sections listed in ``FREE_SECTIONS`` (model constructor kwargs, loss options).
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Iterable
+
+import yaml
+
+__all__ = ["ConfigError", "CONFIG_DIR", "list_configs", "load_config", "apply_overrides", "merge",
+           "dump_config"]
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+FREE_SECTIONS = ("model.generator", "model.discriminator", "loss.pixel", "loss.perceptual", "loss.texture",
+                 "loss.gan")
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key or file."""
+
+
+def list_configs() -> list[str]:
+    """Names of the recipes shipped with fastsr."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"invalid YAML in {path}: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping at the top level")
+    return data
+
+
+def merge(base: dict, update: dict, _prefix: str = "", strict: bool = True) -> dict:
+    """Deep-merge ``update`` into a copy of ``base``; unknown keys raise unless free-form."""
+    out = copy.deepcopy(base)
+    for k, v in update.items():
+        key = f"{_prefix}{k}"
+        free = any(key == s or key.startswith(s + ".") for s in FREE_SECTIONS)
+        if strict and k not in out and not free and _prefix.rstrip(".") not in FREE_SECTIONS:
+            raise ConfigError(f"unknown config key {key!r}")
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and not free:
+            out[k] = merge(out[k], v, key + ".", strict)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a copy of ``cfg``.
+
+    Raises:
+        ConfigError: malformed override or unknown key.
+    """
+    cfg = copy.deepcopy(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, str):  # YAML 1.1 reads "2e-4" as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        parts = key.split(".")
+        node = cfg
+        for i, p in enumerate(parts[:-1]):
+            sub = ".".join(parts[: i + 1])
+            if not isinstance(node.get(p), dict):
+                if p in node and node[p] is None and sub in FREE_SECTIONS:
+                    node[p] = {}
+                else:
+                    raise ConfigError(f"unknown config key {key!r} ({sub!r} is not a section)")
+            node = node[p]
+        parent = ".".join(parts[:-1])
+        if parts[-1] not in node and parent not in FREE_SECTIONS:
+            raise ConfigError(f"unknown config key {key!r}")
+        node[parts[-1]] = value
+    return cfg
+
+
+def load_config(name_or_path: str, overrides: Iterable[str] = ()) -> dict:
+    """Load a recipe by name (see :func:`list_configs`) or YAML path, with defaults and overrides.
+
+    Raises:
+        ConfigError: unknown recipe (the message lists the shipped ones), bad YAML, bad key.
+    """
+    path = Path(name_or_path)
+    if not path.is_file():
+        cand = CONFIG_DIR / f"{name_or_path}.yaml"
+        if not cand.is_file():
+            raise ConfigError(f"config {name_or_path!r} is neither a file nor a shipped recipe "
+                              f"({', '.join(list_configs())})")
+        path = cand
+    cfg = merge(_read_yaml(CONFIG_DIR / "_defaults.yaml"), _read_yaml(path))
+    return apply_overrides(cfg, overrides)
+
+
+def dump_config(cfg: dict) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False)

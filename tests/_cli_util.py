@@ -1,0 +1,38 @@
+"""Helpers shared by test_train.py and test_cli.py: run ``python -m fastsr`` in a subprocess."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+# A tiny NonBN + WGAN recipe: 1 residual block, 8 channels, 32 px crops, batch 2.
+TINY = ["nonbn_wgan_x4", "--sample-data", "--no-progress", "--num-workers", "0", "--batch-size", "2",
+        "--set", "model.generator.num_blocks=1", "--set", "model.generator.channels=8",
+        "--set", "model.discriminator={name: SRGANDiscriminator, input_size: 32, num_feat: 4}",
+        "--set", "data.crop_size=32", "--set", "data.val_max_images=1", "--set", "data.val_max_side=64",
+        "--set", "log.every=1", "--set", "log.val_every=2", "--set", "log.save_every=2"]
+
+
+def env():
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
+    e.setdefault("OMP_NUM_THREADS", "1")
+    return e
+
+
+def run(*args, check=True, timeout=240):
+    p = subprocess.run([sys.executable, "-m", "fastsr", *map(str, args)], capture_output=True, text=True,
+                       env=env(), cwd=REPO, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"fastsr {' '.join(map(str, args))} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def read_log(out):
+    return [json.loads(line) for line in (Path(out) / "log.jsonl").read_text().splitlines()]
+
+
+def losses(out):
+    return {r["iter"]: (r["loss_g"], r["loss_d"], r["l_pix"]) for r in read_log(out) if "loss_g" in r}

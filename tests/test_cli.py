@@ -1,0 +1,82 @@
+"""The fastsr command: eval table, upscale with and without tiles, one-line user errors."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from _cli_util import TINY, run
+from fastsr.data import imresize, read_image
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli")
+    run("train", *TINY, "--iters", "2", "--out", out)
+    return out / "checkpoints" / "latest.safetensors"
+
+
+def test_eval_table(ckpt, tmp_path):
+    p = run("eval", "--checkpoint", ckpt, "--sample-data", "--save-images", tmp_path)
+    lines = p.stdout.splitlines()
+    assert "Bicubic PSNR" in lines[1] and "SR SSIM" in lines[1]
+    assert any(line.startswith("chelsea") for line in lines) and lines[-1].startswith("Mean")
+    bic_psnr = float(lines[-1].split()[1])
+    assert 20 < bic_psnr < 40  # bicubic x4 on photographs
+    comp = Image.open(tmp_path / "chelsea_bicubic_SR_HR.png")
+    assert comp.size == (3 * 128 + 8, 128)
+
+
+def test_eval_scale_mismatch(ckpt):
+    p = run("eval", "--checkpoint", ckpt, "--sample-data", "--scale", "2", check=False)
+    assert p.returncode == 2 and "scale" in p.stderr and "Traceback" not in p.stderr
+
+
+def _photo(tmp_path, alpha=False):
+    from fastsr.data import sample_images
+
+    x = sample_images("val")[0][1][:, 40:101, 100:171]  # 61 x 71: odd sizes
+    arr = (x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    if alpha:
+        a = np.tile(np.linspace(0, 255, arr.shape[1], dtype=np.uint8), (arr.shape[0], 1))[:, :, None]
+        Image.fromarray(np.concatenate([arr, a], 2), "RGBA").save(tmp_path / "in.png")
+    else:
+        Image.fromarray(arr).save(tmp_path / "in.png")
+    return tmp_path / "in.png"
+
+
+def test_upscale_tiled_equals_untiled(ckpt, tmp_path):
+    src = _photo(tmp_path)
+    run("upscale", src, "-o", tmp_path / "whole.png", "--checkpoint", ckpt)
+    run("upscale", src, "-o", tmp_path / "tiled.png", "--checkpoint", ckpt, "--tile", "24", "--tile-pad", "16")
+    a, b = read_image(tmp_path / "whole.png"), read_image(tmp_path / "tiled.png")
+    assert a.shape == (3, 61 * 4, 71 * 4)
+    assert (a - b).abs().max().item() <= 1 / 255 + 1e-6
+
+
+def test_upscale_bicubic_keeps_alpha(tmp_path):
+    src = _photo(tmp_path, alpha=True)
+    run("upscale", src, "-o", tmp_path / "out", "--scale", "2")
+    rgb, a = read_image(tmp_path / "out" / "in.png", keep_alpha=True)
+    assert rgb.shape == (3, 122, 142) and a is not None
+    src_rgb, src_a = read_image(src, keep_alpha=True)
+    assert (a - imresize(src_a[None], 2.0).clamp(0, 1)[0]).abs().max() <= 0.5 / 255 + 1e-6
+    assert (rgb - imresize(src_rgb[None], 2.0).clamp(0, 1)[0]).abs().max() <= 0.5 / 255 + 1e-6
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["upscale", "missing.png", "-o", "x"], "missing.png"),
+    (["upscale", "README.md", "-o", "x.png"], "README.md"),
+    (["train", "no_such_recipe"], "no_such_recipe"),
+    (["train", "nonbn_wgan_x4", "--set", "train.lrg=1", "--print-config"], "train.lrg"),
+    (["eval", "--checkpoint", "nope.safetensors", "--sample-data"], "nope.safetensors"),
+])
+def test_user_errors_are_one_line(args, needle):
+    p = run(*args, check=False)
+    assert p.returncode != 0
+    err = p.stderr.strip().splitlines()
+    assert len(err) == 1 and needle in err[0] and "Traceback" not in p.stderr, p.stderr
+
+
+def test_print_config_dotted_option():
+    p = run("train", "srresnet_x4", "--train.lr_g", "3e-4", "--print-config")
+    assert "lr_g: 0.0003" in p.stdout
