@@ -111,19 +111,10 @@ def _pixel_shuffle_prelu_backward_fake(grad, x, weight, upscale_factor):
     )
 
 
-def _setup_context(ctx, inputs, output):
-    x, weight, upscale_factor = inputs
-    ctx.save_for_backward(x, weight)
-    ctx.upscale_factor = upscale_factor
-
-
-def _backward(ctx, grad):
-    x, weight = ctx.saved_tensors
-    dx, dweight = torch.ops.fastsr.pixel_shuffle_prelu_backward(grad, x, weight, ctx.upscale_factor)
-    return dx, dweight, None
-
-
-torch.library.register_autograd("fastsr::pixel_shuffle_prelu", _backward, setup_context=_setup_context)
+# Autograd is registered in C++ (csrc/autograd/pixel_shuffle_prelu.cpp) for the Autograd key,
+# as for the conv epilogues: a forward+backward runs no Python; its backward calls
+# fastsr::pixel_shuffle_prelu_backward through the dispatcher (C++ on CPU, Triton on CUDA,
+# the fake above under torch.compile).
 
 
 def _register_cuda():
