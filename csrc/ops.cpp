@@ -27,6 +27,19 @@ TORCH_LIBRARY(fastsr, m) {
   // (dx, dy) from grad (N,); a gradient not asked for is an empty (0,) tensor
   m.def("ssim_backward(Tensor grad, Tensor x, Tensor y, Tensor maps, int window_size, "
         "float sigma, bool grad_x, bool grad_y) -> (Tensor, Tensor)");
+
+  // --- issue 3: PixelShuffle + PReLU, L1 / Charbonnier loss --------------------------------
+  // (csrc/cpu/pixel_shuffle_prelu.cpp, csrc/cpu/l1_loss.cpp)
+  // y[n, c, h*r+i, w*r+j] = PReLU(x[n, c*r*r + i*r + j, h, w]; weight[c or 0]), r = upscale_factor
+  m.def("pixel_shuffle_prelu(Tensor x, Tensor weight, int upscale_factor) -> Tensor");
+  // (dx, dweight)
+  m.def("pixel_shuffle_prelu_backward(Tensor grad, Tensor x, Tensor weight, int upscale_factor) -> (Tensor, Tensor)");
+  // (loss, grad_buf): loss reduced by reduction ('mean' | 'sum' | 'none'); |d| or, with eps,
+  // sqrt(d^2 + eps^2), d = input - target; grad_buf = d loss / d input when compute_grad
+  // (else an empty (0,) tensor), so the backward is a scale of it.
+  m.def("l1_loss(Tensor input, Tensor target, str reduction, float? eps, bool compute_grad) -> (Tensor, Tensor)");
+  // grad_buf * grad_loss (grad_loss 0-D, or elementwise for reduction 'none')
+  m.def("l1_loss_backward(Tensor grad_loss, Tensor grad_buf) -> Tensor");
 }
 
 // fastsr._C is a Python extension module only so that `import fastsr._C` loads this

@@ -183,14 +183,15 @@ inline void check_activation(const at::Tensor& x, const char* op, const char* ar
               "-D with shape ", x.sizes());
 }
 
-// A per-channel parameter: 1-D, `expected` elements (or 1 when `allow_shared`), on the CPU,
-// float32 or the activation's dtype.
+// A per-channel parameter: 1-D, `channels` elements (default -1: the channels of x; or 1
+// when `allow_shared`), on the CPU, float32 or the activation's dtype.
 inline void check_channel_param(const at::Tensor& p, const at::Tensor& x, bool allow_shared,
-                                const char* op, const char* arg) {
+                                const char* op, const char* arg, int64_t channels = -1) {
   check_cpu(p, op, arg);
-  const int64_t C = x.size(1);
+  const int64_t C = channels < 0 ? x.size(1) : channels;
+  const char* what = channels < 0 ? " (= channels of x)" : " (= channels of the output)";
   TORCH_CHECK_VALUE(p.dim() == 1 && (p.size(0) == C || (allow_shared && p.size(0) == 1)), op, ": ",
-              arg, " must be 1-D with ", C, allow_shared ? " (= channels of x) or 1" : " (= channels of x)",
+              arg, " must be 1-D with ", C, what, allow_shared ? " or 1" : "",
               " elements, got shape ", p.sizes());
   TORCH_CHECK_TYPE(p.scalar_type() == x.scalar_type() || p.scalar_type() == at::kFloat, op, ": ", arg,
               " must have the dtype of x (", x.scalar_type(), ") or float32, got ", p.scalar_type());

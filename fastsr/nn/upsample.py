@@ -14,8 +14,12 @@ class UpsampleStage(nn.Module):
     """One sub-pixel stage: conv3x3 C -> C*r*r, PixelShuffle(r), PReLU.
 
     With ``fused=True`` PixelShuffle and PReLU run as one kernel
-    (:func:`fastsr.ops.pixel_shuffle_prelu`); the parameters (``conv``, ``prelu``) are the
-    same either way.
+    (:func:`fastsr.ops.pixel_shuffle_prelu`, one pass forward and one backward instead of
+    three); the parameters (``conv``, ``prelu``) are the same either way. The conv keeps its
+    bias (oneDNN/cuDNN add it in the convolution). The output has the memory format of the
+    conv output, so a channels_last model stays channels_last.
+
+    Shape: (N, C, H, W) -> (N, C, H*r, W*r).
     """
 
     def __init__(self, channels: int, r: int, kernel_size: int = 3, fused: bool = True):

@@ -4,6 +4,7 @@
 """
 from fastsr.ops.bias_prelu import bias_prelu, bias_prelu_reference
 from fastsr.ops.bias_residual import bias_residual, bias_residual_reference
+from fastsr.ops.l1_loss import l1_loss, l1_loss_reference
 from fastsr.ops.pixel_shuffle_prelu import pixel_shuffle_prelu, pixel_shuffle_prelu_reference
 from fastsr.ops.ssim import ssim, ssim_reference
 
@@ -12,6 +13,8 @@ __all__ = [
     "bias_prelu_reference",
     "bias_residual",
     "bias_residual_reference",
+    "l1_loss",
+    "l1_loss_reference",
     "pixel_shuffle_prelu",
     "pixel_shuffle_prelu_reference",
     "ssim",

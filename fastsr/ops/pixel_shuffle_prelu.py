@@ -1,9 +1,19 @@
 """PixelShuffle followed by PReLU: the activation of the sub-pixel upsampling stage.
 
-    y = PReLU(PixelShuffle(x, r); weight)
+    y[n, c, h*r + i, w*r + j] = PReLU(x[n, c*r*r + i*r + j, h, w]; weight[c])
 
-PixelShuffle is Shi et al. 2016 (ESPCN); the [conv, PixelShuffle(2), PReLU] stage is
-SRGAN's upsampling block (Ledig et al. 2017) and the NonBN residual GAN's G4 layer.
+PixelShuffle is Shi et al. 2016 (ESPCN, eq. 4); the [conv, PixelShuffle(2), PReLU] stage is
+SRGAN's upsampling block (Ledig et al. 2017, Fig. 4) and the NonBN residual GAN's G4 layer.
+PReLU is He et al. 2015.
+
+Gradients (g = dL/dy, v = the x element at the matching position):
+dx = unshuffle(g) * (1 if v > 0 else weight[c]);  dweight[c] = sum_{v <= 0} g * v (summed
+over all channels when the weight is shared, ``num_parameters=1``).
+
+Kernels: C++ ``csrc/cpu/pixel_shuffle_prelu.cpp`` (CPU), Triton
+``kernels/pixel_shuffle_prelu.py`` (CUDA), :func:`pixel_shuffle_prelu_reference` (plain
+PyTorch; fallback and test oracle). One read of x and one write of y forward, one read of
+g and x and one write of dx backward; eager PyTorch makes three passes and two temporaries.
 """
 from __future__ import annotations
 
@@ -26,24 +36,32 @@ def pixel_shuffle_prelu_reference(x: torch.Tensor, weight: torch.Tensor, upscale
 def pixel_shuffle_prelu(
     x: torch.Tensor, weight: torch.Tensor, upscale_factor: int, *, impl: str = "auto"
 ) -> torch.Tensor:
-    """``PReLU(PixelShuffle(x, upscale_factor))``.
+    """``PReLU(PixelShuffle(x, upscale_factor))`` in one pass, forward and backward.
 
     Args:
-        x: (N, C*r*r, H, W) float tensor, r = ``upscale_factor``.
-        weight: PReLU slopes, (C,) (per output channel) or (1,); dtype of ``x`` or float32.
-        upscale_factor: r, an integer >= 1 (2, 3 and 4 in SR models).
-        impl: ``"auto"`` or ``"reference"``.
+        x: (N, C*r*r, H, W) activation (the output of the stage's convolution), r =
+            ``upscale_factor``; float32, bfloat16 or float64 on CPU (float16 too on CUDA);
+            contiguous or channels_last (other strides are copied to contiguous first).
+        weight: PReLU slopes for negative inputs, (C,) (per output channel, ``nn.PReLU(C)``)
+            or (1,) (shared); dtype of ``x`` or float32.
+        upscale_factor: r, an integer >= 1 (2 and 3 in SR models; 4 in ESPCN).
+        impl: ``"auto"`` (C++ on CPU, Triton on CUDA) or ``"reference"`` (plain PyTorch).
 
     Returns:
-        (N, C, H*r, W*r) tensor of ``x.dtype``.
+        (N, C, H*r, W*r) tensor of ``x.dtype``, in the memory format of ``x`` (channels_last
+        in, channels_last out). bfloat16 is computed in float32 and rounded once.
+        Differentiable in ``x`` and ``weight`` (first order).
 
     Raises:
-        ValueError: ``x`` not 4-D, channels not divisible by r*r, ``weight`` of the wrong size.
-        TypeError: unsupported dtype.
+        ValueError: ``x`` not 4-D, its channels not divisible by r*r, ``upscale_factor`` not
+            an integer >= 1, ``weight`` of the wrong size, tensors on different devices, or an
+            unknown ``impl``.
+        TypeError: unsupported dtype, or a ``weight`` dtype other than ``x.dtype``/float32.
     """
-    _common.use_reference(impl, x, _OP)  # validates impl
-    # C++ and Triton kernels: not implemented yet; the reference serves every device.
-    return pixel_shuffle_prelu_reference(x, weight, upscale_factor)
+    _check(x, weight, upscale_factor, _OP)  # errors name the public function, on every path
+    if _common.use_reference(impl, x, _OP):
+        return pixel_shuffle_prelu_reference(x, weight, upscale_factor)
+    return torch.ops.fastsr.pixel_shuffle_prelu(x, weight, upscale_factor)
 
 
 def _check(x, weight, upscale_factor, op):
@@ -56,3 +74,55 @@ def _check(x, weight, upscale_factor, op):
             f"{op}: channels of x ({x.shape[1]}) must be divisible by upscale_factor**2 ({r2})"
         )
     _common.check_channel_param(weight, x, op, "weight", allow_shared=True, channels=x.shape[1] // r2)
+
+
+def _output_shape(x, upscale_factor):
+    N, Cin, H, W = x.shape
+    r = upscale_factor
+    return (N, Cin // (r * r), H * r, W * r)
+
+
+def _check_grad(grad, x, upscale_factor, op):
+    if not isinstance(grad, torch.Tensor):
+        raise TypeError(f"{op}: grad must be a torch.Tensor, got {type(grad).__name__}")
+    _common.check_same_device(grad, x, op, "grad")
+    if tuple(grad.shape) != _output_shape(x, upscale_factor):
+        raise ValueError(
+            f"{op}: grad must have the output shape {_output_shape(x, upscale_factor)}, got {tuple(grad.shape)}"
+        )
+    if grad.dtype != x.dtype:
+        raise TypeError(f"{op}: grad must have the dtype of x ({x.dtype}), got {grad.dtype}")
+
+
+@torch.library.register_fake("fastsr::pixel_shuffle_prelu")
+def _pixel_shuffle_prelu_fake(x, weight, upscale_factor):
+    _check(x, weight, upscale_factor, "fastsr::pixel_shuffle_prelu")
+    return x.new_empty(_output_shape(x, upscale_factor)).contiguous(memory_format=_common.output_format(x))
+
+
+@torch.library.register_fake("fastsr::pixel_shuffle_prelu_backward")
+def _pixel_shuffle_prelu_backward_fake(grad, x, weight, upscale_factor):
+    op = "fastsr::pixel_shuffle_prelu_backward"
+    _check(x, weight, upscale_factor, op)
+    _check_grad(grad, x, upscale_factor, op)
+    return (
+        torch.empty_like(x, memory_format=_common.output_format(x)),
+        torch.empty_like(weight, memory_format=torch.contiguous_format),
+    )
+
+
+# Autograd is registered in C++ (csrc/autograd/pixel_shuffle_prelu.cpp) for the Autograd key,
+# as for the conv epilogues: a forward+backward runs no Python; its backward calls
+# fastsr::pixel_shuffle_prelu_backward through the dispatcher (C++ on CPU, Triton on CUDA,
+# the fake above under torch.compile).
+
+
+def _register_cuda():
+    from fastsr.kernels import pixel_shuffle_prelu as k
+
+    _common.register_cuda_kernel("pixel_shuffle_prelu", k.pixel_shuffle_prelu_forward)
+    _common.register_cuda_kernel("pixel_shuffle_prelu_backward", k.pixel_shuffle_prelu_backward)
+
+
+if torch.cuda.is_available() and _common.triton_available():
+    _register_cuda()

@@ -1,0 +1,220 @@
+// L1 and Charbonnier loss with the gradient computed in the forward pass
+// (the Liger-Kernel fused cross-entropy idea), so the backward is a scale:
+//   d = input - target
+//   L1:          l = |d|,                        dl/dd = sign(d)   (0 at d = 0, NaN stays NaN)
+//   Charbonnier: l = sqrt(d^2 + eps^2),          dl/dd = d / l     (Lai et al. 2017, LapSRN)
+//   reduction:   none -> l (elementwise), sum -> sum l, mean -> sum l / numel
+// fastsr::l1_loss returns (loss, grad_buf) with grad_buf = s * dl/dd, s = 1/numel for mean and
+// 1 otherwise (an empty (0,) tensor when compute_grad is false: eval-time loss reads input and
+// target once and writes nothing but the loss). fastsr::l1_loss_backward is grad_buf * grad_loss
+// (grad_loss a scalar, or elementwise for reduction none).
+//
+// Layout: input and target are walked as flat memory, both contiguous or both channels_last
+// (the layout of input; a target in another layout, or a non-contiguous input, is copied
+// first). The outputs take that layout.
+// The sum is over fixed chunks added in double in a fixed order: the result does not depend
+// on the number of threads.
+#include "cpu/common.h"
+
+#include <string_view>
+#include <vector>
+
+namespace fastsr {
+namespace {
+
+constexpr const char* kFwd = "fastsr::l1_loss";
+constexpr const char* kBwd = "fastsr::l1_loss_backward";
+constexpr int64_t kChunk = 16384;
+
+enum class Reduction { None, Sum, Mean };
+
+// ---- inner loops (compiled per ISA) -----------------------------------------------------
+template <bool CHARB, bool GRAD, bool NONE, typename T, typename A>
+FASTSR_INLINE A fwd_span_impl(T* __restrict__ loss, T* __restrict__ grad, const T* __restrict__ x,
+                              const T* __restrict__ y, int64_t n, A eps2, A gscale) {
+  A s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < n; ++i) {
+    const A d = load(x, i) - load(y, i);
+    A l, dl;
+    if (CHARB) {
+      l = std::sqrt(d * d + eps2);
+      dl = d / l;
+    } else {
+      l = std::abs(d);
+      dl = d > A(0) ? A(1) : (d < A(0) ? A(-1) : d);  // sign(d); +-0 and NaN pass through
+    }
+    if (NONE) {
+      store(loss, i, l);
+    } else {
+      s += l;
+    }
+    if (GRAD) store(grad, i, gscale * dl);
+  }
+  return s;
+}
+
+template <typename T, typename A>
+FASTSR_INLINE void fwd_dispatch(T* loss, T* grad, const T* x, const T* y, int64_t n, A eps2,
+                                A gscale, bool charb, bool none, A* sum) {
+  // Every combination is its own loop, so no branch is left inside the vectorised body.
+  if (charb) {
+    if (grad != nullptr) {
+      *sum = none ? fwd_span_impl<true, true, true>(loss, grad, x, y, n, eps2, gscale)
+                  : fwd_span_impl<true, true, false>(loss, grad, x, y, n, eps2, gscale);
+    } else {
+      *sum = none ? fwd_span_impl<true, false, true>(loss, grad, x, y, n, eps2, gscale)
+                  : fwd_span_impl<true, false, false>(loss, grad, x, y, n, eps2, gscale);
+    }
+  } else {
+    if (grad != nullptr) {
+      *sum = none ? fwd_span_impl<false, true, true>(loss, grad, x, y, n, eps2, gscale)
+                  : fwd_span_impl<false, true, false>(loss, grad, x, y, n, eps2, gscale);
+    } else {
+      *sum = none ? fwd_span_impl<false, false, true>(loss, grad, x, y, n, eps2, gscale)
+                  : fwd_span_impl<false, false, false>(loss, grad, x, y, n, eps2, gscale);
+    }
+  }
+}
+
+template <typename T, typename A>
+FASTSR_INLINE void bwd_span_impl(T* __restrict__ out, const T* __restrict__ gbuf,
+                                 const T* __restrict__ gloss, int64_t n, A scalar) {
+  if (gloss == nullptr) {
+    for (int64_t i = 0; i < n; ++i) store(out, i, load(gbuf, i) * scalar);
+  } else {
+    for (int64_t i = 0; i < n; ++i) store(out, i, load(gbuf, i) * load(gloss, i));
+  }
+}
+
+#define FASTSR_DEFINE_FOR(T, A)                                                                \
+  FASTSR_MULTIVERSION void fwd_span(T* loss, T* grad, const T* x, const T* y, int64_t n,       \
+                                    A eps2, A gscale, bool charb, bool none, A* sum) {         \
+    fwd_dispatch(loss, grad, x, y, n, eps2, gscale, charb, none, sum);                         \
+  }                                                                                            \
+  FASTSR_MULTIVERSION void bwd_span(T* out, const T* gbuf, const T* gloss, int64_t n,          \
+                                    A scalar) {                                                \
+    bwd_span_impl(out, gbuf, gloss, n, scalar);                                                \
+  }
+FASTSR_DEFINE_FOR(float, float)
+FASTSR_DEFINE_FOR(bf16_t, float)
+FASTSR_DEFINE_FOR(double, double)
+#undef FASTSR_DEFINE_FOR
+
+inline int64_t chunks(int64_t n) { return (n + kChunk - 1) / kChunk; }
+
+template <typename F>
+inline void for_each_chunk(int64_t n, const F& f) {
+  at::parallel_for(0, chunks(n), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t off = t * kChunk;
+      f(t, off, std::min(kChunk, n - off));
+    }
+  });
+}
+
+// ---- checks and layout ------------------------------------------------------------------
+Reduction parse_reduction(std::string_view r) {
+  if (r == "mean") return Reduction::Mean;
+  if (r == "sum") return Reduction::Sum;
+  TORCH_CHECK_VALUE(r == "none", kFwd, ": reduction must be 'mean', 'sum' or 'none', got '",
+                    std::string(r), "'");
+  return Reduction::None;
+}
+
+// The layout the kernels walk as flat memory: channels_last for a 4-D channels_last tensor
+// (that is not also contiguous), else contiguous (anything else is copied to it). Both
+// operands and all outputs use it (fastsr.ops._common.output_format is the same rule).
+at::MemoryFormat flat_format(const at::Tensor& t) {
+  return t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast)
+             ? at::MemoryFormat::ChannelsLast
+             : at::MemoryFormat::Contiguous;
+}
+
+// ---- ops --------------------------------------------------------------------------------
+std::tuple<at::Tensor, at::Tensor> l1_loss_cpu(const at::Tensor& input_in,
+                                               const at::Tensor& target_in,
+                                               c10::string_view reduction_str,
+                                               std::optional<double> eps, bool compute_grad) {
+  check_cpu(input_in, kFwd, "input");
+  check_float_dtype(input_in, kFwd, "input");
+  check_same_as(target_in, input_in, kFwd, "target", "input");
+  const Reduction reduction =
+      parse_reduction(std::string_view(reduction_str.data(), reduction_str.size()));
+  if (eps.has_value())
+    TORCH_CHECK_VALUE(std::isfinite(*eps) && *eps > 0, kFwd,
+                      ": eps must be a finite number > 0 (or None for L1), got ", *eps);
+  const at::MemoryFormat fmt = flat_format(input_in);
+  const at::Tensor input = input_in.contiguous(fmt);
+  const at::Tensor target = target_in.contiguous(fmt);
+  const int64_t n = input.numel();
+  at::Tensor loss = reduction == Reduction::None ? at::empty_like(input, fmt)
+                                                 : at::empty({}, input.options());
+  at::Tensor grad = compute_grad ? at::empty_like(input, fmt) : at::empty({0}, input.options());
+  FASTSR_DISPATCH_FLOATING(input.scalar_type(), kFwd, [&] {
+    using A = typename acc<scalar_t>::type;
+    const A eps2 = eps.has_value() ? static_cast<A>(*eps * *eps) : A(0);
+    const A gscale = reduction == Reduction::Mean ? static_cast<A>(1.0 / static_cast<double>(n))
+                                                  : A(1);
+    const bool none = reduction == Reduction::None;
+    auto* xp = ptr<scalar_t>(input);
+    auto* yp = ptr<scalar_t>(target);
+    auto* lp = none ? ptr<scalar_t>(loss) : nullptr;
+    auto* gp = compute_grad ? ptr<scalar_t>(grad) : nullptr;
+    std::vector<A> partial(chunks(n), A(0));
+    for_each_chunk(n, [&](int64_t t, int64_t off, int64_t len) {
+      fwd_span(none ? lp + off : nullptr, gp != nullptr ? gp + off : nullptr, xp + off, yp + off,
+               len, eps2, gscale, eps.has_value(), none, &partial[t]);
+    });
+    if (!none) {
+      double s = 0.0;
+      for (const A v : partial) s += static_cast<double>(v);
+      if (reduction == Reduction::Mean) s /= static_cast<double>(n);  // 0/0 = NaN, as torch
+      loss.fill_(s);
+    }
+  });
+  return {loss, grad};
+}
+
+at::Tensor l1_loss_backward_cpu(const at::Tensor& grad_loss, const at::Tensor& grad_buf_in) {
+  check_cpu(grad_buf_in, kBwd, "grad_buf");
+  check_float_dtype(grad_buf_in, kBwd, "grad_buf");
+  check_cpu(grad_loss, kBwd, "grad_loss");
+  TORCH_CHECK_TYPE(grad_loss.scalar_type() == grad_buf_in.scalar_type(), kBwd,
+                   ": grad_loss must have the dtype of grad_buf (", grad_buf_in.scalar_type(),
+                   "), got ", grad_loss.scalar_type());
+  const bool scalar = grad_loss.dim() == 0;
+  TORCH_CHECK_VALUE(scalar || grad_loss.sizes() == grad_buf_in.sizes(), kBwd,
+                    ": grad_loss must be 0-D (reduction mean/sum) or have the shape of grad_buf ",
+                    grad_buf_in.sizes(), " (reduction none), got ", grad_loss.sizes());
+  const at::MemoryFormat fmt = flat_format(grad_buf_in);
+  const at::Tensor gbuf = grad_buf_in.contiguous(fmt);
+  at::Tensor out = at::empty_like(gbuf, fmt);
+  const int64_t n = gbuf.numel();
+  if (n == 0) return out;
+  FASTSR_DISPATCH_FLOATING(gbuf.scalar_type(), kBwd, [&] {
+    using A = typename acc<scalar_t>::type;
+    at::Tensor gl;
+    A s = A(1);
+    if (scalar) {
+      s = static_cast<A>(grad_loss.item<double>());
+    } else {
+      gl = grad_loss.contiguous(fmt);
+    }
+    auto* bp = ptr<scalar_t>(gbuf);
+    auto* gp = scalar ? nullptr : ptr<scalar_t>(gl);
+    auto* op = ptr<scalar_t>(out);
+    for_each_chunk(n, [&](int64_t, int64_t off, int64_t len) {
+      bwd_span(op + off, bp + off, gp != nullptr ? gp + off : nullptr, len, s);
+    });
+  });
+  return out;
+}
+
+}  // namespace
+}  // namespace fastsr
+
+TORCH_LIBRARY_IMPL(fastsr, CPU, m) {
+  m.impl("l1_loss", &fastsr::l1_loss_cpu);
+  m.impl("l1_loss_backward", &fastsr::l1_loss_backward_cpu);
+}
