@@ -373,3 +373,16 @@ def test_began_k_update_clamp_and_state_dict():
         gan.discriminator_loss(real_out, fake_out)
     with pytest.raises(ValueError, match="gamma"):
         BEGANLoss(gamma=0.0)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("cls,kw", [(losses.L1Loss, {}), (losses.CharbonnierLoss, {"eps": 1e-3})])
+def test_pixel_losses_fused_equals_unfused(cls, kw, reduction):
+    sr = torch.rand(2, 3, 9, 11, requires_grad=True)
+    hr = torch.rand(2, 3, 9, 11)
+    fused, plain = cls(reduction=reduction, fused=True, **kw), cls(reduction=reduction, fused=False, **kw)
+    a, b = fused(sr, hr), plain(sr, hr)
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    ga, = torch.autograd.grad(a.sum(), sr)
+    gb, = torch.autograd.grad(b.sum(), sr)
+    torch.testing.assert_close(ga, gb, rtol=1e-6, atol=1e-9)

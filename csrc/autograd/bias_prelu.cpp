@@ -1,7 +1,7 @@
 // Autograd of fastsr::bias_prelu, in C++ so that a forward+backward costs no Python
 // (a Python-registered autograd formula adds ~50 us per call, more than the kernels take
 // at 16x64x24x24). Registered for the Autograd key: it serves every device.
-#include "autograd/epilogues.h"
+#include "autograd/common.h"
 
 #include <torch/library.h>
 

@@ -1,6 +1,6 @@
 // Autograd of fastsr::bias_residual, in C++ (see autograd/bias_prelu.cpp for why).
 //   dresidual = g;  dx = scale * g (g itself when scale == 1);  dbias = scale * sum g
-#include "autograd/epilogues.h"
+#include "autograd/common.h"
 
 #include <torch/library.h>
 

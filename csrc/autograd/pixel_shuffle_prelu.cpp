@@ -1,7 +1,7 @@
 // Autograd of fastsr::pixel_shuffle_prelu, in C++ (see autograd/bias_prelu.cpp for why):
 //   (dx, dweight) = fastsr::pixel_shuffle_prelu_backward(g, x, weight, r)
 // The backward op goes through the dispatcher: C++ on CPU, Triton on CUDA, fake when traced.
-#include "autograd/epilogues.h"
+#include "autograd/common.h"
 
 #include <torch/library.h>
 

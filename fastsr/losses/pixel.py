@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fastsr import nn as fnn
+from fastsr.ops import l1_loss
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -51,12 +52,19 @@ class L1Loss(_PixelLoss):
     """Mean absolute error, l_L1 = 1/(r^2 W H) sum |I_HR - G(I_LR)| (the EM-distance
     paper's content loss, its eq. 11; the sharpness GAN's eq. 3).
 
-    Uses torch's ``l1_loss`` until the fused ``fastsr.ops.l1_loss`` (branch ``psl1``) is
-    merged. Raises ValueError on different shapes or an unknown reduction.
+    ``fused=True`` uses :func:`fastsr.ops.l1_loss` (gradient computed in the forward pass;
+    ``sr`` and ``hr`` must then share dtype and device), ``fused=False`` torch's ``l1_loss``.
+    Raises ValueError on different shapes or an unknown reduction.
     """
+
+    def __init__(self, loss_weight: float = 1.0, reduction: str = "mean", fused: bool = True) -> None:
+        super().__init__(loss_weight, reduction)
+        self.fused = fused
 
     def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
         _check(sr, hr, "L1Loss")
+        if self.fused:
+            return self.loss_weight * l1_loss(sr, hr, self.reduction)
         return self.loss_weight * F.l1_loss(sr, hr, reduction=self.reduction)
 
 
@@ -75,16 +83,21 @@ class CharbonnierLoss(_PixelLoss):
 
     Args:
         eps: > 0 (1e-3 as LapSRN; BasicSR uses sqrt(d^2 + 1e-12)).
+        fused: use :func:`fastsr.ops.l1_loss` with ``eps`` (one pass, gradient in the forward).
     """
 
-    def __init__(self, eps: float = 1e-3, loss_weight: float = 1.0, reduction: str = "mean") -> None:
+    def __init__(self, eps: float = 1e-3, loss_weight: float = 1.0, reduction: str = "mean",
+                 fused: bool = True) -> None:
         super().__init__(loss_weight, reduction)
         if not (isinstance(eps, (int, float)) and eps > 0):
             raise ValueError(f"CharbonnierLoss: eps must be a number > 0, got {eps!r}")
         self.eps = float(eps)
+        self.fused = fused
 
     def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
         _check(sr, hr, "CharbonnierLoss")
+        if self.fused:
+            return self.loss_weight * l1_loss(sr, hr, self.reduction, eps=self.eps)
         d = sr - hr
         return self.loss_weight * _reduce(torch.sqrt(d * d + self.eps * self.eps), self.reduction)
 

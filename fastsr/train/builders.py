@@ -90,6 +90,8 @@ def build_pixel_loss(cfg: dict):
     weight = float(spec.pop("weight", 1.0))
     if kind not in _PIXEL:
         raise ConfigError(f"loss.pixel.type must be one of {sorted(_PIXEL)}, got {kind!r}")
+    if kind in ("l1", "charbonnier"):  # fused L1/Charbonnier follow model.fused
+        spec.setdefault("fused", bool(cfg["model"].get("fused", True)))
     return _construct(getattr(L, _PIXEL[kind]), spec, "loss.pixel"), weight
 
 
