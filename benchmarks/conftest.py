@@ -6,3 +6,7 @@ import torch
 # on before any @triton.jit decorator runs (i.e. before fastsr.kernels is imported).
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# The torch.compile baselines specialise one eager function per (shape, dtype, layout, pass):
+# more than Dynamo's default recompile limit of 8 per code object, all of them legitimate.
+torch._dynamo.config.recompile_limit = 64

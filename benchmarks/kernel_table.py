@@ -1,18 +1,24 @@
 """Prints min/median time, GB/s and ratios from a pytest-benchmark JSON file.
 
     pytest benchmarks --benchmark-only --benchmark-json out.json
-    python benchmarks/kernel_table.py out.json
+    python benchmarks/kernel_table.py out.json [more.json ...]
 """
 import json
 import sys
 from collections import defaultdict
 
 
-def main(path):
-    data = json.load(open(path))
+def _impl_name(b):
+    """The implementation a benchmark measured: its explicit name, else the ``impl`` param."""
+    params = b.get("params") or {}
+    return params.get("impl") or b["name"].split("[")[0]
+
+
+def main(paths):
     groups = defaultdict(dict)
-    for b in data["benchmarks"]:
-        groups[b["group"]][b["name"].split("[")[0]] = b
+    for path in paths:  # later files override earlier ones for the same (group, impl)
+        for b in json.load(open(path))["benchmarks"]:
+            groups[b["group"]][_impl_name(b)] = b
     for group, rows in groups.items():
         print(f"\n## {group}")
         print("| impl | min ms | median ms | GB/s | x eager | x compile |")
@@ -29,4 +35,4 @@ def main(path):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1:])

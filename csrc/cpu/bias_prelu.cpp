@@ -36,19 +36,40 @@ FASTSR_INLINE void fwd_rows_impl(T* __restrict__ y, const T* __restrict__ x, int
 }
 
 template <typename T, typename A>
+FASTSR_INLINE void bwd_elem(T* __restrict__ dx, const T* __restrict__ g, const T* __restrict__ x,
+                            int64_t i, A b, A a, A& s_dz, A& s_dw) {
+  const A z = load(x, i) + b;
+  const A gi = load(g, i);
+  const bool pos = z > A(0);
+  const A d = pos ? gi : a * gi;
+  store(dx, i, d);
+  s_dz += d;
+  s_dw += pos ? A(0) : gi * z;
+}
+
+// fp32/fp64: one `omp simd` reduction. bf16: kLanes explicit partial sums, which GCC maps
+// onto vector lanes -- with `omp simd` the bf16 loop ran at scalar speed (0.45 vs 0.21 ms at
+// 16x64x24x24 on one thread), while the lanes form makes the fp32 loop 25x slower.
+// Both orders are fixed, so results are deterministic.
+template <typename T, typename A>
 FASTSR_INLINE void bwd_span_impl(T* __restrict__ dx, const T* __restrict__ g,
                                  const T* __restrict__ x, int64_t n, A b, A a, A* sum_dz,
                                  A* sum_dw) {
   A s_dz = 0, s_dw = 0;
+  if constexpr (std::is_same_v<T, bf16_t>) {
+    constexpr int kLanes = 16;
+    A p_dz[kLanes] = {}, p_dw[kLanes] = {};
+    int64_t i = 0;
+    for (; i + kLanes <= n; i += kLanes)
+      for (int j = 0; j < kLanes; ++j) bwd_elem(dx, g, x, i + j, b, a, p_dz[j], p_dw[j]);
+    for (; i < n; ++i) bwd_elem(dx, g, x, i, b, a, p_dz[0], p_dw[0]);
+    for (int j = 0; j < kLanes; ++j) {
+      s_dz += p_dz[j];
+      s_dw += p_dw[j];
+    }
+  } else {
 #pragma omp simd reduction(+ : s_dz, s_dw)
-  for (int64_t i = 0; i < n; ++i) {
-    const A z = load(x, i) + b;
-    const A gi = load(g, i);
-    const bool pos = z > A(0);
-    const A d = pos ? gi : a * gi;
-    store(dx, i, d);
-    s_dz += d;
-    s_dw += pos ? A(0) : gi * z;
+    for (int64_t i = 0; i < n; ++i) bwd_elem(dx, g, x, i, b, a, s_dz, s_dw);
   }
   *sum_dz = s_dz;
   *sum_dw = s_dw;

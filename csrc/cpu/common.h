@@ -41,8 +41,11 @@ FASTSR_INLINE void store(double* p, int64_t i, double v) { p[i] = v; }
 FASTSR_INLINE void store(bf16_t* p, int64_t i, float v) {
   uint32_t u;
   std::memcpy(&u, &v, sizeof(u));
-  uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-  p[i] = static_cast<bf16_t>(std::isnan(v) ? 0x7fc0u : rounded);
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  // NaN test on the bits (not std::isnan) so that the select stays branch-free and the
+  // loops around it vectorise.
+  const bool is_nan = (u & 0x7fffffffu) > 0x7f800000u;
+  p[i] = static_cast<bf16_t>(is_nan ? 0x7fc0u : rounded);
 }
 
 // The storage type of a tensor's elements as seen by the kernels.
