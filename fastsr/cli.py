@@ -248,6 +248,9 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-parity", action="store_true", help="skip the fused-vs-unfused parity check")
     p.add_argument("--out", default="benchmarks/results", metavar="DIR",
                    help="where iteration.json / .md / .png go (default: benchmarks/results)")
+    p.add_argument("--profile", metavar="VARIANTS",
+                   help="instead of timing, write a torch.profiler table of where one iteration's time "
+                        "goes for these comma-separated variants (OUT/profile_variant<V>.txt)")
 
 
 def _run_bench(args, extra: list[str]) -> int:
@@ -264,6 +267,16 @@ def _run_bench(args, extra: list[str]) -> int:
         args.batch, args.crop, args.rounds, args.iters, args.warmup = 4, 64, 1, 2, 1
     if args.crop % 4:
         raise UserError(f"--crop must be a multiple of the scale 4, got {args.crop}")
+    if args.profile:
+        from fastsr.bench.iteration import profile_variant
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for key in [v.strip() for v in args.profile.split(",") if v.strip()]:
+            table = profile_variant(key, batch=args.batch, crop=args.crop)
+            (out / f"profile_variant{key}.txt").write_text(table)
+            print(table)
+        return 0
     run_benchmark(variants=[v.strip() for v in args.variants.split(",") if v.strip()], rounds=args.rounds,
                   iters=args.iters, warmup=args.warmup, batch=args.batch, crop=args.crop,
                   inference=not args.no_inference, parity=not args.no_parity, out_dir=args.out)

@@ -149,6 +149,23 @@ def machine_info() -> dict:
             "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
+# ----------------------------------------------------------------------------- profile
+def profile_variant(key: str, batch: int = 16, crop: int = 96, iters: int = 2, row_limit: int = 25) -> str:
+    """Where the time of one iteration of variant ``key`` goes: a torch.profiler table of
+    self CPU time per op (averaged over ``iters`` iterations after one warm-up)."""
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = build_trainer(_variant(key).config_overrides(), batch, crop, tmp)
+        lr, hr = fixed_batch(batch, crop)
+        trainer.train_step(lr, hr)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            for _ in range(iters):
+                trainer.train_step(lr, hr)
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=row_limit)
+    return f"variant {key} ({_variant(key).label}), batch {batch}, {crop} px, {iters} iterations\n{table}"
+
+
 # ----------------------------------------------------------------------------- inference
 def inference_benchmark(sizes=(128, 256), repeats: int = 5) -> list[dict]:
     """NonBN generator (16 blocks, x4) on one LR image: eager vs fused vs fused+cl+bf16.
