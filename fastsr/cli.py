@@ -89,9 +89,20 @@ def _run_train(args, extra: list[str]) -> int:
     return 130 if summary["status"] == "interrupted" else 0
 
 
+def _default_checkpoint() -> Path:
+    """The generator shipped with fastsr (``fastsr.models.pretrained_path("nonbn_x4")``)."""
+    from fastsr.models.pretrained import pretrained_path
+
+    try:
+        return pretrained_path("nonbn_x4")
+    except FileNotFoundError as e:
+        raise UserError(f"{e}; give --checkpoint") from None
+
+
 # ---------------------------------------------------------------------------- eval
 def _add_eval(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="generator .safetensors from fastsr train")
+    p.add_argument("--checkpoint", metavar="CKPT",
+                   help="generator .safetensors from fastsr train (default: the shipped nonbn_x4 model)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", metavar="DIR", help="HR test images (LR made by MATLAB bicubic)")
     src.add_argument("--sample-data", action="store_true", help="the sample photographs' validation split")
@@ -132,7 +143,8 @@ def _run_eval(args, extra) -> int:
     from fastsr.train.inference import load_generator, upscale_image
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, scale = load_generator(args.checkpoint, args.weights, device)
+    checkpoint = args.checkpoint or _default_checkpoint()
+    model, scale = load_generator(checkpoint, args.weights, device)
     if args.scale is not None and args.scale != scale:
         raise UserError(f"--scale {args.scale} does not match the checkpoint's scale {scale}")
     if args.sample_data:
@@ -164,7 +176,7 @@ def _run_eval(args, extra) -> int:
             safe = name.replace("/", "_")
             write_image(sr[0], out / f"{safe}_SR.png")
             write_image(_side_by_side([bic[0], sr[0], hr], args.crop, scale), out / f"{safe}_bicubic_SR_HR.png")
-    title = f"x{scale}, Y channel, crop_border={scale} ({Path(args.checkpoint).name})"
+    title = f"x{scale}, Y channel, crop_border={scale} ({Path(checkpoint).name})"
     print(format_table(names, cols, title=title))
     return 0
 
@@ -174,8 +186,11 @@ def _add_upscale(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output folder, or a file name when there is one input file")
-    p.add_argument("--checkpoint", metavar="CKPT", help="generator .safetensors (default: MATLAB bicubic)")
-    p.add_argument("--scale", type=int, help="bicubic scale without a checkpoint (default 4); must match one")
+    method = p.add_mutually_exclusive_group()
+    method.add_argument("--checkpoint", metavar="CKPT",
+                        help="generator .safetensors (default: the shipped x4 nonbn_x4 model)")
+    method.add_argument("--bicubic", action="store_true", help="MATLAB bicubic instead of a model")
+    p.add_argument("--scale", type=int, help="scale for --bicubic (default 4); must match the model's otherwise")
     p.add_argument("--weights", choices=["auto", "params", "params_ema"], default="auto")
     p.add_argument("--tile", type=int, default=0, help="LR tile size, e.g. 256 (0 = whole image)")
     p.add_argument("--tile-pad", type=int, default=16, help="LR context pixels around each tile")
@@ -208,10 +223,11 @@ def _run_upscale(args, extra) -> int:
     out = Path(args.output)
     single_file = (len(files) == 1 and Path(args.inputs[0]).is_file() and out.suffix.lower() in IMAGE_EXTENSIONS)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if args.checkpoint:
-        model, scale = load_generator(args.checkpoint, args.weights, device)
+    if not args.bicubic:
+        model, scale = load_generator(args.checkpoint or _default_checkpoint(), args.weights, device)
         if args.scale is not None and args.scale != scale:
-            raise UserError(f"--scale {args.scale} does not match the checkpoint's scale {scale}")
+            raise UserError(f"--scale {args.scale} does not match the model's scale {scale} (use --bicubic "
+                            "for other scales)")
     else:
         model, scale = None, args.scale or 4
         if scale < 1:

@@ -55,7 +55,7 @@ def test_upscale_tiled_equals_untiled(ckpt, tmp_path):
 
 def test_upscale_bicubic_keeps_alpha(tmp_path):
     src = _photo(tmp_path, alpha=True)
-    run("upscale", src, "-o", tmp_path / "out", "--scale", "2")
+    run("upscale", src, "-o", tmp_path / "out", "--bicubic", "--scale", "2")
     rgb, a = read_image(tmp_path / "out" / "in.png", keep_alpha=True)
     assert rgb.shape == (3, 122, 142) and a is not None
     src_rgb, src_a = read_image(src, keep_alpha=True)

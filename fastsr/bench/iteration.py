@@ -302,7 +302,8 @@ def bar_chart(report: dict, path: Path) -> None:
     ax.set_title(f"{RECIPE}: batch {s['batch']}, {s['crop']} px HR, x4 — {report['machine']['cpu']}", fontsize=9)
     for y, m in zip(ys, med):
         ax.text(m, y, f" {m:.2f}", va="center", fontsize=8)
-    ax.legend(loc="lower right")
+    ax.set_xlim(0, max(med) * 1.12)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -23,10 +23,12 @@ from fastsr.models.sharpness import SharpnessDiscriminator, SharpnessGenerator
 from fastsr.models.attentive import AttentiveGenerator, BEGANDiscriminator
 from fastsr.models.rrdbnet import RRDBNet, VGGStyleDiscriminator
 from fastsr.models.baselines import EDSR, ESPCN, RCAN, SRCNN, VDSR
+from fastsr.models.pretrained import list_pretrained, pretrained, pretrained_info, pretrained_path
 
 __all__ = [
     "create", "list_models", "register_model", "init_weights", "load_state_dict",
     "extract_state_dict", "count_parameters",
+    "pretrained", "pretrained_info", "pretrained_path", "list_pretrained",
     "SRResNet", "MSRResNet", "NonBNResNet", "SharpnessGenerator", "AttentiveGenerator", "RRDBNet",
     "SRCNN", "ESPCN", "VDSR", "EDSR", "RCAN",
     "SRGANDiscriminator", "WGANCritic", "SharpnessDiscriminator", "BEGANDiscriminator",

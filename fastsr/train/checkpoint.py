@@ -30,7 +30,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 __all__ = ["CheckpointError", "atomic_write", "save_generator", "load_generator_weights",
-           "read_metadata", "save_state", "load_state", "rng_state", "set_rng_state"]
+           "read_metadata", "export_generator", "save_state", "load_state", "rng_state", "set_rng_state"]
 
 
 class CheckpointError(ValueError):
@@ -62,6 +62,26 @@ def save_generator(path, params: dict, params_ema: dict | None, metadata: dict) 
     meta = {"format": "fastsr"}
     meta.update({k: (v if isinstance(v, str) else json.dumps(v)) for k, v in metadata.items()})
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def export_generator(checkpoint, out, which: str = "params_ema", dtype=None, metadata: dict | None = None) -> Path:
+    """Write one weight group of a training checkpoint as a standalone fastsr generator
+    file (its tensors as the ``params`` group, optionally cast to ``dtype``, e.g.
+    ``torch.float16`` to halve the size of shipped weights), keeping the checkpoint's
+    metadata and adding ``metadata``. This is how ``fastsr/weights/*.safetensors`` are made.
+
+    Raises:
+        CheckpointError: missing checkpoint or weight group.
+    """
+    sd = load_generator_weights(checkpoint, which)
+    if dtype is not None:
+        sd = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in sd.items()}
+    meta = read_metadata(checkpoint)
+    meta.pop("format", None)
+    meta.update(metadata or {})
+    meta["exported_from"] = f"{Path(checkpoint).name}:{which}"
+    save_generator(out, sd, None, meta)
+    return Path(out)
 
 
 def read_metadata(path) -> dict:

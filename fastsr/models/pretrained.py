@@ -1,0 +1,71 @@
+"""Generators trained by fastsr itself and shipped inside the package (``fastsr/weights``).
+
+No pretrained SR weights can be downloaded where fastsr is built and tested, so fastsr
+trains its own default model with ``fastsr train`` on the real photographs bundled with
+scikit-image and ships the result; the metadata in each file records the recipe, the
+command, the training time and the validation PSNR/SSIM against bicubic.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+#: name -> (file in fastsr/weights, one-line description)
+PRETRAINED = {
+    "nonbn_x4": ("nonbn_x4.safetensors",
+                 "NonBNResNet x4 (EM-distance GAN paper's generator), L1-trained on the sample photographs"),
+}
+
+__all__ = ["pretrained", "pretrained_path", "pretrained_info", "list_pretrained", "PRETRAINED"]
+
+
+def list_pretrained() -> list[str]:
+    """Names of the shipped generators whose weight file is present."""
+    return [n for n, (f, _) in PRETRAINED.items() if (WEIGHTS_DIR / f).is_file()]
+
+
+def pretrained_path(name: str = "nonbn_x4") -> Path:
+    """Path of a shipped weight file.
+
+    Raises:
+        ValueError: unknown ``name`` (the message lists the known ones).
+        FileNotFoundError: the file is missing from this installation.
+    """
+    if name not in PRETRAINED:
+        raise ValueError(f"unknown pretrained model {name!r}; available: {sorted(PRETRAINED)}")
+    path = WEIGHTS_DIR / PRETRAINED[name][0]
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights {path} are missing from this installation of fastsr")
+    return path
+
+
+def pretrained_info(name: str = "nonbn_x4") -> dict:
+    """The metadata of a shipped generator: architecture, scale, recipe, command, iterations,
+    wall time, and the validation table (PSNR in dB and SSIM, Y channel, crop_border=scale)."""
+    from fastsr.train.checkpoint import read_metadata
+
+    return read_metadata(pretrained_path(name))
+
+
+def pretrained(name: str = "nonbn_x4", fused: bool = True, device="cpu") -> nn.Module:
+    """A shipped generator in eval mode, float32 weights (stored as float16).
+
+    Args:
+        name: see :func:`list_pretrained` (``"nonbn_x4"``: x4 NonBNResNet).
+        fused: use fastsr's fused layers (same weights either way).
+        device: where to put the model.
+
+    Returns:
+        The generator: LR (N, 3, H, W) RGB in [0, 1] -> SR (N, 3, 4H, 4W) (clamp to [0, 1]).
+
+    Raises:
+        ValueError: unknown ``name``. FileNotFoundError: weights missing.
+    """
+    from fastsr.train.inference import load_generator
+
+    model, _ = load_generator(pretrained_path(name), "params", device)
+    model.fused = fused
+    return model.eval()
