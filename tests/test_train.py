@@ -241,25 +241,38 @@ def _count_calls(module):
 
 
 def test_one_generator_forward_per_iteration(tmp_path):
-    """sharpness: d_steps 2 -> G runs once; D runs once in the G step and twice per D step."""
+    """sharpness: d_steps 2 -> G runs once; its BatchNorm discriminator runs once in the G
+    step and once per D step, each time on the joint batch cat(hr, sr)."""
     tr, lr, hr = _bench_trainer("sharpness", tmp=tmp_path)
+    assert tr.d_joint_batch  # the sharpness discriminator has BatchNorm
     g_calls, d_calls = _count_calls(tr.G), _count_calls(tr.D)
     logs = tr.train_step(lr, hr)
-    assert len(g_calls) == 1 and len(d_calls) == 1 + 2 * 2
+    assert len(g_calls) == 1 and len(d_calls) == 1 + 2
     assert tr.iteration == 1 and {"loss_g", "loss_d", "l_pix", "l_gan", "l_perceptual", "l_texture"} <= set(logs)
     assert all(st["step"].item() == 2 for st in tr.opt_d.state.values())  # two D updates
     assert all(st["step"].item() == 1 for st in tr.opt_g.state.values())
-    # the D steps see G's SR batch (detached), not a second forward
-    assert torch.equal(d_calls[1][0], hr.contiguous(memory_format=tr.memory_format))
-    assert torch.equal(d_calls[2][0].float(), g_calls[0][1].detach().float())
+    # the D steps see HR and G's SR batch (detached) of the G step, not a second G forward
+    n = hr.shape[0]
+    for call in d_calls:
+        assert torch.equal(call[0][:n].float(), hr.float())
+    assert torch.equal(d_calls[1][0][n:].float(), g_calls[0][1].detach().float())
 
 
 def test_ragan_generator_step_sees_real_output(tmp_path):
     tr, lr, hr = _bench_trainer("esrgan_x4", tmp=tmp_path)
     g_calls, d_calls = _count_calls(tr.G), _count_calls(tr.D)
     tr.train_step(lr, hr)
-    # G step: D(sr) and D(hr) (relativistic); D step: D(hr), D(sr.detach())
-    assert len(g_calls) == 1 and len(d_calls) == 4
+    # G step: D(hr) and D(sr) (relativistic); D step: D(hr), D(sr.detach()) -- each pair as
+    # one joint batch, since ESRGAN's VGG-style discriminator has BatchNorm
+    assert len(g_calls) == 1
+    if tr.d_joint_batch:
+        assert len(d_calls) == 2 and all(c[0].shape[0] == 2 * hr.shape[0] for c in d_calls)
+    else:
+        assert len(d_calls) == 4
+    tr.d_joint_batch = False
+    d_calls.clear()
+    tr.train_step(lr, hr)
+    assert len(d_calls) == 4
 
 
 def test_data_false_trainer_for_benchmarks(tmp_path):
@@ -365,4 +378,32 @@ def test_pretraining_then_adversarial_and_init_from(photos, tmp_path):
     assert set(logs) == {"l_pix", "loss_g"} and not d_calls
     assert all(torch.equal(v, tr.D.state_dict()[k]) for k, v in d0.items())
     logs = tr.train_step(lr, hr)  # adversarial phase
-    assert {"loss_d", "l_gan", "l_perceptual"} <= set(logs) and "l_pix" not in logs and len(d_calls) == 3
+    # D calls: G step + D step, each on the joint batch (SRGAN's D has BatchNorm); 3 if separate
+    assert {"loss_d", "l_gan", "l_perceptual"} <= set(logs) and "l_pix" not in logs
+    assert len(d_calls) == (2 if tr.d_joint_batch else 3)
+
+
+def test_batchnorm_critic_sees_real_and_fake_in_one_batch():
+    """With BatchNorm on 1x1 maps (the EM paper's critic), separate real/fake batches make
+    E[D(HR)] - E[D(SR)] vanish; the trainer joins them (train.d_joint_batch: auto)."""
+    import tempfile
+
+    from fastsr.bench.iteration import fixed_batch
+    from fastsr.train import Trainer, load_config
+
+    lr, hr = fixed_batch(4, 64)
+    signal = {}
+    for joint in ("false", "auto"):
+        cfg = load_config("nonbn_wgan_x4", ["data.batch_size=4", "data.crop_size=64", "model.discriminator.input_size=64",
+                                            "model.generator.num_blocks=2", "model.generator.channels=16",
+                                            "train.bf16=false", f"train.d_joint_batch={joint}"])
+        with tempfile.TemporaryDirectory() as tmp:
+            tr = Trainer(cfg, tmp, data=False, progress=False)
+            assert tr.d_joint_batch is (joint == "auto")
+            sizes = []
+            hook = tr.D.register_forward_pre_hook(lambda m, a: sizes.append(a[0].shape[0]))
+            logs = [tr.train_step(lr, hr) for _ in range(12)]
+            hook.remove()
+            assert set(sizes) == ({8} if joint == "auto" else {4})
+            signal[joint] = sum(abs(l["wasserstein"]) for l in logs[-4:])
+    assert signal["auto"] > 20 * signal["false"], signal

@@ -11,6 +11,14 @@ discriminator updates, in BasicSR's order and with **one generator forward**:
    penalty on the bare D, BEGAN's k_t update), then ``post_discriminator_step`` (WGAN
    weight clipping).
 
+Discriminators with BatchNorm (``train.d_joint_batch: auto``, the default) see real and
+fake images in **one** batch, ``D(cat(hr, sr))``, in both steps. Evaluated separately in
+training mode, each BatchNorm layer normalises the real and the fake batch by their own
+statistics; where it sits on 1x1 feature maps (layers D6-D11 of the EM-distance paper's
+critic) that removes every difference between the batch means, so ``E[D(HR)] - E[D(SR)]``
+-- the whole WGAN signal, for the critic and for G -- stays ~1e-7 (measured). Sharing the
+statistics keeps the comparison. ``true``/``false`` force it.
+
 The adversarial formulas all live in :mod:`fastsr.losses.gan` (built by
 :func:`fastsr.train.builders.build_gan_loss`); pixel, perceptual and texture losses are
 ``fastsr.losses`` modules too. The first ``train.pretrain_iters`` iterations use the pixel
@@ -166,6 +174,11 @@ class _Stop:
         return False
 
 
+def _format_of(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
+        and not x.is_contiguous() else torch.contiguous_format
+
+
 def threading_main() -> bool:
     import threading
 
@@ -223,6 +236,9 @@ class Trainer:
         self.d_steps = int(t.get("d_steps", 1))
         if self.d_steps < 1:
             raise ConfigError(f"train.d_steps must be >= 1, got {self.d_steps}")
+        self._joint_cfg = t.get("d_joint_batch", "auto")
+        if self._joint_cfg not in ("auto", True, False):
+            raise ConfigError(f"train.d_joint_batch must be auto, true or false, got {self._joint_cfg!r}")
         self.device = dev
         self.bf16 = resolve_bf16(t.get("bf16", "auto"), dev)
         if t.get("tune_allocator", True):
@@ -267,6 +283,9 @@ class Trainer:
         self.g_spec = builders.generator_spec(cfg)
         self.G = builders.build_generator(self.g_spec)
         self.D = builders.build_discriminator(cfg)
+        has_bn = self.D is not None and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                                            for m in self.D.modules())
+        self.d_joint_batch = has_bn if self._joint_cfg == "auto" else bool(self._joint_cfg)
         init = cfg["model"].get("init", "default")
         builders.init_weights(self.G, init)
         if self.D is not None:
@@ -463,11 +482,17 @@ class Trainer:
                     l_f = mod(sr.float(), hr)
                     total = total + w * l_f.float()
                     logs[f"l_{name}"] = l_f
-                fake_out = self.D_frozen(sr).float()
-                real_out = None
-                if self.gan.needs_real_for_generator:
-                    with torch.no_grad():
-                        real_out = self.D_frozen(hr).float()
+                if self.d_joint_batch:
+                    # real and fake share the BatchNorm statistics (module docstring); D(hr)
+                    # needs no gradient of its own, only its part in the shared statistics
+                    real_out, fake_out = self._joint(self.D_frozen, hr, sr)
+                    real_out = real_out.detach()
+                else:
+                    fake_out = self.D_frozen(sr).float()
+                    real_out = None
+                    if self.gan.needs_real_for_generator:
+                        with torch.no_grad():
+                            real_out = self.D_frozen(hr).float()
                 l_gan = self.gan.generator_loss(fake_out, real_out, fake=sr.float(), real=hr)
                 total = total + self.gan_weight * l_gan
                 logs["l_gan"] = l_gan
@@ -486,8 +511,11 @@ class Trainer:
         for _ in range(self.d_steps):
             self.opt_d.zero_grad(set_to_none=True)
             with self.autocast():
-                real_out = self.D_train(hr).float()
-                fake_out = self.D_train(fake).float()
+                if self.d_joint_batch:
+                    real_out, fake_out = self._joint(self.D_train, hr, fake)
+                else:
+                    real_out = self.D_train(hr).float()
+                    fake_out = self.D_train(fake).float()
                 # the WGAN-GP penalty's double backward goes through the bare D (not DDP/compiled)
                 loss = gan.discriminator_loss(real_out, fake_out, real=hr, fake=fake,
                                               critic=self.D if gan.needs_critic else None)
@@ -499,6 +527,12 @@ class Trainer:
         for k, v in gan.last_stats.items():
             logs["k_t" if k == "k" else k] = v
         return logs
+
+    @staticmethod
+    def _joint(D, real, fake):
+        """``D(real)`` and ``D(fake)`` from one forward pass on ``cat(real, fake)``."""
+        out = D(torch.cat([real, fake.to(real.dtype)]).contiguous(memory_format=_format_of(real))).float()
+        return out[: real.shape[0]], out[real.shape[0]:]
 
     def _clip(self, module) -> None:
         c = float(self.cfg["train"].get("grad_clip") or 0.0)
