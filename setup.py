@@ -26,7 +26,7 @@ sources = sorted(
 )
 
 # -O3 for the auto-vectorised loops; OpenMP at compile AND link time, otherwise
-# at::parallel_for silently runs on one thread. No -march=native: ISA-specific code is
+# at::parallel_for silently runs on one thread. No native-arch flag: ISA-specific code is
 # selected at run time with GCC target_clones (see csrc/cpu/common.h).
 # -fno-math-errno: no kernel reads errno, and without it GCC cannot vectorise sqrt (it
 # keeps a scalar sqrtf call per element for the errno side effect; 5x slower Charbonnier).
