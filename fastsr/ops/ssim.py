@@ -224,6 +224,9 @@ def _setup_context(ctx, inputs, output):
     x, y, data_range, window_size, sigma, k1, k2, grad_x, grad_y = inputs
     _, maps = output
     ctx.mark_non_differentiable(maps)
+    # Without this, autograd would fill the (never used) gradient of `maps` with zeros of
+    # its size on every backward -- 9 MB at 1x3x512x512, ~1 ms, a quarter of the fwd+bwd.
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(x, y, maps)
     ctx.window_size, ctx.sigma, ctx.grad_x, ctx.grad_y = window_size, sigma, grad_x, grad_y
 
@@ -231,6 +234,8 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad, _grad_maps):
     x, y, maps = ctx.saved_tensors
     need_x, need_y = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    if grad is None:  # (grads are not materialised) the SSIM value did not reach the loss
+        return None, None, None, None, None, None, None, None, None
     if (need_x and not ctx.grad_x) or (need_y and not ctx.grad_y):
         raise RuntimeError(
             "fastsr::ssim was called with grad_x/grad_y = "
