@@ -20,13 +20,12 @@ TORCH_LIBRARY(fastsr, m) {
   m.def("channel_sum(Tensor x, float scale, ScalarType dtype) -> Tensor");
 
   // --- SSIM (csrc/cpu/ssim.cpp, kernels/ssim.py) ----------------------------------------
-  // (per-image SSIM (N,) in x's dtype, backward maps (N, C, K, H-win+1, W-win+1) in the
-  // accumulation dtype: K = 0 without gradients, else [B, Cxy, A_x if grad_x, A_y if grad_y])
+  // (per-image SSIM (N,) in x's dtype; with grad_x / grad_y also d ssim[n] / d x[n] and
+  // d ssim[n] / d y[n] (N, C, H, W) in the accumulation dtype and the layout of x / y,
+  // computed in the same pass -- the backward is a scale; a gradient not asked for is an
+  // empty (0,) tensor)
   m.def("ssim(Tensor x, Tensor y, float data_range, int window_size, float sigma, float k1, "
-        "float k2, bool grad_x, bool grad_y) -> (Tensor, Tensor)");
-  // (dx, dy) from grad (N,); a gradient not asked for is an empty (0,) tensor
-  m.def("ssim_backward(Tensor grad, Tensor x, Tensor y, Tensor maps, int window_size, "
-        "float sigma, bool grad_x, bool grad_y) -> (Tensor, Tensor)");
+        "float k2, bool grad_x, bool grad_y) -> (Tensor, Tensor, Tensor)");
 
   // --- issue 3: PixelShuffle + PReLU, L1 / Charbonnier loss --------------------------------
   // (csrc/cpu/pixel_shuffle_prelu.cpp, csrc/cpu/l1_loss.cpp)

@@ -1,5 +1,5 @@
-"""Triton kernels of fastsr::ssim and fastsr::ssim_backward (see fastsr/ops/ssim.py for the
-formulas and csrc/cpu/ssim.cpp for the CPU twin).
+"""Triton kernels of fastsr::ssim (see fastsr/ops/ssim.py for the formulas and
+csrc/cpu/ssim.cpp for the CPU twin).
 
 Forward: one program per (image-channel plane, BLOCK_H x BLOCK_W tile of the SSIM map).
 It walks the BLOCK_H + win - 1 input rows of the tile once; each row is filtered
@@ -7,12 +7,15 @@ horizontally (win shifted, masked loads) into five BLOCK_W vectors (the moments 
 x^2, y^2, xy) and added to the tile's five accumulators with the vertical weights
 g[r - i] of every output row i (a rank-1 update; weights outside the window are 0). The
 SSIM map, its masked tile sum (finished by a deterministic torch sum) and, when asked,
-the backward maps [B, Cxy, A_x, A_y] are computed from the accumulators in registers.
+the derivative maps [B, Cxy, A_x, A_y] are computed from the accumulators in registers
+and written to a temporary buffer.
 
-Backward: one program per (plane, BLOCK_H x BLOCK_W tile of the image): the same walk
-over the map rows q of the tile's 'full' (zero-padded, transposed) window, filtering each
-map row horizontally and accumulating vertically, then
-dx = s_n (G*A_x + 2 x G*B + y G*Cxy), dy likewise, s_n = grad[n] / (C Ho Wo).
+Gradient (when asked for; the op returns d ssim[n] / d x[n], the backward is a scale): one
+program per (plane, BLOCK_H x BLOCK_W tile of the image): the same walk over the map rows
+q of the tile's 'full' (zero-padded, transposed) window, filtering each map row
+horizontally and accumulating vertically, then dx = s (G*A_x + 2 x G*B + y G*Cxy), dy
+likewise, s = 1 / (C Ho Wo). (The CPU kernel fuses both stages and never stores the maps;
+on a GPU the two-launch form keeps each program's working set in registers.)
 
 Arithmetic is in float32 for fp32/bf16/fp16 storage (float64 for float64), taken from the
 dtype of the maps buffer. Every tensor is addressed through its strides, so
@@ -110,7 +113,7 @@ def _fwd_kernel(x_ptr, y_ptr, g_ptr, maps_ptr, part_ptr,
 
 
 @triton.jit
-def _bwd_kernel(x_ptr, y_ptr, g_ptr, maps_ptr, grad_ptr, dx_ptr, dy_ptr,
+def _grad_kernel(x_ptr, y_ptr, g_ptr, maps_ptr, dx_ptr, dy_ptr,
                 C, H, W, Ho, Wo,
                 sxn, sxc, sxh, sxw, syn, syc, syh, syw,
                 dxn, dxc, dxh, dxw, dyn, dyc, dyh, dyw,
@@ -156,7 +159,7 @@ def _bwd_kernel(x_ptr, y_ptr, g_ptr, maps_ptr, grad_ptr, dx_ptr, dy_ptr,
             acc_ax += wv[:, None] * hax[None, :]
         if GY:
             acc_ay += wv[:, None] * hay[None, :]
-    scale = tl.load(grad_ptr + n).to(acc_ty) * inv_count
+    scale = inv_count
     mask = (rows[:, None] < H) & (cols[None, :] < W)
     r64 = rows.to(tl.int64)[:, None]
     c64 = cols.to(tl.int64)[None, :]
@@ -188,12 +191,18 @@ def _check(x, y, data_range, window_size, sigma, k1, k2, op):
 
 def ssim_forward(x: torch.Tensor, y: torch.Tensor, data_range: float, window_size: int, sigma: float,
                  k1: float, k2: float, grad_x: bool, grad_y: bool):
-    """Triton forward of fastsr::ssim (same contract as the op): (ssim (N,), maps)."""
+    """Triton fastsr::ssim (same contract as the op): (ssim (N,), d ssim / dx, d ssim / dy),
+    a gradient not asked for being an empty (0,) tensor."""
     _check(x, y, data_range, window_size, sigma, k1, k2, "fastsr::ssim")
     N, C, H, W = x.shape
     Ho, Wo = H - window_size + 1, W - window_size + 1
     K = 2 + int(grad_x) + int(grad_y) if (grad_x or grad_y) else 0
     acc = checks.acc_dtype(x.dtype)
+
+    def grad_like(t, want):
+        return torch.empty_like(t, dtype=acc, memory_format=checks.output_format(t)) if want else t.new_empty((0,), dtype=acc)
+
+    dx, dy = grad_like(x, grad_x), grad_like(y, grad_y)
     maps = torch.empty((N, C, K, Ho, Wo), dtype=acc, device=x.device)
     n_th, n_tw = triton.cdiv(Ho, BLOCK_H), triton.cdiv(Wo, BLOCK_W)
     part = torch.empty((N, C * n_th * n_tw), dtype=acc, device=x.device)
@@ -204,33 +213,13 @@ def ssim_forward(x: torch.Tensor, y: torch.Tensor, data_range: float, window_siz
         _fwd_kernel[(N * C, n_th, n_tw)](
             x, y, g, maps, part, C, H, W, Ho, Wo, *x.stride(), *y.stride(), c1, c2, n_th, n_tw,
             WIN=window_size, GX=bool(grad_x), GY=bool(grad_y), K=K, BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W)
+        if K:
+            dxs = dx.stride() if grad_x else (0, 0, 0, 0)
+            dys = dy.stride() if grad_y else (0, 0, 0, 0)
+            grid = (N * C, triton.cdiv(H, BLOCK_H), triton.cdiv(W, BLOCK_W))
+            _grad_kernel[grid](
+                x, y, g, maps, dx if grad_x else maps, dy if grad_y else maps,
+                C, H, W, Ho, Wo, *x.stride(), *y.stride(), *dxs, *dys, 1.0 / (C * Ho * Wo),
+                WIN=window_size, GX=bool(grad_x), GY=bool(grad_y), K=K, BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W)
     value = part.sum(1, dtype=torch.float64) / (C * Ho * Wo)
-    return value.to(x.dtype), maps
-
-
-def ssim_backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, maps: torch.Tensor,
-                  window_size: int, sigma: float, grad_x: bool, grad_y: bool):
-    """Triton backward of fastsr::ssim (same contract as the op): (dx, dy), a gradient not
-    asked for being an empty (0,) tensor."""
-    from fastsr.ops.ssim import _check_backward
-
-    op = "fastsr::ssim_backward"
-    _check(x, y, 1.0, window_size, sigma, 1.0, 1.0, op)
-    _check_backward(grad, x, maps, window_size, grad_x, grad_y, op)
-    N, C, H, W = x.shape
-    Ho, Wo = H - window_size + 1, W - window_size + 1
-    K = 2 + int(grad_x) + int(grad_y) if (grad_x or grad_y) else 0
-    dx = torch.empty_like(x, memory_format=checks.output_format(x)) if grad_x else x.new_empty((0,))
-    dy = torch.empty_like(y, memory_format=checks.output_format(y)) if grad_y else y.new_empty((0,))
-    if K == 0 or N == 0:
-        return dx, dy
-    maps = maps.contiguous()
-    g = _window(window_size, sigma, maps.dtype, x.device)
-    dxs = dx.stride() if grad_x else (0, 0, 0, 0)
-    dys = dy.stride() if grad_y else (0, 0, 0, 0)
-    grid = (N * C, triton.cdiv(H, BLOCK_H), triton.cdiv(W, BLOCK_W))
-    _bwd_kernel[grid](
-        x, y, g, maps, grad.contiguous(), dx if grad_x else maps, dy if grad_y else maps,
-        C, H, W, Ho, Wo, *x.stride(), *y.stride(), *dxs, *dys, 1.0 / (C * Ho * Wo),
-        WIN=window_size, GX=bool(grad_x), GY=bool(grad_y), K=K, BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W)
-    return dx, dy
+    return value.to(x.dtype), dx, dy

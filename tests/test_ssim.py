@@ -150,14 +150,58 @@ def test_gradient_for_y_only():
     _close_grad(yg.grad, yr.grad)
 
 
-def test_no_maps_without_grad():
+def test_gradient_outputs_only_when_asked():
     x, y = _pair((1, 2, 12, 12))
     x.requires_grad_()
     with torch.no_grad():
         v = ssim(x, y)
     assert not v.requires_grad
-    _, maps = torch.ops.fastsr.ssim(x.detach(), y, 1.0, 11, 1.5, 0.01, 0.03, False, False)
-    assert maps.shape == (1, 2, 0, 2, 2)
+    op = torch.ops.fastsr.ssim
+    v0, gx, gy = op(x.detach(), y, 1.0, 11, 1.5, 0.01, 0.03, False, False)
+    assert gx.shape == gy.shape == (0,)
+    v1, gx, gy = op(x.detach(), y, 1.0, 11, 1.5, 0.01, 0.03, True, False)
+    assert gx.shape == x.shape and gx.dtype == torch.float32 and gy.shape == (0,)
+    assert torch.equal(v0, v1)  # the value does not depend on the gradient being computed
+
+
+def test_op_called_without_gradient_outputs_says_so_in_backward():
+    x, y = _pair((1, 1, 12, 12))
+    x.requires_grad_()
+    v, _, _ = torch.ops.fastsr.ssim(x, y, 1.0, 11, 1.5, 0.01, 0.03, False, False)
+    with pytest.raises(RuntimeError, match="computed no gradient"):
+        v.sum().backward()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_op_returns_the_gradient_of_each_image(dtype):
+    # fastsr::ssim's gradient outputs are d ssim[n] / d x[n] and d ssim[n] / d y[n]: the
+    # gradient of sum(ssim) through the reference.
+    x, y = _pair((2, 3, 23, 19), dtype)
+    _, gx, gy = torch.ops.fastsr.ssim(x, y, 1.0, 11, 1.5, 0.01, 0.03, True, True)
+    _, dx_ref, dy_ref = _grads(ssim_reference, x.double(), y.double(), torch.ones(2, dtype=torch.float64))
+    rel = 1e-12 if dtype == torch.float64 else GRAD_REL
+    _close_grad(gx.double(), dx_ref, rel)
+    _close_grad(gy.double(), dy_ref, rel)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("shape", [(1, 1, 70, 40), (1, 3, 64, 23), (3, 1, 50, 30), (5, 2, 47, 12)])
+def test_row_tiles_match_whole_planes(shape, threads):
+    # The kernel splits planes into row tiles by thread count (a gradient tile recomputes
+    # the map rows above it); every tiling must give the one-thread result bitwise.
+    x, y = _pair(shape)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        ref = torch.ops.fastsr.ssim(x, y, 1.0, 11, 1.5, 0.01, 0.03, True, True)
+        torch.set_num_threads(threads)
+        out = torch.ops.fastsr.ssim(x, y, 1.0, 11, 1.5, 0.01, 0.03, True, True)
+        out_nograd = torch.ops.fastsr.ssim(x, y, 1.0, 11, 1.5, 0.01, 0.03, False, False)
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(ref, out):
+        assert torch.equal(a, b)
+    assert torch.equal(out_nograd[0], ref[0])
 
 
 def test_deterministic_across_thread_counts():
@@ -228,13 +272,11 @@ def test_opcheck_forward():
         torch.library.opcheck(torch.ops.fastsr.ssim.default, args)
 
 
-def test_opcheck_backward():
-    x, y = _pair((2, 2, 12, 13))
-    _, maps = torch.ops.fastsr.ssim(x, y, 1.0, 11, 1.5, 0.01, 0.03, True, True)
-    grad = torch.tensor([1.0, -2.0])
-    torch.library.opcheck(torch.ops.fastsr.ssim_backward.default, (grad, x, y, maps, 11, 1.5, True, True))
-    _, maps = torch.ops.fastsr.ssim(x, y, 1.0, 11, 1.5, 0.01, 0.03, False, True)
-    torch.library.opcheck(torch.ops.fastsr.ssim_backward.default, (grad, x, y, maps, 11, 1.5, False, True))
+def test_opcheck_channels_last_and_bf16():
+    x, y = _pair((2, 2, 12, 13), torch.bfloat16)
+    x = x.contiguous(memory_format=torch.channels_last)
+    args = (x.clone().requires_grad_(), y.clone().requires_grad_(), 1.0, 11, 1.5, 0.01, 0.03, True, True)
+    torch.library.opcheck(torch.ops.fastsr.ssim.default, args)
 
 
 def test_compile_fullgraph():
@@ -332,13 +374,10 @@ def test_cpp_op_checks_before_memory_access():
         op.ssim(x, y, math.nan, 11, 1.5, 0.01, 0.03, False, False)
     with pytest.raises(TypeError, match="dtype"):
         op.ssim(x, y.double(), 1.0, 11, 1.5, 0.01, 0.03, False, False)
-    _, maps = op.ssim(x, y, 1.0, 11, 1.5, 0.01, 0.03, True, False)
-    with pytest.raises(ValueError, match="maps must have shape"):
-        op.ssim_backward(torch.ones(1), x, y, maps, 11, 1.5, True, True)
-    with pytest.raises(ValueError, match="grad must have shape"):
-        op.ssim_backward(torch.ones(2), x, y, maps, 11, 1.5, True, False)
-    with pytest.raises(TypeError, match="maps must be"):
-        op.ssim_backward(torch.ones(1), x, y, maps.double(), 11, 1.5, True, False)
+    with pytest.raises(ValueError, match="shape"):
+        op.ssim(x, y[..., :15], 1.0, 11, 1.5, 0.01, 0.03, True, True)
+    with pytest.raises(ValueError, match="sigma"):
+        op.ssim(x, y, 1.0, 11, 0.0, 0.01, 0.03, True, False)
 
 
 def test_empty_batch():
@@ -367,31 +406,24 @@ def test_triton_kernels_match_cpp(shape, dtype, grad_x, grad_y, layout):
     elif layout == "noncontiguous":
         y = y.transpose(2, 3).contiguous().transpose(2, 3)
     args = (1.0, 11, 1.5, 0.01, 0.03, grad_x, grad_y)
-    v, maps = k.ssim_forward(x, y, *args)
-    v_cpp, maps_cpp = torch.ops.fastsr.ssim(x, y, *args)
-    assert v.dtype == v_cpp.dtype and maps.shape == maps_cpp.shape and maps.dtype == maps_cpp.dtype
-    grad = torch.tensor([1.0, -0.5][: shape[0]], dtype=dtype)
-    dx, dy = k.ssim_backward(grad, x, y, maps, 11, 1.5, grad_x, grad_y)
-    dx_cpp, dy_cpp = torch.ops.fastsr.ssim_backward(grad, x, y, maps_cpp, 11, 1.5, grad_x, grad_y)
+    v, dx, dy = k.ssim_forward(x, y, *args)
+    v_cpp, dx_cpp, dy_cpp = torch.ops.fastsr.ssim(x, y, *args)
+    assert v.dtype == v_cpp.dtype == dtype
     if dtype == torch.float64:
         tol = dict(rtol=0, atol=1e-12)
-        _close_grad(maps, maps_cpp, 1e-12)
-    else:  # the two kernels round differently in fp32; bf16 outputs may then differ by 1 ulp
+    else:  # the two kernels round differently in fp32; a bf16 value may then differ by 1 ulp
         tol = dict(rtol=0, atol=1e-6) if dtype == torch.float32 else dict(rtol=2**-7, atol=1e-6)
-        _close_grad(maps, maps_cpp, 1e-5)
     torch.testing.assert_close(v.double(), v_cpp.double(), **tol)
     for d, d_cpp, wanted, src in ((dx, dx_cpp, grad_x, x), (dy, dy_cpp, grad_y, y)):
+        assert d.dtype == d_cpp.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
         if not wanted:
-            assert d.numel() == 0
+            assert d.numel() == 0 and d_cpp.numel() == 0
             continue
-        assert d.shape == src.shape and d.dtype == dtype
-        if dtype == torch.bfloat16:
-            torch.testing.assert_close(d.float(), d_cpp.float(), rtol=2**-7,
-                                       atol=GRAD_REL * d_cpp.float().abs().max().item())
-        else:
-            _close_grad(d, d_cpp, 1e-12 if dtype == torch.float64 else GRAD_REL)
+        assert d.shape == src.shape
+        _close_grad(d, d_cpp, 1e-12 if dtype == torch.float64 else GRAD_REL)
     if layout == "channels_last" and grad_x:
         assert dx.is_contiguous(memory_format=torch.channels_last)
+        assert dx_cpp.is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.triton

@@ -24,8 +24,12 @@ Cxy = dS/dsigma_xy,  A_x = dS/dmu_x - 2 mu_x B - mu_y Cxy  (and A_y likewise):
     dSSIM_n/dx = (G^T * A_x) + 2 x (G^T * B) + y (G^T * Cxy),   scaled by 1 / (C Ho Wo)
 
 (the derivation of pytorch-msssim's autograd graph and of fused-ssim's backward, collected
-into three -- four with dy -- maps). The kernels compute the five moments in one pass and
-the maps at the same time, so the backward is one more separable Gaussian pass.
+into three -- four with dy -- maps). The per-image SSIM is a mean over its own image, so
+its gradient is known up to one scalar per image before the backward runs: when an input
+requires grad, the kernels compute d SSIM_n / dx in the forward (the moments, the maps
+row by row and their transposed filtering in one pass over the image; the CPU kernel
+never stores the maps) and the backward only scales it by the incoming gradient -- the
+fused-loss pattern of Liger-Kernel's cross-entropy, and of :func:`fastsr.ops.l1_loss`.
 
 Kernels: C++ ``csrc/cpu/ssim.cpp`` (CPU), Triton ``kernels/ssim.py`` (CUDA),
 :func:`ssim_reference` (plain PyTorch; fallback and test oracle).
@@ -132,11 +136,11 @@ def ssim(
         # (windows wider than the kernels' ring buffers -- far beyond SSIM's 11 -- use the reference)
         return ssim_reference(x, y, data_range, window_size, sigma, k1, k2)
     _check(x, y, data_range, window_size, sigma, k1, k2, _OP)
-    # The backward maps are computed (and kept) only for the inputs that need a gradient.
+    # The gradient is computed (in the forward, and kept) only for inputs that need one.
     grad = torch.is_grad_enabled()
     grad_x = grad and x.requires_grad
     grad_y = grad and y.requires_grad
-    value, _ = torch.ops.fastsr.ssim(
+    value, _, _ = torch.ops.fastsr.ssim(
         x, y, float(data_range), window_size, float(sigma), float(k1), float(k2), grad_x, grad_y
     )
     return value
@@ -175,87 +179,29 @@ def _check_op(x, y, data_range, window_size, sigma, k1, k2, op):
         raise ValueError(f"{op}: window_size must be an odd integer in [1, {_MAX_WINDOW}], got {window_size}")
 
 
-def _map_count(grad_x: bool, grad_y: bool) -> int:
-    return 2 + int(grad_x) + int(grad_y) if (grad_x or grad_y) else 0
-
-
-def _maps_shape(x, window_size, grad_x, grad_y):
-    N, C, H, W = x.shape
-    return (N, C, _map_count(grad_x, grad_y), H - window_size + 1, W - window_size + 1)
+def _grad_like(t: torch.Tensor, want: bool) -> torch.Tensor:
+    """The gradient output of fastsr::ssim for input ``t``: t's shape and layout in the
+    accumulation dtype, or an empty (0,) tensor when not asked for."""
+    acc = _common.acc_dtype(t.dtype)
+    if want:
+        return torch.empty_like(t, dtype=acc, memory_format=_common.output_format(t))
+    return t.new_empty((0,), dtype=acc)
 
 
 @torch.library.register_fake("fastsr::ssim")
 def _ssim_fake(x, y, data_range, window_size, sigma, k1, k2, grad_x, grad_y):
     _check_op(x, y, data_range, window_size, sigma, k1, k2, "fastsr::ssim")
-    maps = x.new_empty(_maps_shape(x, window_size, grad_x, grad_y), dtype=_common.acc_dtype(x.dtype))
-    return x.new_empty((x.shape[0],)), maps
+    return x.new_empty((x.shape[0],)), _grad_like(x, grad_x), _grad_like(y, grad_y)
 
 
-@torch.library.register_fake("fastsr::ssim_backward")
-def _ssim_backward_fake(grad, x, y, maps, window_size, sigma, grad_x, grad_y):
-    op = "fastsr::ssim_backward"
-    _check_op(x, y, 1.0, window_size, sigma, 1.0, 1.0, op)
-    _check_backward(grad, x, maps, window_size, grad_x, grad_y, op)
-    dx = torch.empty_like(x, memory_format=_common.output_format(x)) if grad_x else x.new_empty((0,))
-    dy = torch.empty_like(y, memory_format=_common.output_format(y)) if grad_y else y.new_empty((0,))
-    return dx, dy
-
-
-def _check_backward(grad, x, maps, window_size, grad_x, grad_y, op):
-    if not isinstance(grad, torch.Tensor) or not isinstance(maps, torch.Tensor):
-        raise TypeError(f"{op}: grad and maps must be tensors")
-    _common.check_same_device(grad, x, op, "grad")
-    _common.check_same_device(maps, x, op, "maps")
-    if grad.shape != (x.shape[0],):
-        raise ValueError(f"{op}: grad must have shape (N,) = ({x.shape[0]},), got {tuple(grad.shape)}")
-    if grad.dtype != x.dtype:
-        raise TypeError(f"{op}: grad must have the dtype of x ({x.dtype}), got {grad.dtype}")
-    want = _maps_shape(x, window_size, grad_x, grad_y)
-    if tuple(maps.shape) != want:
-        raise ValueError(
-            f"{op}: maps must have shape {want} (from fastsr::ssim with the same grad_x/grad_y), "
-            f"got {tuple(maps.shape)}"
-        )
-    if maps.dtype != _common.acc_dtype(x.dtype):
-        raise TypeError(f"{op}: maps must be {_common.acc_dtype(x.dtype)}, got {maps.dtype}")
-
-
-def _setup_context(ctx, inputs, output):
-    x, y, data_range, window_size, sigma, k1, k2, grad_x, grad_y = inputs
-    _, maps = output
-    ctx.mark_non_differentiable(maps)
-    # Without this, autograd would fill the (never used) gradient of `maps` with zeros of
-    # its size on every backward -- 9 MB at 1x3x512x512, ~1 ms, a quarter of the fwd+bwd.
-    ctx.set_materialize_grads(False)
-    ctx.save_for_backward(x, y, maps)
-    ctx.window_size, ctx.sigma, ctx.grad_x, ctx.grad_y = window_size, sigma, grad_x, grad_y
-
-
-def _backward(ctx, grad, _grad_maps):
-    x, y, maps = ctx.saved_tensors
-    need_x, need_y = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    if grad is None:  # (grads are not materialised) the SSIM value did not reach the loss
-        return None, None, None, None, None, None, None, None, None
-    if (need_x and not ctx.grad_x) or (need_y and not ctx.grad_y):
-        raise RuntimeError(
-            "fastsr::ssim was called with grad_x/grad_y = "
-            f"{ctx.grad_x}/{ctx.grad_y}, so it kept no backward maps for the input that now needs "
-            "a gradient; call fastsr.ops.ssim, which sets them from requires_grad"
-        )
-    dx, dy = torch.ops.fastsr.ssim_backward(
-        grad.contiguous(), x, y, maps, ctx.window_size, ctx.sigma, ctx.grad_x, ctx.grad_y
-    )
-    return (dx if need_x else None), (dy if need_y else None), None, None, None, None, None, None, None
-
-
-torch.library.register_autograd("fastsr::ssim", _backward, setup_context=_setup_context)
+# Autograd: csrc/autograd/ssim.cpp (the backward scales the forward's gradient outputs by
+# the incoming per-image gradient).
 
 
 def _register_cuda():
     from fastsr.kernels import ssim as k
 
     _common.register_cuda_kernel("ssim", k.ssim_forward)
-    _common.register_cuda_kernel("ssim_backward", k.ssim_backward)
 
 
 if torch.cuda.is_available() and _common.triton_available():
