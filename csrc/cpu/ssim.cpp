@@ -147,19 +147,19 @@ struct Dims {
 template <typename A>
 struct Scratch {
   std::vector<A> mring, xr, yr, qr, pr;  // moments
-  std::vector<A> gring, mpad, bx, by, dr;  // gradient
+  std::vector<A> gring, mpad, bx, by, dr;  // gradient (two rows of mpad, bx, by, dr)
   Scratch(const Dims& d, int64_t win)
-      : mring(kMoments * win * d.RPo), xr(d.Wp, A(0)), yr(d.Wp, A(0)), qr(d.Wp, A(0)), pr(d.Wp, A(0)),
-        gring(d.K * win * d.RPi), mpad(d.K * d.MP, A(0)), bx(d.K ? d.WP : 0, A(0)),
-        by(d.K ? d.WP : 0, A(0)), dr(d.K ? d.WP : 0) {}
+      : mring(kMoments * (win + 1) * d.RPo), xr(d.Wp, A(0)), yr(d.Wp, A(0)), qr(d.Wp, A(0)), pr(d.Wp, A(0)),
+        gring(d.K * (win + 1) * d.RPi), mpad(2 * d.K * d.MP, A(0)), bx(d.K ? 2 * d.WP : 0, A(0)),
+        by(d.K ? 2 * d.WP : 0, A(0)), dr(d.K ? 2 * d.WP : 0) {}
 };
 
-// Input row r -> products -> horizontal pass into moment ring slot r % win.
+// Input row r -> products -> horizontal pass into moment ring slot r % (win + 1).
 template <typename T, typename A>
 FASTSR_INLINE void moments_row(const Plane<T, A>& P, const Dims& d, Scratch<A>& s, int64_t r) {
   using V = typename vec<A>::type;
   constexpr int64_t L = vec<A>::L;
-  const int64_t win = P.win, ringk = win * d.RPo;
+  const int64_t win = P.win, ringk = (win + 1) * d.RPo;
   A* __restrict__ xr = s.xr.data();
   A* __restrict__ yr = s.yr.data();
   A* __restrict__ qr = s.qr.data();
@@ -172,7 +172,7 @@ FASTSR_INLINE void moments_row(const Plane<T, A>& P, const Dims& d, Scratch<A>& 
     vstore(qr + j, xv * xv + yv * yv);
     vstore(pr + j, xv * yv);
   }
-  A* __restrict__ h = s.mring.data() + (r % win) * d.RPo;
+  A* __restrict__ h = s.mring.data() + (r % (win + 1)) * d.RPo;
   for (int64_t jb = 0; jb < d.Wop; jb += L) {
     V s0 = {}, s1 = {}, s2 = {}, s3 = {};
     for (int64_t b = 0; b < win; ++b) {
@@ -189,6 +189,49 @@ FASTSR_INLINE void moments_row(const Plane<T, A>& P, const Dims& d, Scratch<A>& 
   }
 }
 
+// SSIM of one vector of map positions from its four moments: added to `rowsum` (valid
+// lanes only) and, when `mdst` is given, the derivative maps [B, Cxy, A_x if gx, A_y if gy]
+// stored at mdst + k * MP + jb (valid lanes only, so the zero padding around them stays zero).
+template <typename A>
+FASTSR_INLINE void ssim_vec(typename vec<A>::type mx, typename vec<A>::type my, typename vec<A>::type eq,
+                            typename vec<A>::type ep, A c1, A c2, int64_t nvalid,
+                            typename vec<A>::type& rowsum, A* __restrict__ mdst, int64_t MP, bool gx,
+                            bool gy) {
+  using V = typename vec<A>::type;
+  constexpr int64_t L = vec<A>::L;
+  const V mxx = mx * mx, myy = my * my, mxy = mx * my;
+  const V a1 = A(2) * mxy + c1, b1 = mxx + myy + c1;
+  const V a2 = A(2) * (ep - mxy) + c2, b2 = (eq - mxx - myy) + c2;
+  const V inv = A(1) / (b1 * b2);
+  const V sv = a1 * a2 * inv;
+  if (nvalid == L) {
+    rowsum += sv;
+  } else {
+    for (int64_t l = 0; l < nvalid; ++l) rowsum[l] += sv[l];
+  }
+  if (mdst) {
+    const V rb1 = b2 * inv;          // 1 / B1
+    const V B = -sv * (b1 * inv);    // dS/dsigma_x^2 = -S / B2
+    const V Cm = A(2) * a1 * inv;    // dS/dsigma_xy = 2 A1 / (B1 B2)
+    const V a2inv = A(2) * a2 * inv;
+    V out[4];
+    int64_t k = 0;
+    out[k++] = B;
+    out[k++] = Cm;
+    // dS/dmu_x = 2 mu_y A2 / (B1 B2) - 2 mu_x S / B1
+    if (gx) out[k++] = my * a2inv - A(2) * mx * (sv * rb1 + B) - my * Cm;
+    if (gy) out[k++] = mx * a2inv - A(2) * my * (sv * rb1 + B) - mx * Cm;
+    for (int64_t kk = 0; kk < k; ++kk) {
+      A* dst = mdst + kk * MP;
+      if (nvalid == L) {
+        vstore(dst, out[kk]);
+      } else {
+        for (int64_t l = 0; l < nvalid; ++l) dst[l] = out[kk][l];
+      }
+    }
+  }
+}
+
 // Map row i (ring holds input rows i .. i + win - 1): the SSIM row sum, and -- when
 // `mdst` is given -- the derivative maps [B, Cxy, A_x if gx, A_y if gy] at mdst + k * MP
 // (valid positions only, so the zero padding around them stays zero).
@@ -197,12 +240,12 @@ FASTSR_INLINE double ssim_row(const Plane<T, A>& P, const Dims& d, Scratch<A>& s
                               A* __restrict__ mdst, bool gx, bool gy) {
   using V = typename vec<A>::type;
   constexpr int64_t L = vec<A>::L;
-  const int64_t win = P.win, ringk = win * d.RPo, Wo = d.Wo;
+  const int64_t win = P.win, R = win + 1, ringk = R * d.RPo, Wo = d.Wo;
   const A* __restrict__ g = P.g;
   const A* __restrict__ ring = s.mring.data();
   const A c1 = P.c1, c2 = P.c2;
   int64_t slots[kMaxWindow];
-  for (int64_t a = 0, sl = i % win; a < win; ++a, sl = sl + 1 == win ? 0 : sl + 1) slots[a] = sl * d.RPo;
+  for (int64_t a = 0, sl = i % R; a < win; ++a, sl = sl + 1 == R ? 0 : sl + 1) slots[a] = sl * d.RPo;
   V rowsum = {};
   for (int64_t jb = 0; jb < d.Wop; jb += L) {
     V mx = {}, my = {}, eq = {}, ep = {};
@@ -214,59 +257,73 @@ FASTSR_INLINE double ssim_row(const Plane<T, A>& P, const Dims& d, Scratch<A>& s
       eq += ga * vload<V>(q + 2 * ringk);
       ep += ga * vload<V>(q + 3 * ringk);
     }
-    const V mxx = mx * mx, myy = my * my, mxy = mx * my;
-    const V a1 = A(2) * mxy + c1, b1 = mxx + myy + c1;
-    const V a2 = A(2) * (ep - mxy) + c2, b2 = (eq - mxx - myy) + c2;
-    const V inv = A(1) / (b1 * b2);
-    const V sv = a1 * a2 * inv;
-    const int64_t nvalid = std::min<int64_t>(L, Wo - jb);
-    if (nvalid == L) {
-      rowsum += sv;
-    } else {
-      for (int64_t l = 0; l < nvalid; ++l) rowsum[l] += sv[l];
-    }
-    if (mdst) {
-      const V rb1 = b2 * inv;          // 1 / B1
-      const V B = -sv * (b1 * inv);    // dS/dsigma_x^2 = -S / B2
-      const V Cm = A(2) * a1 * inv;    // dS/dsigma_xy = 2 A1 / (B1 B2)
-      const V a2inv = A(2) * a2 * inv;
-      V out[4];
-      int64_t k = 0;
-      out[k++] = B;
-      out[k++] = Cm;
-      // dS/dmu_x = 2 mu_y A2 / (B1 B2) - 2 mu_x S / B1
-      if (gx) out[k++] = my * a2inv - A(2) * mx * (sv * rb1 + B) - my * Cm;
-      if (gy) out[k++] = mx * a2inv - A(2) * my * (sv * rb1 + B) - mx * Cm;
-      for (int64_t kk = 0; kk < k; ++kk) {
-        A* dst = mdst + kk * d.MP + jb;
-        if (nvalid == L) {
-          vstore(dst, out[kk]);
-        } else {
-          for (int64_t l = 0; l < nvalid; ++l) dst[l] = out[kk][l];
-        }
-      }
-    }
+    ssim_vec<A>(mx, my, eq, ep, c1, c2, std::min<int64_t>(L, Wo - jb), rowsum, mdst ? mdst + jb : nullptr,
+                d.MP, gx, gy);
   }
   double rs = 0.0;
   for (int64_t l = 0; l < L; ++l) rs += rowsum[l];
   return rs;
 }
 
-// 'full' horizontal filtering of the map row in mpad into gradient ring slot q % win:
-// out[j] = sum_b g[b] M[j - b], all maps in one loop (independent FMA chains).
+// Map rows i and i + 1 together (ring holds input rows i .. i + win): each ring row is
+// loaded once for both (win + 1 loads per moment instead of 2 win; the vertical pass is
+// bound by loads, not FMAs, on this CPU). Row sums go to rs[0], rs[1].
 template <typename T, typename A>
-FASTSR_INLINE void maps_row(const Plane<T, A>& P, const Dims& d, Scratch<A>& s, int64_t q, bool gx,
-                            bool gy) {
+FASTSR_INLINE void ssim_row2(const Plane<T, A>& P, const Dims& d, Scratch<A>& s, int64_t i,
+                             A* __restrict__ mdst0, A* __restrict__ mdst1, bool gx, bool gy, double* rs) {
   using V = typename vec<A>::type;
   constexpr int64_t L = vec<A>::L;
-  const int64_t win = P.win, ringk = win * d.RPi;
+  const int64_t win = P.win, R = win + 1, ringk = R * d.RPo, Wo = d.Wo;
+  const A* __restrict__ g = P.g;
+  const A* __restrict__ ring = s.mring.data();
+  int64_t slots[kMaxWindow + 1];
+  for (int64_t a = 0, sl = i % R; a < R; ++a, sl = sl + 1 == R ? 0 : sl + 1) slots[a] = sl * d.RPo;
+  V sum0 = {}, sum1 = {};
+  for (int64_t jb = 0; jb < d.Wop; jb += L) {
+    V x0, y0, q0, p0, x1 = {}, y1 = {}, q1 = {}, p1 = {};
+    {
+      const A* q = ring + slots[0] + jb;
+      const A ga = g[0];
+      x0 = ga * vload<V>(q), y0 = ga * vload<V>(q + ringk);
+      q0 = ga * vload<V>(q + 2 * ringk), p0 = ga * vload<V>(q + 3 * ringk);
+    }
+    for (int64_t a = 1; a < win; ++a) {
+      const A* q = ring + slots[a] + jb;
+      const A ga = g[a], gb = g[a - 1];
+      const V v0 = vload<V>(q), v1 = vload<V>(q + ringk), v2 = vload<V>(q + 2 * ringk),
+              v3 = vload<V>(q + 3 * ringk);
+      x0 += ga * v0, y0 += ga * v1, q0 += ga * v2, p0 += ga * v3;
+      x1 += gb * v0, y1 += gb * v1, q1 += gb * v2, p1 += gb * v3;
+    }
+    {
+      const A* q = ring + slots[win] + jb;
+      const A gb = g[win - 1];
+      x1 += gb * vload<V>(q), y1 += gb * vload<V>(q + ringk);
+      q1 += gb * vload<V>(q + 2 * ringk), p1 += gb * vload<V>(q + 3 * ringk);
+    }
+    const int64_t nvalid = std::min<int64_t>(L, Wo - jb);
+    ssim_vec<A>(x0, y0, q0, p0, P.c1, P.c2, nvalid, sum0, mdst0 ? mdst0 + jb : nullptr, d.MP, gx, gy);
+    ssim_vec<A>(x1, y1, q1, p1, P.c1, P.c2, nvalid, sum1, mdst1 ? mdst1 + jb : nullptr, d.MP, gx, gy);
+  }
+  rs[0] = rs[1] = 0.0;
+  for (int64_t l = 0; l < L; ++l) rs[0] += sum0[l], rs[1] += sum1[l];
+}
+
+// 'full' horizontal filtering of map row q (held in mpad row pair `half`) into gradient
+// ring slot q % (win + 1): out[j] = sum_b g[b] M[j - b], all maps in one loop.
+template <typename T, typename A>
+FASTSR_INLINE void maps_row(const Plane<T, A>& P, const Dims& d, Scratch<A>& s, int64_t q, int64_t half,
+                            bool gx, bool gy) {
+  using V = typename vec<A>::type;
+  constexpr int64_t L = vec<A>::L;
+  const int64_t win = P.win, R = win + 1, ringk = R * d.RPi;
   const int64_t kx = 2, ky = gx ? 3 : 2;  // map index of A_x, A_y
   const A* __restrict__ g = P.g;
-  const A* mB = s.mpad.data() + (win - 1);
+  const A* mB = s.mpad.data() + half * d.K * d.MP + (win - 1);
   const A* mC = mB + d.MP;
   const A* mAx = mB + kx * d.MP;
   const A* mAy = mB + ky * d.MP;
-  A* __restrict__ h = s.gring.data() + pos_mod(q, win) * d.RPi;
+  A* __restrict__ h = s.gring.data() + pos_mod(q, R) * d.RPi;
   for (int64_t jb = 0; jb < d.WP; jb += L) {
     V sB = {}, sC = {}, sAx = {}, sAy = {};
     for (int64_t b = 0; b < win; ++b) {
@@ -283,13 +340,15 @@ FASTSR_INLINE void maps_row(const Plane<T, A>& P, const Dims& d, Scratch<A>& s, 
   }
 }
 
-// Image row p from gradient ring rows p - a, a = 0 .. win - 1 ('full' vertical filtering).
-template <typename T, typename A>
-FASTSR_INLINE void grad_row(const Plane<T, A>& P, const Dims& d, Scratch<A>& s, int64_t p, bool gx,
-                            bool gy) {
+// Image rows p0 .. p0 + NR - 1 (NR = 1 or 2) of the gradient from gradient ring rows
+// p - win + 1 .. p ('full' vertical filtering); two rows share their win - 1 common ring
+// rows' loads, as in ssim_row2.
+template <int NR, typename T, typename A>
+FASTSR_INLINE void grad_rows(const Plane<T, A>& P, const Dims& d, Scratch<A>& s, int64_t p0, bool gx,
+                             bool gy) {
   using V = typename vec<A>::type;
   constexpr int64_t L = vec<A>::L;
-  const int64_t win = P.win, ringk = win * d.RPi, W = P.W;
+  const int64_t win = P.win, R = win + 1, ringk = R * d.RPi, W = P.W, WP = d.WP;
   const int64_t kx = 2, ky = gx ? 3 : 2;
   const A* __restrict__ g = P.g;
   const A* __restrict__ ring = s.gring.data();
@@ -297,30 +356,38 @@ FASTSR_INLINE void grad_row(const Plane<T, A>& P, const Dims& d, Scratch<A>& s, 
   A* __restrict__ by = s.by.data();
   A* __restrict__ dr = s.dr.data();
   const A scale = P.scale;
-  int64_t slots[kMaxWindow];
-  for (int64_t a = 0, sl = pos_mod(p, win); a < win; ++a, sl = sl == 0 ? win - 1 : sl - 1) slots[a] = sl * d.RPi;
-  load_row(bx, P.X.p + p * P.X.sH, W, P.X.sW);
-  load_row(by, P.Y.p + p * P.Y.sH, W, P.Y.sW);
-  for (int pass = 0; pass < 2; ++pass) {  // dx, then dy (one output row buffer)
-    const bool want = pass == 0 ? gx : gy;
-    if (!want) continue;
+  // ring rows p0 + NR - 1 - a, a = 0 .. win + NR - 2; image row p0 + r uses tap a - (NR - 1 - r)
+  int64_t slots[kMaxWindow + 1];
+  for (int64_t a = 0, sl = pos_mod(p0 + NR - 1, R); a < win + NR - 1; ++a, sl = sl == 0 ? R - 1 : sl - 1)
+    slots[a] = sl * d.RPi;
+  for (int64_t r = 0; r < NR; ++r) {
+    load_row(bx + r * WP, P.X.p + (p0 + r) * P.X.sH, W, P.X.sW);
+    load_row(by + r * WP, P.Y.p + (p0 + r) * P.Y.sH, W, P.Y.sW);
+  }
+  for (int pass = 0; pass < 2; ++pass) {  // dx, then dy
+    if (!(pass == 0 ? gx : gy)) continue;
     const int64_t kA = pass == 0 ? kx : ky;
     const A* __restrict__ own = pass == 0 ? bx : by;
     const A* __restrict__ other = pass == 0 ? by : bx;
-    for (int64_t jb = 0; jb < d.WP; jb += L) {
-      V vB = {}, vC = {}, vA = {};
-      for (int64_t a = 0; a < win; ++a) {
-        const A ga = g[a];
-        const A* r = ring + slots[a] + jb;
-        vB += ga * vload<V>(r);
-        vC += ga * vload<V>(r + ringk);
-        vA += ga * vload<V>(r + kA * ringk);
+    for (int64_t jb = 0; jb < WP; jb += L) {
+      V vB[NR] = {}, vC[NR] = {}, vA[NR] = {};
+      for (int64_t a = 0; a < win + NR - 1; ++a) {
+        const A* q = ring + slots[a] + jb;
+        const V b = vload<V>(q), c = vload<V>(q + ringk), e = vload<V>(q + kA * ringk);
+        for (int64_t r = 0; r < NR; ++r) {  // (unrolled; the tap test is uniform over jb)
+          const int64_t tap = a - (NR - 1 - r);
+          if (tap < 0 || tap >= win) continue;
+          const A gt = g[tap];
+          vB[r] += gt * b, vC[r] += gt * c, vA[r] += gt * e;
+        }
       }
-      const V ov = vload<V>(own + jb), tv = vload<V>(other + jb);
-      vstore(dr + jb, scale * (vA + A(2) * ov * vB + tv * vC));
+      for (int64_t r = 0; r < NR; ++r) {
+        const V ov = vload<V>(own + r * WP + jb), tv = vload<V>(other + r * WP + jb);
+        vstore(dr + r * WP + jb, scale * (vA[r] + A(2) * ov * vB[r] + tv * vC[r]));
+      }
     }
     const PlaneRef<A>& D = pass == 0 ? P.DX : P.DY;
-    store_row(D.p + p * D.sH, dr, W, D.sW);
+    for (int64_t r = 0; r < NR; ++r) store_row(D.p + (p0 + r) * D.sH, dr + r * WP, W, D.sW);
   }
 }
 
@@ -328,32 +395,63 @@ FASTSR_INLINE void grad_row(const Plane<T, A>& P, const Dims& d, Scratch<A>& s, 
 template <typename T, typename A>
 FASTSR_INLINE void value_tile_impl(const Plane<T, A>& P, const Dims& d, Scratch<A>& s, int64_t i0,
                                    int64_t i1) {
-  for (int64_t r = i0; r < i1 + P.win - 1; ++r) {
-    moments_row(P, d, s, r);
-    const int64_t i = r - P.win + 1;
-    if (i >= i0) P.rowsum[i] = ssim_row(P, d, s, i, static_cast<A*>(nullptr), false, false);
+  int64_t next_in = i0;  // next input row for the moment ring
+  for (int64_t i = i0; i < i1;) {
+    const bool two = i + 1 < i1;
+    for (; next_in < i + P.win + int64_t(two); ++next_in) moments_row(P, d, s, next_in);
+    if (two) {
+      ssim_row2(P, d, s, i, static_cast<A*>(nullptr), static_cast<A*>(nullptr), false, false, P.rowsum + i);
+      i += 2;
+    } else {
+      P.rowsum[i] = ssim_row(P, d, s, i, static_cast<A*>(nullptr), false, false);
+      i += 1;
+    }
   }
 }
 
 // Image rows [p0, p1) of the gradient, and the row sums of the map rows in [p0, p1).
+// Rows go in pairs (map rows q, q + 1, then image rows q, q + 1) where both exist.
 template <typename T, typename A>
 FASTSR_INLINE void grad_tile_impl(const Plane<T, A>& P, const Dims& d, Scratch<A>& s, int64_t p0,
                                   int64_t p1) {
-  const int64_t win = P.win, Ho = P.H - win + 1;
+  const int64_t win = P.win, R = win + 1, Ho = P.H - win + 1;
   const bool gx = P.DX.p != nullptr, gy = P.DY.p != nullptr;
-  A* mdst = s.mpad.data() + (win - 1);
+  A* mdst0 = s.mpad.data() + (win - 1);
+  A* mdst1 = mdst0 + d.K * d.MP;
   int64_t next_in = std::max<int64_t>(0, p0 - win + 1);  // next input row for the moment ring
-  for (int64_t q = p0 - win + 1; q < p1; ++q) {
-    if (q >= 0 && q < Ho) {
-      for (; next_in < q + win; ++next_in) moments_row(P, d, s, next_in);
-      const double rs = ssim_row(P, d, s, q, mdst, gx, gy);
-      if (q >= p0) P.rowsum[q] = rs;  // rows above p0 belong to the previous tile
-      maps_row(P, d, s, q, gx, gy);
+  auto is_map_row = [&](int64_t q) { return q >= 0 && q < Ho; };
+  for (int64_t q = p0 - win + 1; q < p1;) {
+    const bool two = q + 1 < p1;
+    // map rows q (and q + 1) -> horizontal 'full' filtering into the gradient ring
+    if (two && is_map_row(q) && is_map_row(q + 1)) {
+      for (; next_in < q + win + 1; ++next_in) moments_row(P, d, s, next_in);
+      double rs[2];
+      ssim_row2(P, d, s, q, mdst0, mdst1, gx, gy, rs);
+      if (q >= p0) P.rowsum[q] = rs[0];  // rows above p0 belong to the previous tile
+      if (q + 1 >= p0) P.rowsum[q + 1] = rs[1];
+      maps_row(P, d, s, q, 0, gx, gy);
+      maps_row(P, d, s, q + 1, 1, gx, gy);
     } else {
-      A* h = s.gring.data() + pos_mod(q, win) * d.RPi;
-      for (int64_t k = 0; k < d.K; ++k) std::memset(h + k * win * d.RPi, 0, sizeof(A) * d.WP);
+      for (int64_t u = q; u < q + 1 + int64_t(two); ++u) {
+        if (is_map_row(u)) {
+          for (; next_in < u + win; ++next_in) moments_row(P, d, s, next_in);
+          const double rs = ssim_row(P, d, s, u, mdst0, gx, gy);
+          if (u >= p0) P.rowsum[u] = rs;
+          maps_row(P, d, s, u, 0, gx, gy);
+        } else {
+          A* h = s.gring.data() + pos_mod(u, R) * d.RPi;
+          for (int64_t k = 0; k < d.K; ++k) std::memset(h + k * R * d.RPi, 0, sizeof(A) * d.WP);
+        }
+      }
     }
-    if (q >= p0) grad_row(P, d, s, q, gx, gy);
+    // image rows q (and q + 1)
+    if (two && q >= p0) {
+      grad_rows<2>(P, d, s, q, gx, gy);
+    } else {
+      if (q >= p0) grad_rows<1>(P, d, s, q, gx, gy);
+      if (two && q + 1 >= p0) grad_rows<1>(P, d, s, q + 1, gx, gy);
+    }
+    q += two ? 2 : 1;
   }
 }
 
