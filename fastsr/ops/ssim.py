@@ -121,7 +121,10 @@ def ssim(
         (N,) tensor of ``x.dtype``: the SSIM of each image, the mean of the SSIM map over
         channels and the (H - window_size + 1) x (W - window_size + 1) valid positions;
         1 for identical images, in [-1, 1]. bfloat16 inputs are computed in float32 and
-        rounded once. Gradients flow to ``x`` and, when it requires grad, to ``y``.
+        rounded once. Gradients flow to ``x`` and, when it requires grad, to ``y``: with
+        grad enabled, the call computes d SSIM_n / dx (and / dy) at once and keeps it for the
+        backward, one (N, C, H, W) float32 buffer per such input (float64 for float64
+        input); the backward scales it. First-order gradients only (no double backward).
 
     Raises:
         ValueError: ``x``/``y`` not 4-D, different shapes or devices, zero channels, an image
