@@ -164,6 +164,18 @@ def test_gradient_outputs_only_when_asked():
     assert torch.equal(v0, v1)  # the value does not depend on the gradient being computed
 
 
+def test_double_backward_is_refused():
+    x, y = _pair((1, 1, 12, 12))
+    x.requires_grad_()
+    (g,) = torch.autograd.grad(ssim(x, y).sum(), x)  # first order: fine
+    assert g.shape == x.shape
+    with pytest.raises(RuntimeError, match="first-order gradients only"):
+        torch.autograd.grad(ssim(x, y).sum(), x, create_graph=True)
+    # the reference supports it
+    (g2,) = torch.autograd.grad(ssim(x, y, impl="reference").sum(), x, create_graph=True)
+    assert g2.requires_grad
+
+
 def test_op_called_without_gradient_outputs_says_so_in_backward():
     x, y = _pair((1, 1, 12, 12))
     x.requires_grad_()

@@ -38,6 +38,12 @@ class SSIM : public torch::autograd::Function<SSIM> {
     variable_list out(9);
     const at::Tensor& grad = grads[0];
     if (!grad.defined()) return out;  // the SSIM value did not reach the loss
+    // The saved gradient is a constant to autograd: a create_graph backward would give a
+    // silently wrong second derivative, so refuse it.
+    TORCH_CHECK(!at::GradMode::is_enabled(),
+                "fastsr::ssim supports first-order gradients only; backward with create_graph=True "
+                "(double backward) is not implemented -- use fastsr.ops.ssim(..., impl=\"reference\") "
+                "for higher-order gradients");
     const bool need_x = ctx->needs_input_grad(0), need_y = ctx->needs_input_grad(1);
     const bool grad_x = ctx->saved_data["grad_x"].toBool(), grad_y = ctx->saved_data["grad_y"].toBool();
     TORCH_CHECK((!need_x || grad_x) && (!need_y || grad_y),
