@@ -216,6 +216,10 @@ def test_recipes_use_the_loss_constructors(vgg19_weights):
     wgan, _ = builders.build_gan_loss(load_config("nonbn_wgan_x4"))
     assert isinstance(wgan, L.WGANLoss) and wgan.clip_value == 0.01
     assert isinstance(builders.build_pixel_loss(load_config("srresnet_x4"))[0], L.MSELoss)
+    ssim_loss, w = builders.build_pixel_loss(load_config("nonbn_x4", ["loss.pixel={type: ssim, alpha: 0.84, weight: 2}"]))
+    assert isinstance(ssim_loss, L.SSIMLoss) and ssim_loss.alpha == 0.84 and w == 2.0 and ssim_loss.ssim.fused
+    unfused, _ = builders.build_pixel_loss(load_config("nonbn_x4", ["loss.pixel={type: ssim}", "model.fused=false"]))
+    assert not unfused.ssim.fused
     # a wrong constructor argument is a ConfigError naming the section
     with pytest.raises(ConfigError, match="loss.perceptual"):
         builders.build_feature_losses(load_config("esrgan_x4", ["loss.perceptual.layers={conv5_4: 1}"]))

@@ -60,7 +60,7 @@ def init_weights(module: nn.Module, method: str) -> None:
         models.init_weights(module, method="normal", std=0.02)
 
 
-_PIXEL = {"l1": "L1Loss", "mse": "MSELoss", "charbonnier": "CharbonnierLoss"}
+_PIXEL = {"l1": "L1Loss", "mse": "MSELoss", "charbonnier": "CharbonnierLoss", "ssim": "SSIMLoss"}
 
 
 def _construct(cls, spec: dict, key: str):
@@ -76,9 +76,11 @@ def _construct(cls, spec: dict, key: str):
 def build_pixel_loss(cfg: dict):
     """``(module(sr, hr) -> scalar, weight)`` from ``loss.pixel``, or None when it is null.
 
-    ``loss.pixel = {type: l1 | mse | charbonnier, weight: w, **kwargs}``; the module is
-    :class:`fastsr.losses.L1Loss` / ``MSELoss`` / ``CharbonnierLoss`` built with ``kwargs``
-    (e.g. ``eps`` for Charbonnier); ``weight`` is applied by the trainer.
+    ``loss.pixel = {type: l1 | mse | charbonnier | ssim, weight: w, **kwargs}``; the module
+    is :class:`fastsr.losses.L1Loss` / ``MSELoss`` / ``CharbonnierLoss`` / ``SSIMLoss`` built
+    with ``kwargs`` (e.g. ``eps`` for Charbonnier, ``alpha`` for SSIM: alpha (1 - SSIM) +
+    (1 - alpha) L1, 0.84 in Zhao et al. 2017); ``weight`` is applied by the trainer. The
+    fused kernels (L1, Charbonnier, SSIM) follow ``model.fused``.
     """
     spec = cfg["loss"].get("pixel")
     if not spec:
@@ -90,7 +92,7 @@ def build_pixel_loss(cfg: dict):
     weight = float(spec.pop("weight", 1.0))
     if kind not in _PIXEL:
         raise ConfigError(f"loss.pixel.type must be one of {sorted(_PIXEL)}, got {kind!r}")
-    if kind in ("l1", "charbonnier"):  # fused L1/Charbonnier follow model.fused
+    if kind in ("l1", "charbonnier", "ssim"):  # the fused losses follow model.fused
         spec.setdefault("fused", bool(cfg["model"].get("fused", True)))
     return _construct(getattr(L, _PIXEL[kind]), spec, "loss.pixel"), weight
 
