@@ -3,8 +3,8 @@ csrc/cpu/ssim.cpp for the CPU twin).
 
 Forward: one program per (image-channel plane, BLOCK_H x BLOCK_W tile of the SSIM map).
 It walks the BLOCK_H + win - 1 input rows of the tile once; each row is filtered
-horizontally (win shifted, masked loads) into five BLOCK_W vectors (the moments of x, y,
-x^2, y^2, xy) and added to the tile's five accumulators with the vertical weights
+horizontally (win shifted, masked loads) into four BLOCK_W vectors (the moments of x, y,
+x^2 + y^2, xy) and added to the tile's four accumulators with the vertical weights
 g[r - i] of every output row i (a rank-1 update; weights outside the window are 0). The
 SSIM map, its masked tile sum (finished by a deterministic torch sum) and, when asked,
 the derivative maps [B, Cxy, A_x, A_y] are computed from the accumulators in registers
@@ -50,18 +50,17 @@ def _fwd_kernel(x_ptr, y_ptr, g_ptr, maps_ptr, part_ptr,
     cols = tw * BLOCK_W + tl.arange(0, BLOCK_W)
     xb = x_ptr + n.to(tl.int64) * sxn + c.to(tl.int64) * sxc
     yb = y_ptr + n.to(tl.int64) * syn + c.to(tl.int64) * syc
+    # four moments: sigma_x^2 and sigma_y^2 are needed only as their sum (see csrc/cpu/ssim.cpp)
     mx = tl.zeros([BLOCK_H, BLOCK_W], dtype=acc_ty)
     my = tl.zeros([BLOCK_H, BLOCK_W], dtype=acc_ty)
-    exx = tl.zeros([BLOCK_H, BLOCK_W], dtype=acc_ty)
-    eyy = tl.zeros([BLOCK_H, BLOCK_W], dtype=acc_ty)
-    exy = tl.zeros([BLOCK_H, BLOCK_W], dtype=acc_ty)
+    eq = tl.zeros([BLOCK_H, BLOCK_W], dtype=acc_ty)  # G * (x^2 + y^2)
+    ep = tl.zeros([BLOCK_H, BLOCK_W], dtype=acc_ty)  # G * (x y)
     for rr in range(0, BLOCK_H + WIN - 1):
         r = th * BLOCK_H + rr  # input row
         hx = tl.zeros([BLOCK_W], dtype=acc_ty)
         hy = tl.zeros([BLOCK_W], dtype=acc_ty)
-        hxx = tl.zeros([BLOCK_W], dtype=acc_ty)
-        hyy = tl.zeros([BLOCK_W], dtype=acc_ty)
-        hxy = tl.zeros([BLOCK_W], dtype=acc_ty)
+        hq = tl.zeros([BLOCK_W], dtype=acc_ty)
+        hp = tl.zeros([BLOCK_W], dtype=acc_ty)
         for b in range(0, WIN):
             cc = cols + b
             m = (cc < W) & (r < H)
@@ -72,23 +71,21 @@ def _fwd_kernel(x_ptr, y_ptr, g_ptr, maps_ptr, part_ptr,
             gy_ = gb * yv
             hx += gx_
             hy += gy_
-            hxx += gx_ * xv
-            hyy += gy_ * yv
-            hxy += gx_ * yv
+            hq += gx_ * xv + gy_ * yv
+            hp += gx_ * yv
         a = rr - tl.arange(0, BLOCK_H)  # window offset of this input row for each output row
         wv = tl.load(g_ptr + a, mask=(a >= 0) & (a < WIN), other=0.0)
         mx += wv[:, None] * hx[None, :]
         my += wv[:, None] * hy[None, :]
-        exx += wv[:, None] * hxx[None, :]
-        eyy += wv[:, None] * hyy[None, :]
-        exy += wv[:, None] * hxy[None, :]
+        eq += wv[:, None] * hq[None, :]
+        ep += wv[:, None] * hp[None, :]
     mxx = mx * mx
     myy = my * my
     mxy = mx * my
     a1 = 2.0 * mxy + c1
     b1 = mxx + myy + c1
-    a2 = 2.0 * (exy - mxy) + c2
-    b2 = (exx - mxx) + (eyy - myy) + c2
+    a2 = 2.0 * (ep - mxy) + c2
+    b2 = (eq - mxx - myy) + c2
     inv = 1.0 / (b1 * b2)
     s = a1 * a2 * inv
     valid = (rows[:, None] < Ho) & (cols[None, :] < Wo)
