@@ -194,12 +194,10 @@ def ssim_forward(x: torch.Tensor, y: torch.Tensor, data_range: float, window_siz
     N, C, H, W = x.shape
     Ho, Wo = H - window_size + 1, W - window_size + 1
     K = 2 + int(grad_x) + int(grad_y) if (grad_x or grad_y) else 0
+    from fastsr.ops.ssim import _grad_like
+
     acc = checks.acc_dtype(x.dtype)
-
-    def grad_like(t, want):
-        return torch.empty_like(t, dtype=acc, memory_format=checks.output_format(t)) if want else t.new_empty((0,), dtype=acc)
-
-    dx, dy = grad_like(x, grad_x), grad_like(y, grad_y)
+    dx, dy = _grad_like(x, grad_x), _grad_like(y, grad_y)
     maps = torch.empty((N, C, K, Ho, Wo), dtype=acc, device=x.device)
     n_th, n_tw = triton.cdiv(Ho, BLOCK_H), triton.cdiv(Wo, BLOCK_W)
     part = torch.empty((N, C * n_th * n_tw), dtype=acc, device=x.device)
