@@ -7,6 +7,8 @@
 #include <c10/util/BFloat16.h>
 #include <torch/library.h>
 
+#include "checks.h"
+
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -65,35 +67,13 @@ inline typename storage<scalar_t>::type* ptr(const at::Tensor& t) {
 #define FASTSR_DISPATCH_FLOATING(TYPE, NAME, ...) \
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
+// The CPU kernels' checks: the shared ones of checks.h with the device fixed to CPU.
 inline void check_float_dtype(const at::Tensor& t, const char* op, const char* arg) {
-  const auto dt = t.scalar_type();
-  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kBFloat16 || dt == at::kDouble, op, ": ", arg,
-              " must be float32, bfloat16 or float64 on CPU, got ", dt);
+  check_float_dtype(t, c10::DeviceType::CPU, op, arg);
 }
 
 inline void check_cpu(const at::Tensor& t, const char* op, const char* arg) {
-  TORCH_CHECK_VALUE(t.device().is_cpu(), op, ": ", arg, " must be a CPU tensor, got device ",
-              t.device());
-}
-
-// The two layouts the kernels walk without copying. Anything else (a strided slice,
-// a permuted view) is copied to NCHW first; that copy is the only hidden one.
-enum class Layout { NCHW, NHWC };
-
-inline Layout layout_of(const at::Tensor& x) {
-  // A tensor that is both (e.g. H = W = 1, or C = 1) is walked as NCHW.
-  if (x.is_contiguous()) return Layout::NCHW;
-  if (x.is_contiguous(at::MemoryFormat::ChannelsLast)) return Layout::NHWC;
-  return Layout::NCHW;
-}
-
-inline at::MemoryFormat memory_format(Layout l) {
-  return l == Layout::NHWC ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-}
-
-// `t` in layout `l` (a no-op when it already is).
-inline at::Tensor in_layout(const at::Tensor& t, Layout l) {
-  return t.contiguous(memory_format(l));
+  check_device(t, c10::DeviceType::CPU, op, arg);
 }
 
 // Per-channel parameter (bias or PReLU weight) as a contiguous acc_t vector of length C,
@@ -178,35 +158,8 @@ inline int64_t partial_slots(Layout layout, int64_t N, int64_t C, int64_t HW) {
   return layout == Layout::NCHW ? N * C * plane_chunks(HW) : pixel_chunks(N * HW) * C;
 }
 
-// Checks shared by the ops whose first argument is an (N, C, H, W) activation.
 inline void check_activation(const at::Tensor& x, const char* op, const char* arg) {
-  check_cpu(x, op, arg);
-  check_float_dtype(x, op, arg);
-  TORCH_CHECK_VALUE(x.dim() == 4, op, ": ", arg, " must be a 4-D (N, C, H, W) tensor, got ", x.dim(),
-              "-D with shape ", x.sizes());
-}
-
-// A per-channel parameter: 1-D, `channels` elements (default -1: the channels of x; or 1
-// when `allow_shared`), on the CPU, float32 or the activation's dtype.
-inline void check_channel_param(const at::Tensor& p, const at::Tensor& x, bool allow_shared,
-                                const char* op, const char* arg, int64_t channels = -1) {
-  check_cpu(p, op, arg);
-  const int64_t C = channels < 0 ? x.size(1) : channels;
-  const char* what = channels < 0 ? " (= channels of x)" : " (= channels of the output)";
-  TORCH_CHECK_VALUE(p.dim() == 1 && (p.size(0) == C || (allow_shared && p.size(0) == 1)), op, ": ",
-              arg, " must be 1-D with ", C, what, allow_shared ? " or 1" : "",
-              " elements, got shape ", p.sizes());
-  TORCH_CHECK_TYPE(p.scalar_type() == x.scalar_type() || p.scalar_type() == at::kFloat, op, ": ", arg,
-              " must have the dtype of x (", x.scalar_type(), ") or float32, got ", p.scalar_type());
-}
-
-inline void check_same_as(const at::Tensor& t, const at::Tensor& x, const char* op,
-                          const char* arg, const char* xname) {
-  check_cpu(t, op, arg);
-  TORCH_CHECK_VALUE(t.sizes() == x.sizes(), op, ": ", arg, " must have the shape of ", xname, " ",
-              x.sizes(), ", got ", t.sizes());
-  TORCH_CHECK_TYPE(t.scalar_type() == x.scalar_type(), op, ": ", arg, " must have the dtype of ",
-              xname, " (", x.scalar_type(), "), got ", t.scalar_type());
+  check_activation(x, c10::DeviceType::CPU, op, arg);
 }
 
 }  // namespace fastsr
