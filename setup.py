@@ -1,9 +1,13 @@
-"""Build fastsr._C (the C++ CPU kernels) and install fastsr with fastsr.kernels (Triton).
+"""Build fastsr._C (the C++ CPU kernels, and the CUDA kernels where a CUDA build of torch and
+a CUDA toolkit are present) and install fastsr with fastsr.kernels (Triton).
 
 Build with the torch that is already installed::
 
     pip install torch==2.13.0
     pip install --no-build-isolation -e .
+
+``FASTSR_CUDA=0`` builds without the CUDA kernels even where they could be built;
+``FASTSR_CUDA=1`` fails the build when they cannot be.
 """
 import glob
 import os
@@ -11,7 +15,8 @@ import os
 from setuptools import find_packages, setup
 
 try:
-    from torch.utils.cpp_extension import BuildExtension, CppExtension
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 except ImportError as exc:  # pragma: no cover - only hit by a wrong build command
     raise SystemExit(
         "fastsr needs PyTorch at build time. Install it first with "
@@ -20,10 +25,24 @@ except ImportError as exc:  # pragma: no cover - only hit by a wrong build comma
     ) from exc
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-sources = sorted(
-    os.path.relpath(p, ROOT)
-    for p in glob.glob(os.path.join(ROOT, "csrc", "**", "*.cpp"), recursive=True)
-)
+
+
+def _sources(pattern):
+    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "csrc", "**", pattern), recursive=True))
+
+
+sources = _sources("*.cpp")
+
+# The CUDA kernels (csrc/cuda/*.cu) need a CUDA build of torch and nvcc; a CPU-only install
+# builds exactly the CPU extension.
+_want_cuda = os.environ.get("FASTSR_CUDA", "auto")
+_can_cuda = torch.version.cuda is not None and CUDA_HOME is not None
+if _want_cuda == "1" and not _can_cuda:
+    raise SystemExit(
+        f"FASTSR_CUDA=1 but the CUDA kernels cannot be built: torch {torch.__version__} "
+        f"(CUDA {torch.version.cuda}), CUDA toolkit {CUDA_HOME}."
+    )
+with_cuda = _can_cuda and _want_cuda != "0"
 
 # -O3 for the auto-vectorised loops; OpenMP at compile AND link time, otherwise
 # at::parallel_for silently runs on one thread. No native-arch flag: ISA-specific code is
@@ -32,6 +51,8 @@ sources = sorted(
 # keeps a scalar sqrtf call per element for the errno side effect; 5x slower Charbonnier).
 cxx_flags = ["-O3", "-fopenmp", "-fno-math-errno", "-Wall", "-Wno-unused-function"]
 link_flags = ["-fopenmp"]
+# No fast-math: the CUDA kernels keep IEEE division and sqrt, so they match the references.
+nvcc_flags = ["-O3", "-lineinfo", "--expt-relaxed-constexpr"]
 
 # fastsr/kernels is a symlink to the top-level kernels/ directory, so the Triton kernels
 # install as fastsr.kernels and also import from a source checkout without installing.
@@ -41,11 +62,11 @@ setup(
     packages=packages,
     package_data={"fastsr": ["configs/*.yaml", "weights/*"]},
     ext_modules=[
-        CppExtension(
+        (CUDAExtension if with_cuda else CppExtension)(
             name="fastsr._C",
-            sources=sources,
+            sources=sources + (_sources("*.cu") if with_cuda else []),
             include_dirs=[os.path.join(ROOT, "csrc")],
-            extra_compile_args={"cxx": cxx_flags},
+            extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags} if with_cuda else {"cxx": cxx_flags},
             extra_link_args=link_flags,
         )
     ],

@@ -1,7 +1,8 @@
 // The schemas of every fastsr op, in one place. Kernels register implementations for
-// these names per dispatch key: CPU in csrc/cpu/<family>.cpp (TORCH_LIBRARY_IMPL), CUDA
-// from Python (fastsr/ops/<family>.py registers the Triton launchers of kernels/<family>.py),
-// fake/meta and autograd from Python as well.
+// these names per dispatch key: CPU in csrc/cpu/<family>.cpp, CUDA in csrc/cuda/<family>.cu
+// (when built with CUDA; kernels/<family>.py registers Triton launchers from Python for the
+// families without one), Autograd in csrc/autograd/<family>.cpp (l1_loss's from Python),
+// and the fake implementations from Python (fastsr/ops/<family>.py).
 #include <Python.h>
 #include <torch/library.h>
 
@@ -27,7 +28,7 @@ TORCH_LIBRARY(fastsr, m) {
   m.def("ssim(Tensor x, Tensor y, float data_range, int window_size, float sigma, float k1, "
         "float k2, bool grad_x, bool grad_y) -> (Tensor, Tensor, Tensor)");
 
-  // --- issue 3: PixelShuffle + PReLU, L1 / Charbonnier loss --------------------------------
+  // --- PixelShuffle + PReLU, L1 / Charbonnier loss -----------------------------------------
   // (csrc/cpu/pixel_shuffle_prelu.cpp, csrc/cpu/l1_loss.cpp)
   // y[n, c, h*r+i, w*r+j] = PReLU(x[n, c*r*r + i*r + j, h, w]; weight[c or 0]), r = upscale_factor
   m.def("pixel_shuffle_prelu(Tensor x, Tensor weight, int upscale_factor) -> Tensor");
