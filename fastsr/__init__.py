@@ -10,3 +10,5 @@ import torch  # noqa: F401  (torch must be imported before the extension loads)
 
 from fastsr import _extension  # noqa: F401  (raises a helpful ImportError when not built)
 from fastsr import data, losses, metrics, models, nn, ops
+
+_extension.register_triton_kernels()

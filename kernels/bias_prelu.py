@@ -139,3 +139,10 @@ def bias_prelu_backward(grad: torch.Tensor, x: torch.Tensor, bias: torch.Tensor,
     if weight.numel() == 1:
         dweight = dweight.sum().reshape(1)
     return dx, dbias, dweight.to(weight.dtype)
+
+
+#: The fastsr ops these launchers implement on CUDA (registered by fastsr.kernels.register).
+CUDA_KERNELS = {
+    "bias_prelu": bias_prelu_forward,
+    "bias_prelu_backward": bias_prelu_backward,
+}

@@ -121,3 +121,11 @@ def channel_sum(x, scale, dtype):
     checks.check_activation(x, "fastsr::channel_sum", dtypes=checks.CUDA_DTYPES)
     checks.check_finite(scale, "fastsr::channel_sum", "scale")
     return _scale_and_sum(x, scale, False, dtype)[1]
+
+
+#: The fastsr ops these launchers implement on CUDA (registered by fastsr.kernels.register).
+CUDA_KERNELS = {
+    "bias_residual": bias_residual_forward,
+    "bias_residual_backward": bias_residual_backward,
+    "channel_sum": channel_sum,
+}

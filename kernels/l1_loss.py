@@ -96,3 +96,10 @@ def l1_loss_backward(grad_loss: torch.Tensor, grad_buf: torch.Tensor) -> torch.T
     _bwd_kernel[(triton.cdiv(numel, ELEMENTWISE_BLOCK),)](gbuf, gl, out, numel, SCALAR=scalar,
                                                           BLOCK=ELEMENTWISE_BLOCK)
     return out
+
+
+#: The fastsr ops these launchers implement on CUDA (registered by fastsr.kernels.register).
+CUDA_KERNELS = {
+    "l1_loss": l1_loss_forward,
+    "l1_loss_backward": l1_loss_backward,
+}

@@ -169,3 +169,10 @@ def pixel_shuffle_prelu_backward(grad: torch.Tensor, x: torch.Tensor, weight: to
     if weight.numel() == 1:
         dweight = dweight.sum().reshape(1)
     return dx, dweight.to(weight.dtype)
+
+
+#: The fastsr ops these launchers implement on CUDA (registered by fastsr.kernels.register).
+CUDA_KERNELS = {
+    "pixel_shuffle_prelu": pixel_shuffle_prelu_forward,
+    "pixel_shuffle_prelu_backward": pixel_shuffle_prelu_backward,
+}

@@ -218,3 +218,9 @@ def ssim_forward(x: torch.Tensor, y: torch.Tensor, data_range: float, window_siz
                 WIN=window_size, GX=bool(grad_x), GY=bool(grad_y), K=K, BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W)
     value = part.sum(1, dtype=torch.float64) / (C * Ho * Wo)
     return value.to(x.dtype), dx, dy
+
+
+#: The fastsr ops these launchers implement on CUDA (registered by fastsr.kernels.register).
+CUDA_KERNELS = {
+    "ssim": ssim_forward,
+}

@@ -1,11 +1,10 @@
 """What every fastsr op shares: the ``impl=`` switch, input checks that mirror the C++
 ``TORCH_CHECK_VALUE`` / ``TORCH_CHECK_TYPE`` ones (used by the reference, fake and Triton
 paths, so every path raises the same ``ValueError`` / ``TypeError``), the output memory
-format rule, and registration of the Triton launchers for CUDA.
+format rule, and which kernel serves CUDA.
 """
 from __future__ import annotations
 
-import functools
 import importlib.util
 import math
 
@@ -16,11 +15,29 @@ CPU_DTYPES = (torch.float32, torch.bfloat16, torch.float64)
 CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 
 
-def use_reference(impl: str, x: torch.Tensor, op: str) -> bool:
-    """True when ``op`` must run its plain-PyTorch reference.
+# Facts fixed at import, so that use_reference is plain constant lookups under
+# torch.compile (Dynamo cannot trace importlib or the dispatcher queries).
+TRITON = importlib.util.find_spec("triton") is not None
+#: The op families (one file each in csrc/cpu, csrc/cuda, kernels and fastsr/ops).
+FAMILIES = ("bias_prelu", "bias_residual", "pixel_shuffle_prelu", "l1_loss", "ssim")
+#: The op families with CUDA kernels compiled into fastsr._C (all but SSIM, when fastsr._C
+#: was built with CUDA; none in a CPU-only build). Queried before the Triton launchers are
+#: registered, which only fill in what this leaves out.
+COMPILED_CUDA = frozenset(
+    family
+    for family in FAMILIES
+    if torch._C._dispatch_has_kernel_for_dispatch_key(f"fastsr::{family}", "CUDA")
+)
+#: The Triton launchers serve CUDA for the families COMPILED_CUDA leaves out.
+TRITON_CUDA = TRITON and torch.cuda.is_available()
 
-    ``impl="reference"`` forces it; ``impl="auto"`` uses the C++ kernel on CPU, the Triton
-    kernel on CUDA (when Triton is installed) and the reference anywhere else.
+
+def use_reference(impl: str, x: torch.Tensor, op: str) -> bool:
+    """True when ``op`` (``"fastsr.ops.<family>"``) must run its plain-PyTorch reference.
+
+    ``impl="reference"`` forces it; ``impl="auto"`` uses the C++ kernel on CPU; on CUDA the
+    compiled CUDA kernel of fastsr._C, else the Triton kernel (not for float64), else the
+    reference; the reference on any other device.
     """
     if impl not in IMPLS:
         raise ValueError(f"{op}: impl must be one of {IMPLS}, got {impl!r}")
@@ -29,21 +46,10 @@ def use_reference(impl: str, x: torch.Tensor, op: str) -> bool:
     if x.device.type == "cpu":
         return False
     if x.device.type == "cuda":
-        # The Triton kernels compute in float32; float64 (gradcheck) uses the reference.
-        return x.dtype == torch.float64 or not triton_available()
+        if op.rsplit(".", 1)[-1] in COMPILED_CUDA:
+            return False
+        return x.dtype == torch.float64 or not TRITON_CUDA
     return True
-
-
-@functools.lru_cache(maxsize=None)
-def triton_available() -> bool:
-    return importlib.util.find_spec("triton") is not None
-
-
-def register_cuda_kernel(op: str, fn) -> None:
-    """Registers a Triton launcher as the CUDA kernel of ``torch.ops.fastsr.<op>``, only
-    where CUDA and Triton exist (``import fastsr`` never needs Triton)."""
-    if torch.cuda.is_available() and triton_available():
-        torch.library.register_kernel(f"fastsr::{op}", "cuda", fn)
 
 
 def output_format(x: torch.Tensor) -> torch.memory_format:

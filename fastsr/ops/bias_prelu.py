@@ -9,7 +9,8 @@ Gradients (g = dL/dy):  dz = g if z > 0 else weight[c] * g;  dx = dz;
 dbias[c] = sum_{n,h,w} dz;  dweight[c] = sum_{n,h,w: z <= 0} g * z (summed over all channels
 when the weight is shared, ``num_parameters=1``).
 
-Kernels: C++ ``csrc/cpu/bias_prelu.cpp`` (CPU), Triton ``kernels/bias_prelu.py`` (CUDA),
+Kernels: C++ ``csrc/cpu/bias_prelu.cpp`` (CPU), CUDA C++ ``csrc/cuda/bias_prelu.cu`` (CUDA, when
+fastsr._C is built with CUDA; else Triton ``kernels/bias_prelu.py``),
 :func:`bias_prelu_reference` (plain PyTorch; fallback and test oracle).
 """
 from __future__ import annotations
@@ -40,7 +41,7 @@ def bias_prelu(x: torch.Tensor, bias: torch.Tensor, weight: torch.Tensor, *, imp
             (other strides are copied to contiguous first).
         bias: (C,) per-channel bias, dtype of ``x`` or float32.
         weight: (C,) or (1,) PReLU slopes for negative inputs, dtype of ``x`` or float32.
-        impl: ``"auto"`` (C++ on CPU, Triton on CUDA) or ``"reference"`` (plain PyTorch).
+        impl: ``"auto"`` (the C++ kernel on CPU, the CUDA kernel on CUDA) or ``"reference"`` (plain PyTorch).
 
     Returns:
         (N, C, H, W) tensor of ``x.dtype`` in the memory format of ``x``. bfloat16 inputs are
@@ -82,14 +83,4 @@ def _bias_prelu_backward_fake(grad, x, bias, weight):
 
 # Autograd is registered in C++ (csrc/autograd/bias_prelu.cpp) for the Autograd key, so a
 # forward+backward runs no Python; its backward calls the backward op through the
-# dispatcher, i.e. the C++ kernel on CPU, the Triton launcher on CUDA, the fake here.
-
-def _register_cuda():
-    from fastsr.kernels import bias_prelu as k
-
-    _common.register_cuda_kernel("bias_prelu", k.bias_prelu_forward)
-    _common.register_cuda_kernel("bias_prelu_backward", k.bias_prelu_backward)
-
-
-if torch.cuda.is_available() and _common.triton_available():
-    _register_cuda()
+# dispatcher: the C++ kernel on CPU, the CUDA kernel (compiled or Triton) on CUDA, the fake here.

@@ -8,8 +8,9 @@ NonBN residual GAN use 1.
 Gradients (g = dL/dy): dresidual = g;  dx = scale * g;  dbias[c] = scale * sum_{n,h,w} g.
 With ``scale == 1`` dx is g itself, so the backward is a single per-channel reduction.
 
-Kernels: C++ ``csrc/cpu/bias_residual.cpp`` (CPU), Triton ``kernels/bias_residual.py``
-(CUDA), :func:`bias_residual_reference` (plain PyTorch; fallback and test oracle).
+Kernels: C++ ``csrc/cpu/bias_residual.cpp`` (CPU), CUDA C++ ``csrc/cuda/bias_residual.cu`` (CUDA, when
+fastsr._C is built with CUDA; else Triton ``kernels/bias_residual.py``),
+:func:`bias_residual_reference` (plain PyTorch; fallback and test oracle).
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def bias_residual(
         bias: (C,) per-channel bias, dtype of ``x`` or float32.
         residual: tensor of the shape and dtype of ``x`` (the skip connection).
         scale: finite residual scaling factor (1.0 SRResNet, 0.1 EDSR, 0.2 ESRGAN).
-        impl: ``"auto"`` (C++ on CPU, Triton on CUDA) or ``"reference"``.
+        impl: ``"auto"`` (the C++ kernel on CPU, the CUDA kernel on CUDA) or ``"reference"``.
 
     Returns:
         (N, C, H, W) tensor of ``x.dtype`` in the memory format of ``x``; differentiable in
@@ -88,15 +89,4 @@ def _channel_sum_fake(x, scale, dtype):
 
 # Autograd is registered in C++ (csrc/autograd/bias_residual.cpp) for the Autograd key, so a
 # forward+backward runs no Python; its backward calls the backward op through the
-# dispatcher, i.e. the C++ kernel on CPU, the Triton launcher on CUDA, the fake here.
-
-def _register_cuda():
-    from fastsr.kernels import bias_residual as k
-
-    _common.register_cuda_kernel("bias_residual", k.bias_residual_forward)
-    _common.register_cuda_kernel("bias_residual_backward", k.bias_residual_backward)
-    _common.register_cuda_kernel("channel_sum", k.channel_sum)
-
-
-if torch.cuda.is_available() and _common.triton_available():
-    _register_cuda()
+# dispatcher: the C++ kernel on CPU, the CUDA kernel (compiled or Triton) on CUDA, the fake here.

@@ -19,7 +19,8 @@ memory between forward and backward, like the ``input - target`` eager PyTorch s
 When neither ``input`` nor ``target`` requires grad (evaluation, ``torch.no_grad()``) the
 buffer is neither computed nor stored: the loss reads both tensors once.
 
-Kernels: C++ ``csrc/cpu/l1_loss.cpp`` (CPU), Triton ``kernels/l1_loss.py`` (CUDA),
+Kernels: C++ ``csrc/cpu/l1_loss.cpp`` (CPU), CUDA C++ ``csrc/cuda/l1_loss.cu`` (CUDA, when
+fastsr._C is built with CUDA; else Triton ``kernels/l1_loss.py``),
 :func:`l1_loss_reference` (plain PyTorch; fallback and test oracle).
 """
 from __future__ import annotations
@@ -71,7 +72,7 @@ def l1_loss(
         reduction: ``'mean'`` (default), ``'sum'`` or ``'none'``.
         eps: ``None`` for L1; a finite number > 0 for Charbonnier (LapSRN's eps, squared
             inside the root; 1e-3 in LapSRN, in the units of the images).
-        impl: ``"auto"`` (C++ on CPU, Triton on CUDA) or ``"reference"`` (plain PyTorch).
+        impl: ``"auto"`` (the C++ kernel on CPU, the CUDA kernel on CUDA) or ``"reference"`` (plain PyTorch).
 
     Returns:
         A 0-D tensor (``'mean'``, ``'sum'``) or a tensor of ``input``'s shape and memory
@@ -172,14 +173,3 @@ def _backward(ctx, grad_loss, _grad_buf_grad):
 
 
 torch.library.register_autograd("fastsr::l1_loss", _backward, setup_context=_setup_context)
-
-
-def _register_cuda():
-    from fastsr.kernels import l1_loss as k
-
-    _common.register_cuda_kernel("l1_loss", k.l1_loss_forward)
-    _common.register_cuda_kernel("l1_loss_backward", k.l1_loss_backward)
-
-
-if torch.cuda.is_available() and _common.triton_available():
-    _register_cuda()

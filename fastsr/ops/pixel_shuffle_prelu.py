@@ -10,10 +10,11 @@ Gradients (g = dL/dy, v = the x element at the matching position):
 dx = unshuffle(g) * (1 if v > 0 else weight[c]);  dweight[c] = sum_{v <= 0} g * v (summed
 over all channels when the weight is shared, ``num_parameters=1``).
 
-Kernels: C++ ``csrc/cpu/pixel_shuffle_prelu.cpp`` (CPU), Triton
-``kernels/pixel_shuffle_prelu.py`` (CUDA), :func:`pixel_shuffle_prelu_reference` (plain
-PyTorch; fallback and test oracle). One read of x and one write of y forward, one read of
-g and x and one write of dx backward; eager PyTorch makes three passes and two temporaries.
+Kernels: C++ ``csrc/cpu/pixel_shuffle_prelu.cpp`` (CPU), CUDA C++ ``csrc/cuda/pixel_shuffle_prelu.cu`` (CUDA, when
+fastsr._C is built with CUDA; else Triton ``kernels/pixel_shuffle_prelu.py``),
+:func:`pixel_shuffle_prelu_reference` (plain PyTorch; fallback and test oracle). One read of x and one write of y forward, one
+read of g and x and one write of dx backward; eager PyTorch makes three passes and two
+temporaries.
 """
 from __future__ import annotations
 
@@ -27,10 +28,13 @@ _OP = "fastsr.ops.pixel_shuffle_prelu"
 
 def pixel_shuffle_prelu_reference(x: torch.Tensor, weight: torch.Tensor, upscale_factor: int) -> torch.Tensor:
     """Plain-PyTorch PixelShuffle(r) then PReLU, in float32 (float64 for float64 input),
-    cast back to ``x.dtype``. Same arguments and errors as :func:`pixel_shuffle_prelu`."""
+    cast back to ``x.dtype``, in the memory format of ``x`` as the kernels (torch's own
+    pixel_shuffle keeps channels_last on CPU but not on CUDA). Same arguments and errors as
+    :func:`pixel_shuffle_prelu`."""
     _check(x, weight, upscale_factor, _OP)
     acc = _common.acc_dtype(x.dtype)
-    return F.prelu(F.pixel_shuffle(x.to(acc), upscale_factor), weight.to(acc)).to(x.dtype)
+    y = F.prelu(F.pixel_shuffle(x.to(acc), upscale_factor), weight.to(acc)).to(x.dtype)
+    return y.contiguous(memory_format=_common.output_format(x))
 
 
 def pixel_shuffle_prelu(
@@ -45,7 +49,8 @@ def pixel_shuffle_prelu(
         weight: PReLU slopes for negative inputs, (C,) (per output channel, ``nn.PReLU(C)``)
             or (1,) (shared); dtype of ``x`` or float32.
         upscale_factor: r, an integer >= 1 (2 and 3 in SR models; 4 in ESPCN).
-        impl: ``"auto"`` (C++ on CPU, Triton on CUDA) or ``"reference"`` (plain PyTorch).
+        impl: ``"auto"`` (the C++ kernel on CPU, the CUDA kernel on CUDA) or ``"reference"``
+            (plain PyTorch).
 
     Returns:
         (N, C, H*r, W*r) tensor of ``x.dtype``, in the memory format of ``x`` (channels_last
@@ -113,16 +118,5 @@ def _pixel_shuffle_prelu_backward_fake(grad, x, weight, upscale_factor):
 
 # Autograd is registered in C++ (csrc/autograd/pixel_shuffle_prelu.cpp) for the Autograd key,
 # as for the conv epilogues: a forward+backward runs no Python; its backward calls
-# fastsr::pixel_shuffle_prelu_backward through the dispatcher (C++ on CPU, Triton on CUDA,
+# fastsr::pixel_shuffle_prelu_backward through the dispatcher (C++ on CPU, the CUDA kernel on CUDA,
 # the fake above under torch.compile).
-
-
-def _register_cuda():
-    from fastsr.kernels import pixel_shuffle_prelu as k
-
-    _common.register_cuda_kernel("pixel_shuffle_prelu", k.pixel_shuffle_prelu_forward)
-    _common.register_cuda_kernel("pixel_shuffle_prelu_backward", k.pixel_shuffle_prelu_backward)
-
-
-if torch.cuda.is_available() and _common.triton_available():
-    _register_cuda()

@@ -115,7 +115,7 @@ def ssim(
         sigma: standard deviation of the Gaussian in pixels, finite and > 0 (1.5).
         k1, k2: the stabilising constants, C1 = (k1 L)^2 and C2 = (k2 L)^2; finite and
             > 0 (0.01, 0.03).
-        impl: ``"auto"`` (C++ on CPU, Triton on CUDA) or ``"reference"`` (plain PyTorch).
+        impl: ``"auto"`` (the C++ kernel on CPU, the CUDA kernel on CUDA) or ``"reference"`` (plain PyTorch).
 
     Returns:
         (N,) tensor of ``x.dtype``: the SSIM of each image, the mean of the SSIM map over
@@ -199,13 +199,3 @@ def _ssim_fake(x, y, data_range, window_size, sigma, k1, k2, grad_x, grad_y):
 
 # Autograd: csrc/autograd/ssim.cpp (the backward scales the forward's gradient outputs by
 # the incoming per-image gradient).
-
-
-def _register_cuda():
-    from fastsr.kernels import ssim as k
-
-    _common.register_cuda_kernel("ssim", k.ssim_forward)
-
-
-if torch.cuda.is_available() and _common.triton_available():
-    _register_cuda()
