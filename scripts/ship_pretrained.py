@@ -1,30 +1,51 @@
-"""Turn a finished `fastsr train nonbn_x4` run into the weights shipped in fastsr/weights.
+"""Train, validate and export the generator shipped as ``fastsr/weights/nonbn_x4.safetensors``.
 
-    python -m fastsr train nonbn_x4 --sample-data --iters 8000 --out runs/nonbn_x4 ...
-    python scripts/ship_pretrained.py runs/nonbn_x4 --command "<the train command>"
+Train (CPU or CUDA) within a wall-time budget, then validate and export::
 
-Evaluates the EMA generator of the final checkpoint on the held-back sample photographs
-(full images, MATLAB bicubic LR, Y channel, crop_border = 4) against bicubic, prints the
-table, and writes fastsr/weights/nonbn_x4.safetensors (float16, the EMA weights as
-``params``) with the recipe, command, iterations, timing and validation table as metadata.
+    PYTHONPATH=$PWD python scripts/ship_pretrained.py --device cuda --minutes 4 \\
+        --batch-size 32 --num-workers 12 --set model.fused=false --out runs/nonbn_x4
+
+``--minutes`` first times a short calibration run (same settings, thrown away) and then sets
+``train.iters`` so that the real run takes about that long; the recipe's LR milestones are
+rescaled to the same fractions of the run. ``--iters N`` fixes the length instead.
+
+Export an existing ``fastsr train`` run instead of training::
+
+    python scripts/ship_pretrained.py --from-run runs/nonbn_x4 --command "<the train command>"
+
+Either way the EMA generator of the final checkpoint is stored as float16 (the ``params``
+group), the *stored* file is evaluated on the CPU in float32 on the held-back sample
+photographs (full images, MATLAB bicubic x4 LR, Y channel, crop_border = 4) against
+bicubic -- PSNR, SSIM and the mean per-channel error SR - HR in 8-bit levels -- the table
+is printed, and the recipe, command, iterations, timing, training photographs and the
+table go into the file's metadata.
 """
+from __future__ import annotations
+
 import argparse
 import json
+import shlex
+import sys
+import tempfile
 from pathlib import Path
 
 import torch
 
 from fastsr.data import degrade, imresize, sample_images
 from fastsr.data.datasets import mod_crop
-from fastsr.metrics import format_table, psnr, ssim
+from fastsr.metrics import channel_mean_error, format_table, psnr, ssim
+from fastsr.train import load_config
 from fastsr.train.checkpoint import export_generator
 from fastsr.train.inference import load_generator
 
 ROOT = Path(__file__).resolve().parents[1]
+CONVENTIONS = ("full images, LR by MATLAB bicubic x4, Y channel (BT.601), crop_border=4, float64; "
+               "mean error = mean of SR - HR per RGB channel in 8-bit levels after rounding to 8 bits")
 
 
-def validate(checkpoint: Path) -> dict:
-    model, scale = load_generator(checkpoint, "params_ema")
+def validate(weights: Path, which: str = "params") -> dict:
+    """Per held-back photograph: bicubic and SR PSNR (dB), SSIM and mean error (levels, R G B)."""
+    model, scale = load_generator(weights, which)
     rows = {}
     for name, hr in sample_images("val"):
         hr = mod_crop(hr, scale)[None].contiguous()
@@ -32,40 +53,134 @@ def validate(checkpoint: Path) -> dict:
         with torch.inference_mode():
             sr = model(lr).clamp(0, 1)
         bic = imresize(lr, float(scale)).clamp(0, 1)
-        rows[name] = {k: fn(img, hr, crop_border=scale, test_y_channel=True).item()
-                      for k, fn, img in (("bicubic_psnr", psnr, bic), ("bicubic_ssim", ssim, bic),
-                                         ("psnr", psnr, sr), ("ssim", ssim, sr))}
+        row = {}
+        for tag, img in (("bicubic_", bic), ("", sr)):
+            row[tag + "psnr"] = psnr(img, hr, crop_border=scale, test_y_channel=True).item()
+            row[tag + "ssim"] = ssim(img, hr, crop_border=scale, test_y_channel=True).item()
+            row[tag + "mean_error_rgb"] = [round(v, 4) for v in channel_mean_error(img, hr, crop_border=scale)[0].tolist()]
+        rows[name] = row
     return rows
 
 
-def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("run", type=Path)
-    p.add_argument("--command", required=True, help="the exact fastsr train command of the run")
-    p.add_argument("--name", default="nonbn_x4")
-    a = p.parse_args()
-    ckpt = a.run / "checkpoints" / "latest.safetensors"
-    log = [json.loads(line) for line in (a.run / "log.jsonl").read_text().splitlines() if line.strip()]
-    train = [r for r in log if "time" in r]
-    last = train[-1]
-    rows = validate(ckpt)
+def table(rows: dict) -> str:
     names = list(rows)
-    cols = {"Bicubic PSNR": [rows[n]["bicubic_psnr"] for n in names], "Bicubic SSIM": [rows[n]["bicubic_ssim"] for n in names],
-            "SR PSNR": [rows[n]["psnr"] for n in names], "SR SSIM": [rows[n]["ssim"] for n in names]}
-    print(format_table(names, cols, title="x4, Y channel, crop_border=4, held-back sample photographs"))
+    cols = {}
+    for tag, label in (("bicubic_", "Bicubic"), ("", "SR")):
+        cols[f"{label} PSNR"] = [rows[n][tag + "psnr"] for n in names]
+        cols[f"{label} SSIM"] = [rows[n][tag + "ssim"] for n in names]
+        for c, ch in enumerate("RGB"):
+            cols[f"{label} err {ch}"] = [rows[n][tag + "mean_error_rgb"][c] for n in names]
+    digits = {h: 2 for h in cols if " err " in h}
+    return format_table(names, cols, digits=digits,
+                        title="x4 on the held-back photographs: Y-PSNR (dB) / SSIM, crop_border=4; "
+                              "err = mean SR - HR per channel (8-bit levels)")
+
+
+def _train_cfg(args, iters: int, out: Path) -> dict:
+    base = load_config(args.config)
+    overrides = list(args.set)
+    if args.batch_size is not None:
+        overrides.append(f"data.batch_size={args.batch_size}")
+    if args.num_workers is not None:
+        overrides.append(f"data.num_workers={args.num_workers}")
+    # LR milestones at the recipe's fractions of the run
+    frac = [s / int(base["train"]["iters"]) for s in base["train"]["lr_steps"]]
+    steps = [max(1, round(f * iters)) for f in frac]
+    overrides += [f"train.iters={iters}", f"train.lr_steps={json.dumps(steps)}", f"train.seed={args.seed}",
+                  f"log.every={min(args.log_every, iters)}", f"log.val_every={iters}", f"log.save_every={iters}",
+                  "log.keep_weights=false"]
+    return load_config(args.config, overrides)
+
+
+def _fit(cfg: dict, out: Path, device: str, progress: bool) -> tuple[dict, list[dict]]:
+    from fastsr.train import train
+
+    summary = train(cfg, out, device=device, progress=progress)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
+    return summary, log
+
+
+def calibrate(args) -> float:
+    """Seconds per iteration of the real settings, from a short run after its warm-up."""
+    n = args.calibration_iters
+    with tempfile.TemporaryDirectory() as tmp:
+        a = argparse.Namespace(**{**vars(args), "log_every": 10})
+        cfg = _train_cfg(a, n, Path(tmp))
+        _, log = _fit(cfg, Path(tmp), args.device, False)
+    t = {r["iter"]: r["time"] for r in log if "time" in r}
+    first, last = min(t), max(t)
+    return (t[last] - t[first]) / (last - first)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--minutes", type=float, help="train for about this many minutes (calibrated)")
+    src.add_argument("--iters", type=int, help="train for exactly this many iterations")
+    src.add_argument("--from-run", type=Path, help="export this finished `fastsr train` run instead of training")
+    p.add_argument("--command", help="with --from-run: the exact fastsr train command of the run")
+    p.add_argument("--config", default="nonbn_x4", help="recipe (default nonbn_x4)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch-size", type=int, help="data.batch_size")
+    p.add_argument("--num-workers", type=int, help="data.num_workers (DataLoader worker processes)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("runs/nonbn_x4"), help="run folder")
+    p.add_argument("--calibration-iters", type=int, default=60)
+    p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--name", default="nonbn_x4", help="shipped model name")
+    p.add_argument("--dest", type=Path, help="output file (default fastsr/weights/<name>.safetensors)")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    dest = a.dest or ROOT / "fastsr" / "weights" / f"{a.name}.safetensors"
+    if a.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device available")
+    for name, v in (("--minutes", a.minutes), ("--iters", a.iters)):
+        if v is not None and v <= 0:
+            p.error(f"{name} must be > 0, got {v}")
+
+    train_names = [n for n, _ in sample_images("train")]
+    if a.from_run is not None:
+        if not a.command:
+            p.error("--from-run needs --command (the train command, recorded in the metadata)")
+        run, command = a.from_run, a.command
+        extra = {}
+    else:
+        if a.minutes is None and a.iters is None:
+            p.error("give --minutes, --iters or --from-run")
+        command = "PYTHONPATH=$PWD python scripts/ship_pretrained.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+        iters = a.iters
+        extra = {}
+        if a.minutes is not None:
+            spi = calibrate(a)
+            iters = max(10, int(a.minutes * 60 / spi))
+            extra["calibration"] = f"{spi:.4f} s/iter over {a.calibration_iters} iterations -> {iters} iterations"
+            print(f"calibration: {spi * 1000:.1f} ms/iter -> {iters} iterations for {a.minutes} min", flush=True)
+        cfg = _train_cfg(a, iters, a.out)
+        _fit(cfg, a.out, a.device, not a.no_progress)
+        run = a.out
+        extra["config_resolved"] = cfg
+        extra["device"] = torch.cuda.get_device_name() if a.device == "cuda" else "cpu"
+
+    ckpt = run / "checkpoints" / "latest.safetensors"
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+    last = [r for r in log if "time" in r][-1]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    export_generator(ckpt, dest, "params_ema", torch.float16)  # validate what ships: fp16 weights
+    rows = validate(dest)
+    print(table(rows))
     meta = {
-        "recipe": "nonbn_x4", "command": a.command, "iterations": last["iter"],
+        "recipe": a.config, "command": command, "iterations": last["iter"],
         "wall_time_s": round(last["time"], 1), "sec_per_iter": round(last["time"] / last["iter"], 4),
-        "data": "scikit-image sample photographs, train split (fastsr.data.sample_images('train')); "
-                "validation: held-back split " + ", ".join(names),
-        "weights": "EMA of G (decay 0.999), stored as float16",
-        "validation": rows,
-        "validation_conventions": "full images, LR by MATLAB bicubic x4, Y channel (BT.601), crop_border=4, float64",
+        "data": "fastsr.data.sample_images('train'): " + ", ".join(train_names)
+                + "; validation: held-back split " + ", ".join(rows),
+        "weights": "EMA of G (decay %s), stored as float16" % load_config(a.config)["train"]["ema_decay"],
+        "validation": rows, "validation_conventions": CONVENTIONS, **extra,
     }
-    out = export_generator(ckpt, ROOT / "fastsr" / "weights" / f"{a.name}.safetensors", "params_ema",
-                           torch.float16, meta)
+    out = export_generator(ckpt, dest, "params_ema", torch.float16, meta)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -231,3 +231,56 @@ def test_format_table():
     assert lines[-1].split() == ["Mean", "30.50", "0.8500"]
     with pytest.raises(ValueError, match="values"):
         format_table(["a"], {"SSIM": [0.1, 0.2]})
+
+
+# ---------------------------------------------------------------- channel_mean_error
+def test_channel_mean_error_known_offsets():
+    from fastsr.metrics import channel_mean_error
+
+    hr = torch.rand(2, 3, 20, 24, generator=torch.Generator().manual_seed(0)) * 0.8 + 0.1
+    hr = (hr * 255).round() / 255
+    offsets = torch.tensor([-3.0, 0.0, 2.0])  # levels, per channel
+    sr = hr + offsets.view(1, 3, 1, 1) / 255
+    sr[1] = hr[1]  # second image: no cast
+    e = channel_mean_error(sr, hr)
+    assert e.shape == (2, 3) and e.dtype == torch.float64
+    torch.testing.assert_close(e[0], offsets.double(), rtol=0, atol=1e-9)
+    torch.testing.assert_close(e[1], torch.zeros(3, dtype=torch.float64), rtol=0, atol=0)
+    # a sub-level offset survives only without quantisation
+    e_raw = channel_mean_error(hr + 0.25 / 255, hr, quantize=False)
+    torch.testing.assert_close(e_raw, torch.full((2, 3), 0.25, dtype=torch.float64), rtol=0, atol=1e-4)
+
+
+def test_channel_mean_error_crop_border_and_numpy_path():
+    from fastsr.metrics import channel_mean_error
+
+    hr = np.full((16, 16, 3), 100, np.uint8)
+    sr = hr.copy()
+    sr[:2] = 200  # a bright top border, cropped away with crop_border=2
+    assert channel_mean_error(sr, hr)[0].tolist() == pytest.approx([100 * 2 / 16] * 3)
+    assert channel_mean_error(sr, hr, crop_border=2)[0].tolist() == [0.0, 0.0, 0.0]
+    # the same images as tensors in [0, 1] give the same levels
+    t = lambda a: torch.from_numpy(a.transpose(2, 0, 1).copy()).float()[None] / 255  # noqa: E731
+    torch.testing.assert_close(channel_mean_error(t(sr), t(hr)), channel_mean_error(sr, hr))
+
+
+def test_channel_mean_error_bicubic_has_no_cast():
+    from fastsr.data import degrade, imresize
+    from fastsr.metrics import channel_mean_error
+
+    hr = torch.from_numpy(skdata.astronaut()[:256, :256].transpose(2, 0, 1).copy()).float()[None] / 255
+    bic = imresize(degrade(hr[0], 4)[None], 4.0).clamp(0, 1)
+    e = channel_mean_error(bic, hr, crop_border=4)
+    assert e.abs().max() < 0.15, e
+    assert channel_mean_error(bic * 0.98, hr, crop_border=4).max() < -1.0  # a 2 % darker image is seen
+
+
+def test_channel_mean_error_errors():
+    from fastsr.metrics import channel_mean_error
+
+    with pytest.raises(ValueError, match="same shape"):
+        channel_mean_error(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 9))
+    with pytest.raises(ValueError, match="crop_border"):
+        channel_mean_error(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8), crop_border=4)
+    with pytest.raises(ValueError, match="data_range"):
+        channel_mean_error(np.zeros((8, 8, 3), np.float32), np.zeros((8, 8, 3), np.float32))

@@ -86,7 +86,7 @@ def build_trainer(overrides: list[str], batch: int, crop: int, out_dir: str):
 
 def fixed_batch(batch: int, crop: int, scale: int = 4):
     """``batch`` HR crops of the sample photographs and their MATLAB-bicubic LR (the same
-    for every variant: crop i of image i mod 6 with seed i)."""
+    for every variant: crop i of training photo i mod their number, with seed i)."""
     import torch
 
     from fastsr.data import HRImageDataset, sample_images

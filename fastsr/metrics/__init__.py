@@ -1,9 +1,10 @@
 """Image quality metrics with the SR papers' conventions (MATLAB / BasicSR): PSNR in dB and
-SSIM, on RGB or on the BT.601 Y channel, with ``crop_border``, in float64, per image.
+SSIM, on RGB or on the BT.601 Y channel, with ``crop_border``, in float64, per image; and
+the colour cast (mean signed error per channel in 8-bit levels, :func:`channel_mean_error`).
 The conventions and their relation to BasicSR are stated in
 :mod:`fastsr.metrics.psnr_ssim`."""
 from fastsr.metrics.color import rgb_to_ycbcr, ycbcr_to_rgb
-from fastsr.metrics.psnr_ssim import psnr, psnr_ssim_lists, ssim
+from fastsr.metrics.psnr_ssim import channel_mean_error, psnr, psnr_ssim_lists, ssim
 from fastsr.metrics.table import format_table
 
-__all__ = ["psnr", "ssim", "psnr_ssim_lists", "rgb_to_ycbcr", "ycbcr_to_rgb", "format_table"]
+__all__ = ["psnr", "ssim", "channel_mean_error", "psnr_ssim_lists", "rgb_to_ycbcr", "ycbcr_to_rgb", "format_table"]
