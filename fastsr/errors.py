@@ -9,7 +9,7 @@ All of them are ``ValueError`` subclasses, so ``except ValueError`` keeps workin
 """
 from __future__ import annotations
 
-__all__ = ["UserError", "ConfigError", "CheckpointError"]
+__all__ = ["UserError", "ConfigError", "CheckpointError", "DataError"]
 
 
 class UserError(ValueError):
@@ -22,3 +22,8 @@ class ConfigError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint file is missing, malformed or inconsistent; the message names it."""
+
+
+class DataError(UserError):
+    """An image or image folder given to fastsr is unusable (unreadable, empty, mismatched
+    LR/HR pairs, too small); the message names the file or folder."""

@@ -14,28 +14,10 @@ from pathlib import Path
 
 import torch
 
-from fastsr.data import degrade, imresize, sample_images
-from fastsr.data.datasets import mod_crop
-from fastsr.metrics import format_table, psnr, ssim
-from fastsr.train.checkpoint import export_generator
-from fastsr.train.inference import load_generator
+from fastsr.evaluate import evaluate, load_generator, sample_pairs
+from fastsr.models import export_generator
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def validate(checkpoint: Path) -> dict:
-    model, scale = load_generator(checkpoint, "params_ema")
-    rows = {}
-    for name, hr in sample_images("val"):
-        hr = mod_crop(hr, scale)[None].contiguous()
-        lr = degrade(hr[0], scale)[None]
-        with torch.inference_mode():
-            sr = model(lr).clamp(0, 1)
-        bic = imresize(lr, float(scale)).clamp(0, 1)
-        rows[name] = {k: fn(img, hr, crop_border=scale, test_y_channel=True).item()
-                      for k, fn, img in (("bicubic_psnr", psnr, bic), ("bicubic_ssim", ssim, bic),
-                                         ("psnr", psnr, sr), ("ssim", ssim, sr))}
-    return rows
 
 
 def main():
@@ -48,11 +30,10 @@ def main():
     log = [json.loads(line) for line in (a.run / "log.jsonl").read_text().splitlines() if line.strip()]
     train = [r for r in log if "time" in r]
     last = train[-1]
-    rows = validate(ckpt)
-    names = list(rows)
-    cols = {"Bicubic PSNR": [rows[n]["bicubic_psnr"] for n in names], "Bicubic SSIM": [rows[n]["bicubic_ssim"] for n in names],
-            "SR PSNR": [rows[n]["psnr"] for n in names], "SR SSIM": [rows[n]["ssim"] for n in names]}
-    print(format_table(names, cols, title="x4, Y channel, crop_border=4, held-back sample photographs"))
+    model, scale = load_generator(ckpt, "params_ema")
+    result = evaluate(model, sample_pairs(scale), scale)
+    rows, names = result.rows(), result.names
+    print(result.table(title=f"x{scale}, Y channel, crop_border={scale}, held-back sample photographs"))
     meta = {
         "recipe": "nonbn_x4", "command": a.command, "iterations": last["iter"],
         "wall_time_s": round(last["time"], 1), "sec_per_iter": round(last["time"] / last["iter"], 4),

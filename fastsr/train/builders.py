@@ -19,6 +19,7 @@ from fastsr import models
 from fastsr import nn as fnn
 from fastsr._deprecation import moved_names
 from fastsr.data import HRImageDataset, degrade, list_images, read_image, sample_images
+from fastsr.errors import UserError
 from fastsr.train.config import ConfigError, check_losses, check_model, gan_loss_key
 
 __all__ = ["generator_spec", "build_generator", "build_discriminator", "init_weights", "build_pixel_loss",
@@ -255,8 +256,19 @@ def build_datasets(cfg: dict, data_dir=None, val_dir=None, with_val: bool = True
     which are then excluded from training. ``with_val=False`` returns no validation pairs.
 
     Raises:
-        ConfigError: no image under ``data_dir``.
+        ConfigError: no image under ``data_dir``; a ``data`` value the datasets refuse.
+        DataError: unusable images (:class:`fastsr.errors.DataError`).
+        FileNotFoundError: a missing folder.
     """
+    try:
+        return _datasets(cfg, data_dir, val_dir, with_val)
+    except UserError:
+        raise
+    except ValueError as e:  # a data.* value the datasets refuse
+        raise ConfigError(f"data: {e}") from None
+
+
+def _datasets(cfg: dict, data_dir, val_dir, with_val: bool):
     d, scale = cfg["data"], int(cfg["scale"])
     ds_kw = dict(scale=scale, crop_size=d["crop_size"], augment=d["augment"], degradation=d["degradation"],
                  blur_factor=d["blur_factor"], small_images=d["small_images"], cache=d["cache"])
