@@ -79,4 +79,4 @@ def set_rng_state(st: dict) -> None:
 
 
 __getattr__ = moved_names(__name__, {name: f"fastsr.models.checkpoint:{name}" for name in (
-    "atomic_write", "save_generator", "load_generator_weights", "read_metadata", "export_generator")})
+    "save_generator", "load_generator_weights", "read_metadata", "export_generator")})
