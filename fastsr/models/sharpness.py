@@ -1,5 +1,6 @@
 """The sharpness (clarity enhancement) GAN: a same-resolution NonBN residual generator and
-its discriminator (paper 002 in the design doc, "image sharpness improvement based on GAN")."""
+its discriminator ("Image sharpness improvement method based on generative adversarial
+network", in Chinese; the section and figure numbers below are that paper's)."""
 from __future__ import annotations
 
 import torch

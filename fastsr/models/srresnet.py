@@ -82,8 +82,7 @@ class SRResNetBase(FusedModule):
 @register_model("srgan_g")
 class SRResNet(SRResNetBase):
     """SRResNet / the SRGAN generator (Ledig et al. 2017, "Photo-Realistic Single Image
-    Super-Resolution Using a Generative Adversarial Network", Fig. 4; see also the SRGAN
-    notes, paper 003 in the design doc).
+    Super-Resolution Using a Generative Adversarial Network", Fig. 4).
 
     conv9x9 3 -> 64 + PReLU; B = 16 residual blocks [conv3x3 64, BN, PReLU, conv3x3 64, BN,
     + skip]; conv3x3 64 + BN + global skip; two sub-pixel stages [conv3x3 64 -> 256,
