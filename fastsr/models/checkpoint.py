@@ -24,7 +24,7 @@ from torch import nn
 from fastsr.errors import CheckpointError
 from fastsr.models.registry import create
 
-__all__ = ["CheckpointError", "atomic_write", "save_generator", "read_metadata", "load_generator_weights",
+__all__ = ["CheckpointError", "atomic_write", "read_checked", "save_generator", "read_metadata", "load_generator_weights",
            "export_generator", "load_generator", "WEIGHT_GROUPS"]
 
 #: the weight groups of a generator file: the trained weights and their EMA
@@ -60,22 +60,31 @@ def save_generator(path, params: dict, params_ema: dict | None, metadata: dict) 
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
+def read_checked(path, what: str, reader):
+    """``reader(path)`` for a fastsr file; a missing file or any error of ``reader`` (the file
+    libraries raise their own types) becomes a CheckpointError naming ``what`` and ``path``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} not found: {path}")
+    try:
+        return reader(path)
+    except Exception as e:
+        raise CheckpointError(f"cannot read {what} {path}: {e}") from None
+
+
+def _raw_metadata(path: Path) -> dict:
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata() or {}
+
+
 def read_metadata(path) -> dict:
     """The JSON-decoded metadata of a generator file (strings that are not JSON stay strings).
 
     Raises:
         CheckpointError: missing or unreadable file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except Exception as e:  # safetensors raises its own error types
-        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from None
     out = {}
-    for k, v in meta.items():
+    for k, v in read_checked(path, "checkpoint", _raw_metadata).items():
         try:
             out[k] = json.loads(v)
         except (json.JSONDecodeError, TypeError):
@@ -90,13 +99,7 @@ def load_generator_weights(path, which: str = "params") -> dict:
     Raises:
         CheckpointError: missing or unreadable file, or no tensor in that group.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        flat = load_file(str(path))
-    except Exception as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from None
+    flat = read_checked(path, "checkpoint", lambda p: load_file(str(p)))
     prefix = which + "."
     sd = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
     if not sd:

@@ -16,14 +16,13 @@ file is replaced before the state file; resuming checks both carry the same iter
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from fastsr._deprecation import moved_names
 from fastsr.errors import CheckpointError
-from fastsr.models.checkpoint import atomic_write
+from fastsr.models.checkpoint import atomic_write, read_checked
 
 __all__ = ["CheckpointError", "save_state", "load_state", "rng_state", "set_rng_state"]
 
@@ -39,13 +38,7 @@ def load_state(path) -> dict:
     Raises:
         CheckpointError: missing or unreadable file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"training state not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"cannot read training state {path}: {e}") from None
+    return read_checked(path, "training state", lambda p: torch.load(p, map_location="cpu", weights_only=True))
 
 
 def rng_state() -> dict:
