@@ -3,7 +3,6 @@ their old import paths (with a DeprecationWarning), and weight files written bef
 models were built on fastsr.nn's conv + epilogue block still load."""
 import ast
 import importlib
-import warnings
 from pathlib import Path
 
 import pytest
