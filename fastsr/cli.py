@@ -1,12 +1,13 @@
 """The ``fastsr`` command (also ``python -m fastsr``): train, eval, upscale.
 
-User errors (bad arguments, missing or unreadable files, invalid configs or checkpoints)
-print one line ``fastsr: error: ...`` and exit with status 2, without a traceback; set
-``FASTSR_DEBUG=1`` to see the traceback. An interrupted training (Ctrl-C) saves a checkpoint
-and exits with status 130.
+User errors -- :class:`fastsr.errors.UserError` and its subclasses (bad arguments, invalid
+configs or checkpoints, unreadable images) and the operating system's errors about the
+paths given (not found, not a directory, no permission) -- print one line
+``fastsr: error: ...`` and exit with status 2, without a traceback; set ``FASTSR_DEBUG=1``
+to see the traceback. Any other exception is a bug and keeps its traceback. An interrupted
+training (Ctrl-C) saves a checkpoint and exits with status 130.
 
-Subcommands are registered in ``SUBCOMMANDS`` (name -> (add_arguments, run)); a new one
-(e.g. ``bench``) adds an entry there.
+Subcommands are registered in ``SUBCOMMANDS`` (name -> (help, add_arguments, run)).
 """
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["main", "SUBCOMMANDS"]
+from fastsr.errors import UserError
 
+__all__ = ["main", "SUBCOMMANDS", "UserError"]
 
-class UserError(Exception):
-    """A mistake in the command line or the files given; printed as one line."""
+#: the operating system's errors about a path the user gave, reported like user errors
+_PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
 # ---------------------------------------------------------------------------- train
@@ -91,7 +93,7 @@ def _run_train(args, extra: list[str]) -> int:
 
 def _default_checkpoint() -> Path:
     """The generator shipped with fastsr (``fastsr.models.pretrained_path("nonbn_x4")``)."""
-    from fastsr.models.pretrained import pretrained_path
+    from fastsr.models import pretrained_path
 
     try:
         return pretrained_path("nonbn_x4")
@@ -116,7 +118,9 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"])
 
 
-def _side_by_side(imgs, crop: int, scale: int):
+def _side_by_side(imgs, crop: int):
+    """Centre crops (``crop`` px, at most the last image's size) of (3, H, W) images side by
+    side with 4 px white gaps."""
     import torch
 
     h, w = imgs[-1].shape[-2:]
@@ -136,49 +140,39 @@ def _run_eval(args, extra) -> int:
         raise UserError(f"unrecognized arguments: {' '.join(extra)}")
     import torch
 
-    from fastsr.data import HRFolderDataset, PairedFolderDataset, imresize, sample_images, write_image
-    from fastsr.data.datasets import mod_crop
-    from fastsr.metrics import format_table
-    from fastsr.train import builders
-    from fastsr.train.inference import load_generator, upscale_image
+    from fastsr.data import HRFolderDataset, PairedFolderDataset, write_image
+    from fastsr.evaluate import evaluate, load_generator, sample_pairs
 
+    _check_tiles(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     checkpoint = args.checkpoint or _default_checkpoint()
     model, scale = load_generator(checkpoint, args.weights, device)
     if args.scale is not None and args.scale != scale:
         raise UserError(f"--scale {args.scale} does not match the checkpoint's scale {scale}")
     if args.sample_data:
-        items = [(n, mod_crop(x, scale).contiguous()) for n, x in sample_images("val")]
-        from fastsr.data import degrade
-
-        pairs = [(n, degrade(x, scale) if scale > 1 else x, x) for n, x in items]
-    elif args.lr_data:
-        ds = PairedFolderDataset(args.lr_data, args.data, scale=scale)
-        pairs = [(it["name"], it["lr"], it["hr"]) for it in (ds[i] for i in range(len(ds)))]
+        pairs = sample_pairs(scale)
     else:
-        ds = HRFolderDataset(args.data, scale=scale, crop_size=None, augment=False,
-                             degradation="bicubic" if scale > 1 else "bicubic_blur")
+        if args.lr_data:
+            ds = PairedFolderDataset(args.lr_data, args.data, scale=scale)
+        else:
+            ds = HRFolderDataset(args.data, scale=scale, crop_size=None, augment=False,
+                                 degradation="bicubic" if scale > 1 else "bicubic_blur")
         pairs = [(it["name"], it["lr"], it["hr"]) for it in (ds[i] for i in range(len(ds)))]
-    cols = {"Bicubic PSNR": [], "Bicubic SSIM": [], "SR PSNR": [], "SR SSIM": []}
-    names = []
-    for name, lr, hr in pairs:
-        sr = upscale_image(model, lr[None], scale, args.tile, args.tile_pad)
-        bic = imresize(lr[None], float(scale)).clamp(0, 1) if scale > 1 else lr[None]
-        p, s = builders.psnr_ssim(bic, hr[None], scale)
-        cols["Bicubic PSNR"] += p
-        cols["Bicubic SSIM"] += s
-        p, s = builders.psnr_ssim(sr, hr[None], scale)
-        cols["SR PSNR"] += p
-        cols["SR SSIM"] += s
-        names.append(name)
-        if args.save_images:
-            out = Path(args.save_images)
-            safe = name.replace("/", "_")
-            write_image(sr[0], out / f"{safe}_SR.png")
-            write_image(_side_by_side([bic[0], sr[0], hr], args.crop, scale), out / f"{safe}_bicubic_SR_HR.png")
-    title = f"x{scale}, Y channel, crop_border={scale} ({Path(checkpoint).name})"
-    print(format_table(names, cols, title=title))
+
+    def save(name, sr, bic, hr):
+        out, safe = Path(args.save_images), name.replace("/", "_")
+        write_image(sr, out / f"{safe}_SR.png")
+        write_image(_side_by_side([bic, sr, hr], args.crop), out / f"{safe}_bicubic_SR_HR.png")
+
+    result = evaluate(model, pairs, scale, tile=args.tile, tile_pad=args.tile_pad,
+                      on_image=save if args.save_images else None)
+    print(result.table(title=f"x{scale}, Y channel, crop_border={scale} ({Path(checkpoint).name})"))
     return 0
+
+
+def _check_tiles(args) -> None:
+    if args.tile < 0 or args.tile_pad < 0:
+        raise UserError("--tile and --tile-pad must be >= 0")
 
 
 # ---------------------------------------------------------------------------- upscale
@@ -204,8 +198,8 @@ def _run_upscale(args, extra) -> int:
         raise UserError(f"unrecognized arguments: {' '.join(extra)}")
     import torch
 
-    from fastsr.data import IMAGE_EXTENSIONS, imresize, list_images, read_image, write_image
-    from fastsr.train.inference import load_generator, upscale_image
+    from fastsr.data import IMAGE_EXTENSIONS, list_images, read_image, write_image
+    from fastsr.evaluate import bicubic_upscale, load_generator, upscale_image
 
     files = []
     for inp in args.inputs:
@@ -218,8 +212,7 @@ def _run_upscale(args, extra) -> int:
             raise UserError(f"input not found: {inp}")
     if not files:
         raise UserError("no input images found")
-    if args.tile < 0 or args.tile_pad < 0:
-        raise UserError("--tile and --tile-pad must be >= 0")
+    _check_tiles(args)
     out = Path(args.output)
     single_file = (len(files) == 1 and Path(args.inputs[0]).is_file() and out.suffix.lower() in IMAGE_EXTENSIONS)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -235,10 +228,10 @@ def _run_upscale(args, extra) -> int:
     for path, rel in files:
         rgb, alpha = read_image(path, keep_alpha=True)
         if model is None:
-            sr = imresize(rgb[None], float(scale)).clamp(0, 1)
+            sr = bicubic_upscale(rgb[None], scale)
         else:
             sr = upscale_image(model, rgb[None], scale, args.tile, args.tile_pad, args.bf16)
-        a = imresize(alpha[None], float(scale)).clamp(0, 1)[0] if alpha is not None else None
+        a = bicubic_upscale(alpha[None], scale)[0] if alpha is not None else None
         dest = out if single_file else (out / rel).with_suffix("." + args.format)
         if a is not None and dest.suffix.lower() in (".jpg", ".jpeg", ".bmp"):
             a = None  # formats without alpha
@@ -247,12 +240,10 @@ def _run_upscale(args, extra) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------- main
-#: name -> (help, add_arguments(parser), run(args, extra_argv) -> exit code). `bench` goes here.
 # ---------------------------------------------------------------------------- bench
 def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variants", default="1,2,3,4,5,6,7",
-                   help="comma-separated variants of the per-iteration benchmark (default: all 7; see "
+                   help="comma-separated variants of the per-iteration benchmark (default: all 7, listed in "
                         "fastsr.bench.iteration)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (each variant in a fresh process)")
     p.add_argument("--iters", type=int, default=3, help="timed iterations per variant and round")
@@ -299,11 +290,13 @@ def _run_bench(args, extra: list[str]) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- main
+#: name -> (help, add_arguments(parser), run(args, extra_argv) -> exit code)
 SUBCOMMANDS = {
     "train": ("train a generator (and discriminator) from a recipe", _add_train, _run_train),
     "eval": ("PSNR/SSIM table of a checkpoint on a test folder", _add_eval, _run_eval),
     "upscale": ("super-resolve image files", _add_upscale, _run_upscale),
-    "bench": ("per-iteration GAN training and inference benchmark (issue 7 variants)", _add_bench, _run_bench),
+    "bench": ("per-iteration GAN training and inference benchmark (fused vs unfused variants)", _add_bench, _run_bench),
 }
 
 
@@ -318,13 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    from fastsr.data import ImageReadError
-    from fastsr.train import CheckpointError, ConfigError
-
     try:
         return SUBCOMMANDS[args.command][2](args, extra)
-    except (UserError, ConfigError, CheckpointError, ImageReadError, FileNotFoundError, NotADirectoryError,
-            PermissionError, ValueError) as e:
+    except (UserError, *_PATH_ERRORS) as e:
         if os.environ.get("FASTSR_DEBUG"):
             raise
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__

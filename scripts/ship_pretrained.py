@@ -35,8 +35,8 @@ from fastsr.data import degrade, imresize, sample_images
 from fastsr.data.datasets import mod_crop
 from fastsr.metrics import channel_mean_error, format_table, psnr, ssim
 from fastsr.train import load_config
-from fastsr.train.checkpoint import export_generator
-from fastsr.train.inference import load_generator
+from fastsr.evaluate import load_generator
+from fastsr.models import export_generator
 
 ROOT = Path(__file__).resolve().parents[1]
 CONVENTIONS = ("full images, LR by MATLAB bicubic x4, Y channel (BT.601), crop_border=4, float64; "

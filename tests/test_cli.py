@@ -80,3 +80,36 @@ def test_user_errors_are_one_line(args, needle):
 def test_print_config_dotted_option():
     p = run("train", "srresnet_x4", "--train.lr_g", "3e-4", "--print-config")
     assert "lr_g: 0.0003" in p.stdout
+
+
+def _fake_command(monkeypatch, exc):
+    from fastsr import cli
+
+    def run_(args, extra):
+        raise exc
+
+    monkeypatch.setitem(cli.SUBCOMMANDS, "eval", ("fake", lambda p: None, run_))
+    return cli
+
+
+def test_user_error_types_are_one_line(monkeypatch, capsys):
+    from fastsr.errors import CheckpointError, ConfigError, DataError, UserError
+
+    for exc in (UserError("bad --flag"), ConfigError("bad key"), CheckpointError("bad file"), DataError("no image"),
+                FileNotFoundError("missing.png")):
+        cli = _fake_command(monkeypatch, exc)
+        monkeypatch.delenv("FASTSR_DEBUG", raising=False)
+        assert cli.main(["eval"]) == 2
+        assert capsys.readouterr().err == f"fastsr: error: {exc}\n"
+        monkeypatch.setenv("FASTSR_DEBUG", "1")  # the traceback on request
+        with pytest.raises(type(exc)):
+            cli.main(["eval"])
+
+
+def test_internal_errors_keep_their_traceback(monkeypatch):
+    """A ValueError that is not a user error is a bug: cli.main does not turn it into a line."""
+    monkeypatch.delenv("FASTSR_DEBUG", raising=False)
+    for exc in (ValueError("internal"), RuntimeError("internal"), TypeError("internal")):
+        cli = _fake_command(monkeypatch, exc)
+        with pytest.raises(type(exc), match="internal"):
+            cli.main(["eval"])

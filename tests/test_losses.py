@@ -1,20 +1,21 @@
-"""fastsr.losses: pixel, SSIM, perceptual/texture (random VGG19 through a file), GAN losses."""
+"""fastsr.losses: the SSIM + L1 mix, perceptual/texture (random VGG19 through a file), GAN
+losses; the deprecated single-term pixel losses that moved to fastsr.nn."""
 import math
+import warnings
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
+from torch.utils._python_dispatch import TorchDispatchMode
 
+import fastsr.nn as fnn
 from fastsr import losses
 from fastsr.losses import (
     BEGANLoss,
-    CharbonnierLoss,
-    L1Loss,
-    MSELoss,
     PerceptualLoss,
-    SSIMLoss,
+    SSIML1Loss,
     TextureLoss,
     VGG19Features,
     build_gan_loss,
@@ -27,41 +28,107 @@ from fastsr.ops import ssim as ssim_op
 KINDS = ["vanilla", "lsgan", "wgan", "wgan-gp", "hinge", "ragan"]
 
 
-# ====================================================================== pixel losses
-def test_pixel_losses_values():
-    sr = torch.tensor([[0.0, 0.5], [1.0, 0.25]])
-    hr = torch.tensor([[0.5, 0.5], [0.0, 0.0]])
-    d = sr - hr
-    assert L1Loss()(sr, hr).item() == pytest.approx(d.abs().mean().item())
-    assert MSELoss(loss_weight=2.0)(sr, hr).item() == pytest.approx(2 * d.square().mean().item())
-    ch = CharbonnierLoss(eps=1e-3, reduction="sum")(sr, hr).item()
-    assert ch == pytest.approx(sum(math.sqrt(v * v + 1e-6) for v in d.flatten().tolist()))
-    # Charbonnier -> L1 for |d| >> eps, and is smooth at 0 (gradient 0 there)
-    x = torch.zeros(3, requires_grad=True)
-    CharbonnierLoss()(x, torch.zeros(3)).backward()
-    assert torch.equal(x.grad, torch.zeros(3))
-    assert CharbonnierLoss(reduction="none")(sr, hr).shape == sr.shape
-
-
-def test_pixel_losses_errors():
-    for cls in (L1Loss, MSELoss, CharbonnierLoss, SSIMLoss):
-        with pytest.raises(ValueError, match="same shape"):
-            cls()(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 15))
-    with pytest.raises(ValueError, match="reduction"):
-        L1Loss(reduction="avg")
-    with pytest.raises(ValueError, match="eps"):
-        CharbonnierLoss(eps=0)
-    with pytest.raises(ValueError, match="alpha"):
-        SSIMLoss(alpha=1.5)
-
-
-def test_ssim_loss_and_l1_mix():
+# ====================================================================== SSIM + L1 mix
+def test_ssim_l1_loss_values():
     sr, hr = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
     s = ssim_op(sr, hr, data_range=1.0, impl="reference").mean()
     l1 = (sr - hr).abs().mean()
-    torch.testing.assert_close(SSIMLoss()(sr, hr), 1 - s, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(SSIMLoss(alpha=0.84)(sr, hr), 0.84 * (1 - s) + 0.16 * l1, rtol=1e-5, atol=1e-6)
-    assert SSIMLoss()(hr, hr).item() == pytest.approx(0.0, abs=1e-6)
+    torch.testing.assert_close(SSIML1Loss()(sr, hr), 1 - s, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(SSIML1Loss(alpha=0.84)(sr, hr), 0.84 * (1 - s) + 0.16 * l1, rtol=1e-5, atol=1e-6)
+    assert SSIML1Loss()(hr, hr).item() == pytest.approx(0.0, abs=1e-6)
+    assert SSIML1Loss(alpha=0.0)(sr, hr).item() == pytest.approx(l1.item(), rel=1e-6)
+
+
+def test_ssim_l1_loss_errors():
+    with pytest.raises(ValueError, match="shape"):
+        SSIML1Loss(alpha=0.5)(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 15))
+    for bad in (1.5, -0.1, True, "0.5"):
+        with pytest.raises(ValueError, match="alpha"):
+            SSIML1Loss(alpha=bad)
+    with pytest.raises(ValueError, match="data_range"):
+        SSIML1Loss(data_range=0.0)
+
+
+class _FastsrOps(TorchDispatchMode):
+    """Records the fastsr custom ops that run (by name) under this mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.name()
+        if name.startswith("fastsr::"):
+            self.names.add(name.split("::")[1].split(".")[0])
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("make", [lambda fused: SSIML1Loss(alpha=0.5, fused=fused),
+                                  lambda fused: losses_ssim_deprecated(alpha=0.5, fused=fused)])
+def test_ssim_l1_loss_unfused_runs_no_fused_kernel(make):
+    """fused=False means the references for both terms: no fastsr op runs, the L1 included."""
+    sr, hr = torch.rand(2, 3, 16, 16, requires_grad=True), torch.rand(2, 3, 16, 16)
+    with _FastsrOps() as fused_run:
+        make(True)(sr, hr).backward()
+    assert {"ssim", "l1_loss"} <= fused_run.names  # the recorder sees the fused ops
+    with _FastsrOps() as plain_run:
+        plain = make(False)(sr, hr)
+        plain.backward()
+    assert plain_run.names == set()
+    torch.testing.assert_close(plain, make(True)(sr, hr), rtol=1e-5, atol=1e-6)
+
+
+def test_ssim_l1_loss_fused_flag_reaches_both_terms():
+    loss = SSIML1Loss(alpha=0.5)
+    loss.fused = False
+    assert not loss.ssim.fused and not loss.l1.fused and not loss.fused
+    loss.fused = True
+    assert loss.ssim.fused and loss.l1.fused
+
+
+def losses_ssim_deprecated(**kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return losses.SSIMLoss(**kw)
+
+
+# ====================================================================== deprecated pixel losses
+@pytest.mark.parametrize("name,instead", [("L1Loss", "fastsr.nn.L1Loss"), ("CharbonnierLoss", "eps="),
+                                          ("MSELoss", "torch.nn.MSELoss"), ("SSIMLoss", "SSIML1Loss")])
+def test_moved_pixel_losses_warn(name, instead):
+    with pytest.warns(DeprecationWarning, match=instead):
+        getattr(losses, name)
+    with pytest.warns(DeprecationWarning, match=name):
+        exec(f"from fastsr.losses import {name}", {})
+    with pytest.raises(AttributeError, match="NoSuchLoss"):
+        losses.NoSuchLoss
+
+
+def test_moved_pixel_losses_keep_their_old_arguments():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        L1Loss, MSELoss, CharbonnierLoss, SSIMLoss = (losses.L1Loss, losses.MSELoss, losses.CharbonnierLoss,
+                                                      losses.SSIMLoss)
+    sr = torch.tensor([[0.0, 0.5], [1.0, 0.25]])
+    hr = torch.tensor([[0.5, 0.5], [0.0, 0.0]])
+    d = sr - hr
+    assert L1Loss(2.0)(sr, hr).item() == pytest.approx(2 * d.abs().mean().item())
+    assert isinstance(L1Loss(), fnn.L1Loss) and isinstance(CharbonnierLoss(), fnn.L1Loss)
+    assert MSELoss(loss_weight=2.0)(sr, hr).item() == pytest.approx(2 * d.square().mean().item())
+    ch = CharbonnierLoss(eps=1e-3, reduction="sum", loss_weight=3.0)(sr, hr).item()
+    assert ch == pytest.approx(3 * sum(math.sqrt(v * v + 1e-6) for v in d.flatten().tolist()))
+    a, b = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
+    assert SSIMLoss(alpha=0.84, loss_weight=2.0)(a, b).item() == pytest.approx(
+        2 * SSIML1Loss(alpha=0.84)(a, b).item(), rel=1e-6)
+    for cls in (L1Loss, MSELoss, CharbonnierLoss, SSIMLoss):
+        with pytest.raises(ValueError, match="shape"):
+            cls()(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 15))
+        with pytest.raises(TypeError, match="loss_weight"):
+            cls(loss_weight="1")
+    with pytest.raises(ValueError, match="reduction"):
+        MSELoss(reduction="avg")
+    with pytest.raises(ValueError, match="eps"):
+        CharbonnierLoss(eps=0)
 
 
 # ====================================================================== VGG19 / perceptual
@@ -376,11 +443,12 @@ def test_began_k_update_clamp_and_state_dict():
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("cls,kw", [(losses.L1Loss, {}), (losses.CharbonnierLoss, {"eps": 1e-3})])
-def test_pixel_losses_fused_equals_unfused(cls, kw, reduction):
+@pytest.mark.parametrize("kw", [{}, {"eps": 1e-3}])
+def test_pixel_losses_fused_equals_unfused(kw, reduction):
     sr = torch.rand(2, 3, 9, 11, requires_grad=True)
     hr = torch.rand(2, 3, 9, 11)
-    fused, plain = cls(reduction=reduction, fused=True, **kw), cls(reduction=reduction, fused=False, **kw)
+    fused = fnn.L1Loss(reduction=reduction, fused=True, **kw)
+    plain = fnn.L1Loss(reduction=reduction, fused=False, **kw)
     a, b = fused(sr, hr), plain(sr, hr)
     torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
     ga, = torch.autograd.grad(a.sum(), sr)

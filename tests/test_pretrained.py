@@ -1,4 +1,4 @@
-"""The shipped x4 model (issue 8): loads, matches its metadata, beats bicubic on the
+"""The shipped x4 model: loads, matches its metadata, beats bicubic on the
 held-back sample photographs, and is what `fastsr upscale` / `fastsr eval` use by default."""
 import os
 import subprocess

@@ -10,7 +10,8 @@ import torch
 
 from _cli_util import REPO, TINY, env, losses, read_log, run
 from fastsr.train import ConfigError, list_configs, load_config
-from fastsr.train.checkpoint import load_generator_weights, load_state, read_metadata
+from fastsr.models.checkpoint import load_generator_weights, read_metadata
+from fastsr.train.checkpoint import load_state
 
 
 def test_recipes_load_and_override():
@@ -194,6 +195,7 @@ def test_every_recipe_trains(recipe, photos, tmp_path):
 def test_recipes_use_the_loss_constructors(vgg19_weights):
     """The recipes' loss sections build the real fastsr.losses classes with the papers' settings."""
     from fastsr import losses as L
+    from fastsr import nn as fnn
     from fastsr.train import builders
 
     srgan = builders.build_feature_losses(load_config("srgan_x4"))
@@ -207,7 +209,7 @@ def test_recipes_use_the_loss_constructors(vgg19_weights):
     gan, gw = builders.build_gan_loss(esr)
     assert isinstance(gan, L.RelativisticGANLoss) and gw == 5e-3
     pix, pw = builders.build_pixel_loss(esr)
-    assert isinstance(pix, L.L1Loss) and pw == 1e-2
+    assert isinstance(pix, fnn.L1Loss) and pw == 1e-2
     sh = load_config("sharpness")
     feats = {n: m for n, m, _ in builders.build_feature_losses(sh)}
     assert set(feats["perceptual"].layer_weights) == {"pool2", "pool5"} and isinstance(feats["texture"], L.TextureLoss)
@@ -215,9 +217,9 @@ def test_recipes_use_the_loss_constructors(vgg19_weights):
     assert isinstance(builders.build_gan_loss(load_config("attentive_began_x4"))[0], L.BEGANLoss)
     wgan, _ = builders.build_gan_loss(load_config("nonbn_wgan_x4"))
     assert isinstance(wgan, L.WGANLoss) and wgan.clip_value == 0.01
-    assert isinstance(builders.build_pixel_loss(load_config("srresnet_x4"))[0], L.MSELoss)
+    assert isinstance(builders.build_pixel_loss(load_config("srresnet_x4"))[0], torch.nn.MSELoss)
     ssim_loss, w = builders.build_pixel_loss(load_config("nonbn_x4", ["loss.pixel={type: ssim, alpha: 0.84, weight: 2}"]))
-    assert isinstance(ssim_loss, L.SSIMLoss) and ssim_loss.alpha == 0.84 and w == 2.0 and ssim_loss.ssim.fused
+    assert isinstance(ssim_loss, L.SSIML1Loss) and ssim_loss.alpha == 0.84 and w == 2.0 and ssim_loss.ssim.fused
     unfused, _ = builders.build_pixel_loss(load_config("nonbn_x4", ["loss.pixel={type: ssim}", "model.fused=false"]))
     assert not unfused.ssim.fused
     # a wrong constructor argument is a ConfigError naming the section

@@ -6,7 +6,7 @@ G backward + Adam step, critic forward/backward on HR and SR.detach() with the W
 (eq. 9) + Adam step + weight clipping. Batch 16, 96 px HR crops, x4 (96 -> 24 px LR), as in
 the paper, from the ``nonbn_wgan_x4`` recipe.
 
-Variants (issue 7):
+Variants:
 
 1. SRResNet with BatchNorm, eager fp32 NCHW (the paper's "before")
 2. NonBN, eager fp32 NCHW (the paper's "after")

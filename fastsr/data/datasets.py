@@ -37,6 +37,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from fastsr.data.imresize import imresize
+from fastsr.errors import DataError
 from fastsr.data.io import list_images, read_image
 
 __all__ = ["HRImageDataset", "HRFolderDataset", "PairedFolderDataset", "degrade", "augment",
@@ -142,7 +143,7 @@ class HRImageDataset(Dataset):
         names: optional names for tensor sources.
 
     Raises:
-        ValueError: bad scale/crop_size/option, or no usable image.
+        ValueError: bad scale/crop_size/option; DataError (a ValueError): no usable image.
     """
 
     def __init__(self, images: Sequence, scale: int = 4, crop_size: int | None = 96, augment: bool = True,
@@ -180,7 +181,7 @@ class HRImageDataset(Dataset):
             h, w = size
             if min(h, w) < min_side:
                 if small_images == "error" or (crop_size is None):
-                    raise ValueError(f"image {src if not isinstance(src, torch.Tensor) else name} is {w}x{h}, "
+                    raise DataError(f"image {src if not isinstance(src, torch.Tensor) else name} is {w}x{h}, "
                                      f"smaller than {min_side} px")
                 if small_images == "skip":
                     small.append(str(src) if not isinstance(src, torch.Tensor) else name)
@@ -190,7 +191,7 @@ class HRImageDataset(Dataset):
             warnings.warn(f"skipping {len(small)} image(s) smaller than crop_size={crop_size}: "
                           + ", ".join(small[:10]) + (" ..." if len(small) > 10 else ""), stacklevel=2)
         if not keep:
-            raise ValueError("no usable images")
+            raise DataError("no usable images")
         self.sources = [s for s, _ in keep]
         self.names = [n for _, n in keep]
 
@@ -246,13 +247,13 @@ class HRFolderDataset(HRImageDataset):
     """:class:`HRImageDataset` over every PNG/JPEG/BMP/TIFF/WebP file under ``root`` (recursive).
 
     Raises:
-        FileNotFoundError: ``root`` missing. ValueError: no usable image in ``root``.
+        FileNotFoundError: ``root`` missing. DataError (a ValueError): no usable image in ``root``.
     """
 
     def __init__(self, root: str | os.PathLike, scale: int = 4, crop_size: int | None = 96, **kwargs):
         files = list_images(root)
         if not files:
-            raise ValueError(f"no PNG/JPEG/BMP/TIFF/WebP images found under {root}")
+            raise DataError(f"no PNG/JPEG/BMP/TIFF/WebP images found under {root}")
         self.root = Path(root)
         names = [str(p.relative_to(self.root).with_suffix("")) for p in files]
         super().__init__(files, scale=scale, crop_size=crop_size, names=names, **kwargs)
@@ -282,7 +283,7 @@ class PairedFolderDataset(Dataset):
         augment: random flips / rotation (training).
 
     Raises:
-        FileNotFoundError: a folder is missing. ValueError: names that do not match (all
+        FileNotFoundError: a folder is missing. DataError (a ValueError): names that do not match (all
         unmatched names are listed, up to 20), or an empty folder.
     """
 
@@ -294,7 +295,7 @@ class PairedFolderDataset(Dataset):
         lr_root, hr_root = Path(lr_root), Path(hr_root)
         lr_files, hr_files = list_images(lr_root), list_images(hr_root)
         if not hr_files:
-            raise ValueError(f"no images found under HR folder {hr_root}")
+            raise DataError(f"no images found under HR folder {hr_root}")
         hr_map = {str(p.relative_to(hr_root).with_suffix("")): p for p in hr_files}
         lr_map = {_lr_key(p.relative_to(lr_root), scale): p for p in lr_files}
         only_hr = sorted(set(hr_map) - set(lr_map))
@@ -307,7 +308,7 @@ class PairedFolderDataset(Dataset):
                 parts.append(f"HR without LR in {lr_root}: {show(only_hr)}")
             if only_lr:
                 parts.append(f"LR without HR in {hr_root}: {show([str(lr_map[k].relative_to(lr_root)) for k in only_lr])}")
-            raise ValueError("LR/HR names do not match (LR names may end in x%d); " % scale + "; ".join(parts))
+            raise DataError("LR/HR names do not match (LR names may end in x%d); " % scale + "; ".join(parts))
         self.names = sorted(hr_map)
         self.pairs = [(lr_map[n], hr_map[n]) for n in self.names]
 
@@ -322,13 +323,13 @@ class PairedFolderDataset(Dataset):
         lh, lw = lr.shape[-2:]
         hh, hw = hr.shape[-2:]
         if not (lh * s <= hh < lh * s + s and lw * s <= hw < lw * s + s):
-            raise ValueError(f"size mismatch for {hr_path.name}: LR {lw}x{lh} x{s} != HR {hw}x{hh}")
+            raise DataError(f"size mismatch for {hr_path.name}: LR {lw}x{lh} x{s} != HR {hw}x{hh}")
         hr = hr[:, : lh * s, : lw * s]
         if self.crop_size is not None:
             rnd = _Rand(seed)
             lc = self.crop_size // s
             if lh < lc or lw < lc:
-                raise ValueError(f"LR image {lr_path} ({lw}x{lh}) is smaller than the LR crop {lc}")
+                raise DataError(f"LR image {lr_path} ({lw}x{lh}) is smaller than the LR crop {lc}")
             top, left = rnd.randint(lh - lc + 1), rnd.randint(lw - lc + 1)
             lr = lr[:, top:top + lc, left:left + lc]
             hr = hr[:, top * s:(top + lc) * s, left * s:(left + lc) * s]

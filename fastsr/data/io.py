@@ -20,13 +20,15 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from fastsr.errors import DataError
+
 __all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "read_image", "write_image", "list_images",
            "to_tensor", "to_uint8"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class ImageReadError(ValueError):
+class ImageReadError(DataError):
     """An image file could not be decoded; the message names the path."""
 
 

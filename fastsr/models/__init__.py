@@ -12,7 +12,9 @@ Generators take ``scale`` and ``fused`` (same state_dict for ``fused=True`` and 
 setting ``model.fused`` propagates to every submodule). Discriminators return logits /
 critic scores (no sigmoid). :func:`init_weights` re-initialises (PyTorch default or
 N(0, 0.02)); :func:`load_state_dict` loads BasicSR-style checkpoints strictly and lists
-missing / unexpected keys on mismatch.
+missing / unexpected keys on mismatch. :mod:`fastsr.models.checkpoint` is fastsr's own
+generator file format (:func:`save_generator`, :func:`load_generator`, ...) and
+:func:`pretrained` loads the generators shipped in ``fastsr/weights``.
 """
 from fastsr.models._utils import count_parameters, extract_state_dict, init_weights, load_state_dict
 from fastsr.models.registry import create, list_models, register_model
@@ -23,12 +25,16 @@ from fastsr.models.sharpness import SharpnessDiscriminator, SharpnessGenerator
 from fastsr.models.attentive import AttentiveGenerator, BEGANDiscriminator
 from fastsr.models.rrdbnet import RRDBNet, VGGStyleDiscriminator
 from fastsr.models.baselines import EDSR, ESPCN, RCAN, SRCNN, VDSR
+from fastsr.models.checkpoint import (CheckpointError, export_generator, load_generator, load_generator_weights,
+                                     read_metadata, save_generator)
 from fastsr.models.pretrained import list_pretrained, pretrained, pretrained_info, pretrained_path
 
 __all__ = [
     "create", "list_models", "register_model", "init_weights", "load_state_dict",
     "extract_state_dict", "count_parameters",
     "pretrained", "pretrained_info", "pretrained_path", "list_pretrained",
+    "CheckpointError", "save_generator", "load_generator", "load_generator_weights", "read_metadata",
+    "export_generator",
     "SRResNet", "MSRResNet", "NonBNResNet", "SharpnessGenerator", "AttentiveGenerator", "RRDBNet",
     "SRCNN", "ESPCN", "VDSR", "EDSR", "RCAN",
     "SRGANDiscriminator", "WGANCritic", "SharpnessDiscriminator", "BEGANDiscriminator",

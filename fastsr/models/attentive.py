@@ -1,4 +1,6 @@
-"""The attentive GAN for SR (paper 004 in the design doc): an attention recurrent generator
+"""The attentive GAN for SR (Ding et al., "Image super-resolution reconstruction method based
+on attentive generative adversarial network", in Chinese; "the attentive GAN paper" below,
+with its section, figure and equation numbers): an attention recurrent generator
 with residual dense blocks and a ConvGRU, and a BEGAN auto-encoder discriminator."""
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ __all__ = ["ResidualDenseBlock", "ConvGRUCell", "AttentiveGenerator", "BEGANDisc
 
 
 class ResidualDenseBlock(nn.Module):
-    """Residual dense block (RDB, Zhang et al. 2018 RDN; paper 004 sec. 2.2, Fig. 5b), no BN:
+    """Residual dense block (RDB, Zhang et al. 2018 RDN; the attentive GAN paper sec. 2.2, Fig. 5b), no BN:
     ``num_layers`` conv3x3 + ReLU layers each seeing the concatenation of the block input
     and all previous outputs (``growth`` channels each), a 1x1 local feature fusion back to
     ``channels``, and the local residual ``x + fusion(...)``.
@@ -38,7 +40,7 @@ class ResidualDenseBlock(nn.Module):
 
 
 class ConvGRUCell(nn.Module):
-    """Convolutional GRU (paper 004, eqs. 3-6), ``*`` a 3x3 convolution:
+    """Convolutional GRU (the attentive GAN paper, eqs. 3-6), ``*`` a 3x3 convolution:
     z = sigma(W_z * [h, x]), r = sigma(W_r * [h, x]), h~ = tanh(W * [r . h, x]),
     h' = (1 - z) . h + z . h~.
 
@@ -59,7 +61,7 @@ class ConvGRUCell(nn.Module):
 
 @register_model()
 class AttentiveGenerator(FusedModule):
-    """Attention recurrent generator (paper 004, sec. 2.1, Figs. 3-4, eqs. 1-9).
+    """Attention recurrent generator (the attentive GAN paper, sec. 2.1, Figs. 3-4, eqs. 1-9).
 
     * Shallow features (eqs. 1-2): F_-1 = conv3x3(I_LR), F_0 = conv3x3(F_-1).
     * Attention recurrent network (eq. 7), ``num_steps`` steps with shared weights. Step t
@@ -148,7 +150,7 @@ class AttentiveGenerator(FusedModule):
 
 @register_model()
 class BEGANDiscriminator(nn.Module):
-    """BEGAN auto-encoder discriminator (Berthelot et al. 2017; paper 004 sec. 2.3, eqs. 10-15).
+    """BEGAN auto-encoder discriminator (Berthelot et al. 2017; the attentive GAN paper sec. 2.3, eqs. 10-15).
 
     The paper describes "7 conv layers, flatten, FC, sigmoid" but trains it with the BEGAN
     balance, whose L(v) = |v - D(v)| needs D(v) to be an image; following the cited BEGAN,

@@ -15,21 +15,11 @@ from torch import nn
 
 from fastsr.models._utils import FusedModule, check_scale
 from fastsr.models.registry import register_model
-from fastsr.ops import bias_residual
+from fastsr.nn.conv import conv_residual
 
 __all__ = ["SRCNN", "ESPCN", "VDSR", "EDSR", "RCAN", "ResidualBlockReLU", "PixelShuffleUpsample"]
 
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
-
-
-def _conv_bias_residual(conv: nn.Conv2d, x: torch.Tensor, residual: torch.Tensor, scale: float, fused: bool):
-    """``residual + scale * conv(x)`` with the bias + residual add fused when ``fused``."""
-    if not fused:
-        return residual + scale * conv(x) if scale != 1.0 else residual + conv(x)
-    t = F.conv2d(x, conv.weight, None, conv.stride, conv.padding)
-    if residual.dtype != t.dtype:
-        residual = residual.to(t.dtype)
-    return bias_residual(t, conv.bias, residual, scale)
 
 
 class _BicubicInput(FusedModule):
@@ -138,7 +128,7 @@ class VDSR(_BicubicInput):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._upsample(x)
-        return _conv_bias_residual(self.conv_last, self.body(x), x, 1.0, self.fused)
+        return conv_residual(self.body(x), self.conv_last, x, 1.0, self.fused)
 
 
 class ResidualBlockReLU(nn.Module):
@@ -154,7 +144,7 @@ class ResidualBlockReLU(nn.Module):
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _conv_bias_residual(self.conv2, F.relu(self.conv1(x)), x, self.res_scale, self.fused)
+        return conv_residual(F.relu(self.conv1(x)), self.conv2, x, self.res_scale, self.fused)
 
 
 class PixelShuffleUpsample(nn.Sequential):
@@ -224,7 +214,7 @@ class EDSR(_MeanShift):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_first(self._norm(x))
-        x = _conv_bias_residual(self.conv_after_body, self.body(x), x, 1.0, self.fused)
+        x = conv_residual(self.body(x), self.conv_after_body, x, 1.0, self.fused)
         return self._denorm(self.conv_last(self.upsample(x)))
 
 
@@ -266,7 +256,7 @@ class ResidualGroup(nn.Module):
         self.conv = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _conv_bias_residual(self.conv, self.residual_group(x), x, 1.0, self.fused)
+        return conv_residual(self.residual_group(x), self.conv, x, 1.0, self.fused)
 
 
 @register_model()
@@ -303,5 +293,5 @@ class RCAN(_MeanShift):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_first(self._norm(x))
-        x = _conv_bias_residual(self.conv_after_body, self.body(x), x, 1.0, self.fused)
+        x = conv_residual(self.body(x), self.conv_after_body, x, 1.0, self.fused)
         return self._denorm(self.conv_last(self.upsample(x)))

@@ -26,7 +26,7 @@ def _check_size(name: str, input_size: int, minimum: int) -> None:
 @register_model()
 @register_model("srgan_d")
 class SRGANDiscriminator(nn.Module):
-    """The SRGAN discriminator (Ledig et al. 2017, Fig. 4 / sec. 2.2; paper 003).
+    """The SRGAN discriminator (Ledig et al. 2017, Fig. 4 / sec. 2.2).
 
     conv3x3 64 + LeakyReLU(0.2); seven conv3x3-BN-LeakyReLU(0.2) with 64 s2, 128, 128 s2,
     256, 256 s2, 512, 512 s2; Dense(1024), LeakyReLU(0.2), Dense(1). The paper ends with a

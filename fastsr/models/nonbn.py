@@ -11,7 +11,7 @@ __all__ = ["NonBNResNet"]
 @register_model("nonbn_gan_g")
 class NonBNResNet(SRResNetBase):
     """Generator of "GAN image super-resolution reconstruction model with improved residual
-    block and adversarial loss" (Zhang et al. 2019; paper 000 in the design doc): SRResNet
+    block and adversarial loss" (Zhang et al. 2019): SRResNet
     with every BatchNorm removed (sec. 1.2, Fig. 4b / Fig. 5, Table 1).
 
     Layers (Table 1, stride 1 everywhere):

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from torch import nn
 
+from fastsr.models.checkpoint import load_generator, read_metadata
+
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 #: name -> (file in fastsr/weights, one-line description)
@@ -45,8 +47,6 @@ def pretrained_path(name: str = "nonbn_x4") -> Path:
 def pretrained_info(name: str = "nonbn_x4") -> dict:
     """The metadata of a shipped generator: architecture, scale, recipe, command, iterations,
     wall time, and the validation table (PSNR in dB and SSIM, Y channel, crop_border=scale)."""
-    from fastsr.train.checkpoint import read_metadata
-
     return read_metadata(pretrained_path(name))
 
 
@@ -64,8 +64,6 @@ def pretrained(name: str = "nonbn_x4", fused: bool = True, device="cpu") -> nn.M
     Raises:
         ValueError: unknown ``name``. FileNotFoundError: weights missing.
     """
-    from fastsr.train.inference import load_generator
-
     model, _ = load_generator(pretrained_path(name), "params", device)
     model.fused = fused
     return model.eval()

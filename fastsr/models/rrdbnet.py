@@ -8,7 +8,7 @@ from torch import nn
 
 from fastsr.models._utils import FusedModule, check_input_size, check_scale
 from fastsr.models.registry import register_model
-from fastsr.ops import bias_residual
+from fastsr.nn.conv import conv_residual
 
 __all__ = ["ResidualDenseBlock5C", "RRDB", "RRDBNet", "VGGStyleDiscriminator"]
 
@@ -35,12 +35,7 @@ class ResidualDenseBlock5C(nn.Module):
         x2 = F.leaky_relu(self.conv2(torch.cat((x, x1), 1)), 0.2)
         x3 = F.leaky_relu(self.conv3(torch.cat((x, x1, x2), 1)), 0.2)
         x4 = F.leaky_relu(self.conv4(torch.cat((x, x1, x2, x3), 1)), 0.2)
-        cat = torch.cat((x, x1, x2, x3, x4), 1)
-        if self.fused:
-            x5 = F.conv2d(cat, self.conv5.weight, None, padding=1)
-            residual = x if x.dtype == x5.dtype else x.to(x5.dtype)
-            return bias_residual(x5, self.conv5.bias, residual, 0.2)
-        return x + 0.2 * self.conv5(cat)
+        return conv_residual(torch.cat((x, x1, x2, x3, x4), 1), self.conv5, x, 0.2, self.fused)
 
 
 class RRDB(nn.Module):
@@ -123,12 +118,7 @@ class RRDBNet(FusedModule):
                                  f"got {tuple(x.shape[-2:])}")
             x = F.pixel_unshuffle(x, r)
         feat = self.conv_first(x)
-        body = self.body(feat)
-        if self.fused:
-            body = F.conv2d(body, self.conv_body.weight, None, padding=1)
-            feat = bias_residual(body, self.conv_body.bias, feat, 1.0)
-        else:
-            feat = feat + self.conv_body(body)
+        feat = conv_residual(self.body(feat), self.conv_body, feat, 1.0, self.fused)
         feat = F.leaky_relu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")), 0.2)
         feat = F.leaky_relu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")), 0.2)
         return self.conv_last(F.leaky_relu(self.conv_hr(feat), 0.2))

@@ -1,5 +1,6 @@
 """The sharpness (clarity enhancement) GAN: a same-resolution NonBN residual generator and
-its discriminator (paper 002 in the design doc, "image sharpness improvement based on GAN")."""
+its discriminator ("Image sharpness improvement method based on generative adversarial
+network", in Chinese; the section and figure numbers below are that paper's)."""
 from __future__ import annotations
 
 import torch
@@ -10,7 +11,7 @@ from fastsr.models._utils import FusedModule, check_input_size, check_scale
 from fastsr.models.discriminators import conv_out_size
 from fastsr.models.registry import register_model
 from fastsr.nn import ResidualBlockNoBN
-from fastsr.ops import bias_prelu, bias_residual
+from fastsr.nn.conv import conv_prelu, conv_residual
 
 __all__ = ["SharpnessGenerator", "SharpnessDiscriminator"]
 
@@ -66,20 +67,11 @@ class SharpnessGenerator(FusedModule):
         self.fused = fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused:
-            feat = bias_prelu(F.conv2d(x, self.conv_first.weight, None, padding=1),
-                              self.conv_first.bias, self.prelu_first.weight)
-            res = F.conv2d(self.body(feat), self.conv_body.weight, None, padding=1)
-            feat = bias_residual(res, self.conv_body.bias, feat, 1.0)
-            if self.image_skip:
-                out = F.conv2d(feat, self.conv_last.weight, None, padding=1)
-                residual = x if x.dtype == out.dtype else x.to(out.dtype)
-                return bias_residual(out, self.conv_last.bias, residual, 1.0)
-            return self.conv_last(feat)
-        feat = self.prelu_first(self.conv_first(x))
-        feat = feat + self.conv_body(self.body(feat))
-        out = self.conv_last(feat)
-        return x + out if self.image_skip else out
+        feat = conv_prelu(x, self.conv_first, self.prelu_first, self.fused)
+        feat = conv_residual(self.body(feat), self.conv_body, feat, 1.0, self.fused)
+        if self.image_skip:
+            return conv_residual(feat, self.conv_last, x, 1.0, self.fused)
+        return self.conv_last(feat)
 
 
 @register_model()

@@ -8,7 +8,7 @@ from torch import nn
 from fastsr.models._utils import FusedModule, check_scale
 from fastsr.models.registry import register_model
 from fastsr.nn import ResidualBlockBN, ResidualBlockNoBN, Upsampler
-from fastsr.ops import bias_prelu, bias_residual
+from fastsr.nn.conv import conv_prelu, conv_residual
 
 __all__ = ["SRResNet", "SRResNetBase", "MSRResNet"]
 
@@ -52,8 +52,7 @@ class SRResNetBase(FusedModule):
                              f"in_channels={in_channels}, out_channels={out_channels}")
         self.scale = scale
         self.bn = bn
-        self.pad_first = first_kernel_size // 2
-        self.conv_first = nn.Conv2d(in_channels, channels, first_kernel_size, padding=self.pad_first)
+        self.conv_first = nn.Conv2d(in_channels, channels, first_kernel_size, padding=first_kernel_size // 2)
         self.prelu_first = nn.PReLU(1 if prelu_shared else channels)
         if bn:
             blocks = [ResidualBlockBN(channels, prelu_shared=prelu_shared) for _ in range(num_blocks)]
@@ -67,19 +66,12 @@ class SRResNetBase(FusedModule):
         self.fused = fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused:
-            feat = F.conv2d(x, self.conv_first.weight, None, padding=self.pad_first)
-            feat = bias_prelu(feat, self.conv_first.bias, self.prelu_first.weight)
-        else:
-            feat = self.prelu_first(self.conv_first(x))
+        feat = conv_prelu(x, self.conv_first, self.prelu_first, self.fused)
         res = self.body(feat)
         if self.bn_body is not None:
             feat = feat + self.bn_body(self.conv_body(res))
-        elif self.fused:
-            res = F.conv2d(res, self.conv_body.weight, None, padding=1)
-            feat = bias_residual(res, self.conv_body.bias, feat, 1.0)
         else:
-            feat = feat + self.conv_body(res)
+            feat = conv_residual(res, self.conv_body, feat, 1.0, self.fused)
         return self.conv_last(self.upsampler(feat))
 
     def extra_repr(self) -> str:
@@ -90,8 +82,7 @@ class SRResNetBase(FusedModule):
 @register_model("srgan_g")
 class SRResNet(SRResNetBase):
     """SRResNet / the SRGAN generator (Ledig et al. 2017, "Photo-Realistic Single Image
-    Super-Resolution Using a Generative Adversarial Network", Fig. 4; see also the SRGAN
-    notes, paper 003 in the design doc).
+    Super-Resolution Using a Generative Adversarial Network", Fig. 4).
 
     conv9x9 3 -> 64 + PReLU; B = 16 residual blocks [conv3x3 64, BN, PReLU, conv3x3 64, BN,
     + skip]; conv3x3 64 + BN + global skip; two sub-pixel stages [conv3x3 64 -> 256,

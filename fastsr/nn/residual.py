@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from fastsr.ops import bias_prelu, bias_residual
+from fastsr.nn.conv import conv_prelu, conv_residual
 
 
 class ResidualBlockNoBN(nn.Module):
@@ -47,21 +46,16 @@ class ResidualBlockNoBN(nn.Module):
             raise ValueError(f"ResidualBlockNoBN: channels must be >= 1, got {channels}")
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"ResidualBlockNoBN: kernel_size must be odd and >= 1, got {kernel_size}")
-        self.padding = kernel_size // 2
+        pad = kernel_size // 2
         self.res_scale = float(res_scale)
         self.fused = fused
-        self.conv1 = nn.Conv2d(channels, channels, kernel_size, padding=self.padding)
+        self.conv1 = nn.Conv2d(channels, channels, kernel_size, padding=pad)
         self.prelu = nn.PReLU(1 if prelu_shared else channels)
-        self.conv2 = nn.Conv2d(channels, channels, kernel_size, padding=self.padding)
+        self.conv2 = nn.Conv2d(channels, channels, kernel_size, padding=pad)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.fused:
-            return x + self.res_scale * self.conv2(self.prelu(self.conv1(x)))
-        t = F.conv2d(x, self.conv1.weight, None, padding=self.padding)
-        t = bias_prelu(t, self.conv1.bias, self.prelu.weight)
-        t = F.conv2d(t, self.conv2.weight, None, padding=self.padding)
-        residual = x if x.dtype == t.dtype else x.to(t.dtype)  # autocast: conv output is bf16
-        return bias_residual(t, self.conv2.bias, residual, self.res_scale)
+        t = conv_prelu(x, self.conv1, self.prelu, self.fused)
+        return conv_residual(t, self.conv2, x, self.res_scale, self.fused)
 
     def extra_repr(self) -> str:
         return f"res_scale={self.res_scale}, fused={self.fused}"

@@ -5,9 +5,8 @@ import torch
 from torch import nn
 
 from fastsr.ops import ssim
+from fastsr.ops.l1_loss import REDUCTIONS
 from fastsr.ops.ssim import check_params
-
-_REDUCTIONS = ("mean", "sum", "none")
 
 
 class SSIMLoss(nn.Module):
@@ -39,8 +38,8 @@ class SSIMLoss(nn.Module):
     def __init__(self, data_range: float = 1.0, window_size: int = 11, reduction: str = "mean",
                  fused: bool = True):
         super().__init__()
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"SSIMLoss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"SSIMLoss: reduction must be one of {REDUCTIONS}, got {reduction!r}")
         check_params(data_range, window_size, 1.5, 0.01, 0.03, "SSIMLoss")  # fail at construction
         self.data_range = float(data_range)
         self.window_size = window_size

@@ -1,66 +1,40 @@
-"""Config -> objects. The only place the trainer and CLI name models, losses and metrics.
+"""Config -> objects: models, losses, optimisers, data and device settings of a training run.
 
-Models come from ``fastsr.models.create(name, **kwargs)``; losses and metrics from
-``fastsr.losses`` / ``fastsr.metrics``. A config section's keys other than ``type`` /
-``weight`` / ``name`` are passed to the constructor unchanged, so the recipes use the
-constructors' own argument names; a wrong one is a :class:`ConfigError` naming the section.
+The only place the trainer and CLI name models and losses. Models come from
+``fastsr.models.create(name, **kwargs)``; losses from ``fastsr.nn`` / ``fastsr.losses``. A
+config section's keys other than ``type`` / ``weight`` / ``name`` are passed to the
+constructor unchanged, so the recipes use the constructors' own argument names; a wrong one
+is a :class:`ConfigError` naming the section. The values themselves are checked by
+:mod:`fastsr.train.config`.
 """
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import nn
 
-from fastsr.train.config import ConfigError
+from fastsr import losses as L
+from fastsr import models
+from fastsr import nn as fnn
+from fastsr._deprecation import moved_names
+from fastsr.data import HRImageDataset, degrade, list_images, read_image, sample_images
+from fastsr.errors import UserError
+from fastsr.train.config import ConfigError, check_losses, check_model, gan_loss_key
 
-__all__ = ["generator_spec", "build_generator", "build_discriminator", "build_pixel_loss",
-           "build_feature_losses", "build_gan_loss", "psnr_ssim"]
+__all__ = ["generator_spec", "build_generator", "build_discriminator", "init_weights", "build_pixel_loss",
+           "build_feature_losses", "build_gan_loss", "build_optimizer", "build_scheduler", "build_ema",
+           "compile_models", "build_datasets", "make_val_pairs", "native_bf16", "resolve_bf16"]
 
 
+# ---------------------------------------------------------------------------- models
 def generator_spec(cfg: dict) -> dict:
-    """``{"name": ..., **kwargs}`` that rebuilds the generator (stored in checkpoints)."""
-    spec = dict(cfg["model"]["generator"] or {})
-    if "name" not in spec:
-        raise ConfigError("model.generator.name is required")
+    """``{"name": ..., **kwargs}`` that rebuilds the generator (stored in its weight files)."""
+    check_model(cfg)
+    spec = dict(cfg["model"]["generator"])
     spec.setdefault("scale", cfg["scale"])
     spec.setdefault("fused", cfg["model"].get("fused", True))
     return spec
-
-
-def _create(spec: dict, what: str) -> nn.Module:
-    from fastsr import models
-
-    spec = dict(spec)
-    name = spec.pop("name")
-    try:
-        return models.create(name, **spec)
-    except TypeError as e:
-        raise ConfigError(f"{what} {name!r}: {e}") from None
-
-
-def build_generator(spec: dict) -> nn.Module:
-    """The generator of a :func:`generator_spec` (or checkpoint metadata)."""
-    return _create(spec, "model.generator")
-
-
-def build_discriminator(cfg: dict) -> nn.Module | None:
-    spec = cfg["model"].get("discriminator")
-    if not spec:
-        return None
-    if "name" not in spec:
-        raise ConfigError("model.discriminator.name is required")
-    return _create(spec, "model.discriminator")
-
-
-def init_weights(module: nn.Module, method: str) -> None:
-    from fastsr import models
-
-    if method not in ("default", "normal"):
-        raise ConfigError(f"model.init must be 'default' or 'normal', got {method!r}")
-    if method == "normal":
-        models.init_weights(module, method="normal", std=0.02)
-
-
-_PIXEL = {"l1": "L1Loss", "mse": "MSELoss", "charbonnier": "CharbonnierLoss", "ssim": "SSIMLoss"}
 
 
 def _construct(cls, spec: dict, key: str):
@@ -73,28 +47,63 @@ def _construct(cls, spec: dict, key: str):
         raise ConfigError(f"{key}: {e}") from None
 
 
+def _create(spec: dict, key: str) -> nn.Module:
+    spec = dict(spec)
+    name = spec.pop("name")
+    return _construct(lambda **kw: models.create(name, **kw), spec, f"{key} {name!r}")
+
+
+def build_generator(spec: dict) -> nn.Module:
+    """The generator of a :func:`generator_spec` (or of a weight file's metadata)."""
+    return _create(spec, "model.generator")
+
+
+def build_discriminator(cfg: dict) -> nn.Module | None:
+    """The discriminator of ``model.discriminator``, or None when it is null."""
+    check_model(cfg)
+    spec = cfg["model"].get("discriminator")
+    return _create(spec, "model.discriminator") if spec else None
+
+
+def init_weights(module: nn.Module, method: str) -> None:
+    """``model.init``: ``default`` keeps PyTorch's initialisation, ``normal`` is N(0, 0.02)."""
+    if method not in ("default", "normal"):
+        raise ConfigError(f"model.init must be 'default' or 'normal', got {method!r}")
+    if method == "normal":
+        models.init_weights(module, method="normal", std=0.02)
+
+
+# ---------------------------------------------------------------------------- losses
+#: ``loss.pixel.type`` -> (constructor, defaults, follows ``model.fused``)
+_PIXEL = {
+    "l1": (fnn.L1Loss, {}, True),
+    "charbonnier": (fnn.L1Loss, {"eps": 1e-3}, True),
+    "mse": (torch.nn.MSELoss, {}, False),
+    "ssim": (L.SSIML1Loss, {}, True),
+}
+
+
 def build_pixel_loss(cfg: dict):
     """``(module(sr, hr) -> scalar, weight)`` from ``loss.pixel``, or None when it is null.
 
     ``loss.pixel = {type: l1 | mse | charbonnier | ssim, weight: w, **kwargs}``; the module
-    is :class:`fastsr.losses.L1Loss` / ``MSELoss`` / ``CharbonnierLoss`` / ``SSIMLoss`` built
-    with ``kwargs`` (e.g. ``eps`` for Charbonnier, ``alpha`` for SSIM: alpha (1 - SSIM) +
-    (1 - alpha) L1, 0.84 in Zhao et al. 2017); ``weight`` is applied by the trainer. The
-    fused kernels (L1, Charbonnier, SSIM) follow ``model.fused``.
+    is :class:`fastsr.nn.L1Loss` (``l1``; ``charbonnier`` with ``eps``, default 1e-3 as
+    LapSRN), ``torch.nn.MSELoss`` or :class:`fastsr.losses.SSIML1Loss` (``alpha``: alpha
+    (1 - SSIM) + (1 - alpha) L1, 0.84 in Zhao et al. 2017) built with ``kwargs``;
+    ``weight`` is applied by the trainer. The fused losses follow ``model.fused``.
     """
+    check_losses(cfg)
     spec = cfg["loss"].get("pixel")
     if not spec:
         return None
-    from fastsr import losses as L
-
     spec = dict(spec)
     kind = spec.pop("type", "l1")
     weight = float(spec.pop("weight", 1.0))
-    if kind not in _PIXEL:
-        raise ConfigError(f"loss.pixel.type must be one of {sorted(_PIXEL)}, got {kind!r}")
-    if kind in ("l1", "charbonnier", "ssim"):  # the fused losses follow model.fused
+    cls, defaults, follows_fused = _PIXEL[kind]
+    spec = {**defaults, **spec}
+    if follows_fused:
         spec.setdefault("fused", bool(cfg["model"].get("fused", True)))
-    return _construct(getattr(L, _PIXEL[kind]), spec, "loss.pixel"), weight
+    return _construct(cls, spec, "loss.pixel"), weight
 
 
 def build_feature_losses(cfg: dict) -> list:
@@ -107,8 +116,6 @@ def build_feature_losses(cfg: dict) -> list:
     ``input_range``). The VGG19 weights come from ``weights`` or ``$FASTSR_VGG19_WEIGHTS``
     (never downloaded); a missing file is a ConfigError saying so.
     """
-    from fastsr import losses as L
-
     out = []
     for key, cls in (("perceptual", L.PerceptualLoss), ("texture", L.TextureLoss)):
         spec = cfg["loss"].get(key)
@@ -132,26 +139,156 @@ def build_gan_loss(cfg: dict):
     spec = cfg["loss"].get("gan")
     if not spec:
         return None
-    from fastsr import losses as L
-
     spec = dict(spec)
-    kind = spec.pop("type", None)
+    key = gan_loss_key(spec.pop("type", None))
     weight = float(spec.pop("weight", 1e-3))
-    key = kind.lower().replace("_", "-") if isinstance(kind, str) else kind
-    if key not in L.GAN_LOSSES:
-        raise ConfigError(f"loss.gan.type must be one of {sorted(L.GAN_LOSSES)}, got {kind!r}")
     return _construct(L.GAN_LOSSES[key], spec, "loss.gan"), weight
 
 
-def psnr_ssim(sr: torch.Tensor, hr: torch.Tensor, crop_border: int) -> tuple[list[float], list[float]]:
-    """Per-image Y-channel PSNR (dB) and SSIM of (N, 3, H, W) [0, 1] tensors, papers' convention.
+# ---------------------------------------------------------------------------- optimisation
+def build_optimizer(params, lr: float, train_cfg: dict) -> torch.optim.Optimizer:
+    """``train.optimizer`` (adam | adamw | rmsprop) with ``lr``, ``weight_decay``, ``betas``;
+    Adam/AdamW with ``fused=True`` when ``train.fused_optimizer``."""
+    t = train_cfg
+    kind = t.get("optimizer", "adam")
+    kw = dict(lr=float(lr), weight_decay=float(t["weight_decay"]))
+    if kind in ("adam", "adamw"):
+        cls = torch.optim.Adam if kind == "adam" else torch.optim.AdamW
+        return cls(params, betas=tuple(t["betas"]), fused=bool(t.get("fused_optimizer", True)) or None, **kw)
+    if kind == "rmsprop":
+        return torch.optim.RMSprop(params, **kw)
+    raise ConfigError(f"train.optimizer must be adam, adamw or rmsprop, got {kind!r}")
 
-    Images are quantised to 8 bits first (as saved PNGs are). Uses ``fastsr.metrics``.
+
+def build_scheduler(optimizer: torch.optim.Optimizer, train_cfg: dict):
+    """MultiStepLR at the absolute iterations ``train.lr_steps``, factor ``train.lr_gamma``."""
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(train_cfg["lr_steps"] or []),
+                                                train_cfg["lr_gamma"])
+
+
+def build_ema(model: nn.Module) -> nn.Module:
+    """A frozen copy of ``model`` in eval mode, to hold its exponential moving average."""
+    ema = copy.deepcopy(model).eval()
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    return ema
+
+
+def compile_models(G_train, D_train, D, train_cfg: dict):
+    """``train.compile``: ``(G_train, D_train, D_frozen)`` compiled with torch.compile's
+    keyword arguments (``true`` = its defaults), or unchanged (``D_frozen = D``) when off."""
+    ckw = train_cfg.get("compile") or False
+    if ckw is False:
+        return G_train, D_train, D
+    ckw = {} if ckw is True else ckw
+    try:
+        G_train = torch.compile(G_train, **ckw)
+        if D is not None:
+            return G_train, torch.compile(D_train, **ckw), torch.compile(D, **ckw)
+    except TypeError as e:
+        raise ConfigError(f"train.compile: {e}") from None
+    return G_train, D_train, D
+
+
+# ---------------------------------------------------------------------------- devices
+def native_bf16(device) -> bool:
+    """Whether ``device`` computes bfloat16 natively (what ``train.bf16: auto`` turns on for).
+
+    CUDA: ``torch.cuda.is_bf16_supported()`` (Ampere and newer). CPU: AVX512-BF16 or AMX
+    (``torch.cpu._is_avx512_bf16_supported()`` / ``_is_amx_tile_supported()``, the
+    capability queries oneDNN's bf16 kernels rely on); without them bf16 is emulated and
+    slower than float32. Other devices: False.
     """
-    from fastsr import metrics
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        for q in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+            fn = getattr(torch.cpu, q, None)
+            try:
+                if fn is not None and fn():
+                    return True
+            except RuntimeError:
+                pass
+    return False
 
-    sr = sr.detach().float().clamp(0, 1).mul(255).round().div(255).cpu()
-    hr = hr.detach().float().clamp(0, 1).mul(255).round().div(255).cpu()
-    p = metrics.psnr(sr, hr, crop_border=crop_border, test_y_channel=True)
-    s = metrics.ssim(sr, hr, crop_border=crop_border, test_y_channel=True)
-    return [float(v) for v in torch.as_tensor(p).flatten()], [float(v) for v in torch.as_tensor(s).flatten()]
+
+def resolve_bf16(setting, device) -> bool:
+    """``train.bf16`` -> on/off: ``true``/``false`` force it, ``"auto"`` = :func:`native_bf16`.
+
+    Raises:
+        ConfigError: any other value.
+    """
+    if isinstance(setting, bool):
+        return setting
+    if setting == "auto":
+        return native_bf16(device)
+    raise ConfigError(f"train.bf16 must be true, false or auto, got {setting!r}")
+
+
+# ---------------------------------------------------------------------------- data
+def _centre_crop(img: torch.Tensor, side: int | None, scale: int) -> torch.Tensor:
+    h, w = img.shape[-2:]
+    th, tw = (min(h, side), min(w, side)) if side else (h, w)
+    th, tw = th - th % scale, tw - tw % scale
+    top, left = (h - th) // 2, (w - tw) // 2
+    return img[:, top:top + th, left:left + tw].contiguous()
+
+
+def make_val_pairs(images, cfg: dict) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """``[(name, lr, hr)]`` validation pairs: HR centre-cropped to ``data.val_max_side``,
+    mod-cropped to ``scale``, LR by the training degradation."""
+    scale, d = cfg["scale"], cfg["data"]
+    out = []
+    for name, hr in images[: d.get("val_max_images") or None]:
+        hr = _centre_crop(hr, d.get("val_max_side"), scale)
+        lr = degrade(hr, scale, d["degradation"], d["blur_factor"])
+        out.append((name, lr, hr))
+    return out
+
+
+def build_datasets(cfg: dict, data_dir=None, val_dir=None, with_val: bool = True):
+    """``(train_set, val_pairs)`` of a run.
+
+    ``data_dir`` None: the sample photographs' train split, validated on their validation
+    split. Else the images under ``data_dir`` (recursive); validation on ``val_dir`` or, when
+    it is None, on the last 10 % (at most ``data.val_max_images``) of the sorted files,
+    which are then excluded from training. ``with_val=False`` returns no validation pairs.
+
+    Raises:
+        ConfigError: no image under ``data_dir``; a ``data`` value the datasets refuse.
+        DataError: unusable images (:class:`fastsr.errors.DataError`).
+        FileNotFoundError: a missing folder.
+    """
+    try:
+        return _datasets(cfg, data_dir, val_dir, with_val)
+    except UserError:
+        raise
+    except ValueError as e:  # a data.* value the datasets refuse
+        raise ConfigError(f"data: {e}") from None
+
+
+def _datasets(cfg: dict, data_dir, val_dir, with_val: bool):
+    d, scale = cfg["data"], int(cfg["scale"])
+    ds_kw = dict(scale=scale, crop_size=d["crop_size"], augment=d["augment"], degradation=d["degradation"],
+                 blur_factor=d["blur_factor"], small_images=d["small_images"], cache=d["cache"])
+    if data_dir is None:
+        train_imgs = sample_images("train")
+        train_set = HRImageDataset([x for _, x in train_imgs], names=[n for n, _ in train_imgs], **ds_kw)
+        val_images = sample_images("val") if with_val else []
+    else:
+        files = list_images(data_dir)
+        if not files:
+            raise ConfigError(f"no images found under {data_dir}")
+        held = []
+        if val_dir is None and len(files) >= 2:
+            n_val = min(max(1, len(files) // 10), int(d.get("val_max_images") or 8))
+            files, held = files[:-n_val], files[-n_val:]
+        train_set = HRImageDataset(files, names=[p.stem for p in files], **ds_kw)
+        if val_dir is not None:
+            held = list_images(val_dir)
+        val_images = [(p.stem, read_image(p)) for p in held] if with_val else []
+    return train_set, make_val_pairs(val_images, cfg)
+
+
+__getattr__ = moved_names(__name__, {"psnr_ssim": "fastsr.evaluate:y_psnr_ssim"})

@@ -5,6 +5,11 @@ path, deep-merges it over ``_defaults.yaml`` and applies ``key.sub=value`` overr
 values are parsed as YAML (``train.lr_g=2e-4``, ``train.lr_steps=[1000,2000]``,
 ``model.discriminator=null``). Unknown keys are errors, except inside the free-form
 sections listed in ``FREE_SECTIONS`` (model constructor kwargs, loss options).
+
+:func:`check_config` holds every check of the config's values (the trainer calls it before
+building anything; the builders call the part of it for their section). Errors in the
+arguments of a constructor named by a free-form section are reported by the builders,
+which pass them on unchanged.
 """
 from __future__ import annotations
 
@@ -14,16 +19,20 @@ from typing import Iterable
 
 import yaml
 
+from fastsr.errors import ConfigError
+
 __all__ = ["ConfigError", "CONFIG_DIR", "list_configs", "load_config", "apply_overrides", "merge",
-           "dump_config"]
+           "dump_config", "check_config", "check_model", "check_losses", "check_train", "PIXEL_LOSSES",
+           "OPTIMIZERS"]
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 FREE_SECTIONS = ("model.generator", "model.discriminator", "loss.pixel", "loss.perceptual", "loss.texture",
                  "loss.gan")
 
-
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message names the key or file."""
+#: ``loss.pixel.type`` values
+PIXEL_LOSSES = ("l1", "mse", "charbonnier", "ssim")
+#: ``train.optimizer`` values
+OPTIMIZERS = ("adam", "adamw", "rmsprop")
 
 
 def list_configs() -> list[str]:
@@ -115,3 +124,89 @@ def load_config(name_or_path: str, overrides: Iterable[str] = ()) -> dict:
 
 def dump_config(cfg: dict) -> str:
     return yaml.safe_dump(cfg, sort_keys=False)
+
+
+def gan_loss_key(kind) -> str:
+    """``loss.gan.type`` -> the key of ``fastsr.losses.GAN_LOSSES`` (case and ``_``/``-``
+    insensitive).
+
+    Raises:
+        ConfigError: an unknown kind (the message lists the known ones).
+    """
+    from fastsr.losses import GAN_LOSSES
+
+    key = kind.lower().replace("_", "-") if isinstance(kind, str) else kind
+    if key not in GAN_LOSSES:
+        raise ConfigError(f"loss.gan.type must be one of {sorted(GAN_LOSSES)}, got {kind!r}")
+    return key
+
+
+def check_model(cfg: dict) -> None:
+    """``model``: a generator name; a discriminator name when there is one; ``init``.
+
+    Raises:
+        ConfigError: the first bad value, naming its key.
+    """
+    m = cfg["model"]
+    if not isinstance(m.get("generator"), dict) or "name" not in m["generator"]:
+        raise ConfigError("model.generator.name is required")
+    if m.get("discriminator") and "name" not in m["discriminator"]:
+        raise ConfigError("model.discriminator.name is required")
+    if m.get("init", "default") not in ("default", "normal"):
+        raise ConfigError(f"model.init must be 'default' or 'normal', got {m.get('init')!r}")
+
+
+def check_losses(cfg: dict) -> None:
+    """``loss``: the pixel and GAN loss types, at least one loss, and a GAN loss exactly
+    when there is a discriminator.
+
+    Raises:
+        ConfigError: the first bad value, naming its key.
+    """
+    loss, has_d = cfg["loss"], bool(cfg["model"].get("discriminator"))
+    pixel, gan = loss.get("pixel"), loss.get("gan")
+    if pixel and pixel.get("type", "l1") not in PIXEL_LOSSES:
+        raise ConfigError(f"loss.pixel.type must be one of {sorted(PIXEL_LOSSES)}, got {pixel.get('type')!r}")
+    if gan:
+        gan_loss_key(gan.get("type"))
+    if gan and not has_d:
+        raise ConfigError("loss.gan is set but model.discriminator is null")
+    if has_d and not gan:
+        raise ConfigError("model.discriminator is set but loss.gan is null")
+    if not pixel and not loss.get("perceptual") and not loss.get("texture") and not gan:
+        raise ConfigError("no loss configured (loss.pixel, loss.perceptual, loss.texture, loss.gan all null)")
+
+
+def check_train(cfg: dict) -> None:
+    """``train``: iteration counts, the discriminator schedule, the optimiser and the speed
+    options (``bf16``, ``compile``).
+
+    Raises:
+        ConfigError: the first bad value, naming its key.
+    """
+    t = cfg["train"]
+    if int(t["iters"]) < 1:
+        raise ConfigError(f"train.iters must be >= 1, got {t['iters']}")
+    if int(t.get("d_steps", 1)) < 1:
+        raise ConfigError(f"train.d_steps must be >= 1, got {t.get('d_steps')}")
+    if t.get("d_joint_batch", "auto") not in ("auto", True, False):
+        raise ConfigError(f"train.d_joint_batch must be auto, true or false, got {t.get('d_joint_batch')!r}")
+    if not isinstance(t.get("bf16", "auto"), bool) and t.get("bf16", "auto") != "auto":
+        raise ConfigError(f"train.bf16 must be true, false or auto, got {t.get('bf16')!r}")
+    if t.get("optimizer", "adam") not in OPTIMIZERS:
+        raise ConfigError(f"train.optimizer must be adam, adamw or rmsprop, got {t.get('optimizer')!r}")
+    ckw = t.get("compile") or False
+    if not isinstance(ckw, (bool, dict)):
+        raise ConfigError(f"train.compile must be true, false or a dict of torch.compile arguments, got {ckw!r}")
+
+
+def check_config(cfg: dict) -> None:
+    """Every value check of a config (:func:`check_model`, :func:`check_losses`,
+    :func:`check_train`).
+
+    Raises:
+        ConfigError: the first bad value, naming its key.
+    """
+    check_model(cfg)
+    check_losses(cfg)
+    check_train(cfg)

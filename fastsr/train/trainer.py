@@ -20,8 +20,10 @@ critic) that removes every difference between the batch means, so ``E[D(HR)] - E
 statistics keeps the comparison. ``true``/``false`` force it.
 
 The adversarial formulas all live in :mod:`fastsr.losses.gan` (built by
-:func:`fastsr.train.builders.build_gan_loss`); pixel, perceptual and texture losses are
-``fastsr.losses`` modules too. The first ``train.pretrain_iters`` iterations use the pixel
+:func:`fastsr.train.builders.build_gan_loss`); the pixel losses are :mod:`fastsr.nn`
+modules (or ``torch.nn.MSELoss``), the perceptual and texture losses :mod:`fastsr.losses`
+modules. Everything is built by :mod:`fastsr.train.builders` from a config checked by
+:func:`fastsr.train.config.check_config`; validation is :func:`fastsr.evaluate.evaluate`. The first ``train.pretrain_iters`` iterations use the pixel
 loss only (MSE when ``loss.pixel`` is null, SRGAN's SRResNet-MSE initialisation) and do not
 touch D. LRs follow MultiStepLR at absolute iterations.
 
@@ -60,12 +62,12 @@ and returns ``status="interrupted"``; a second Ctrl-C aborts at once without sav
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import math
 import random
 import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -74,79 +76,25 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from fastsr.data import (HRImageDataset, IterationBatchSampler, degrade, imresize, list_images,
-                         sample_images)
+from fastsr.data import IterationBatchSampler
+from fastsr.evaluate import evaluate
+from fastsr.models.checkpoint import load_generator_weights, read_metadata, save_generator
+from fastsr.ops._common import output_format
 from fastsr.train import builders
-from fastsr.train.checkpoint import (CheckpointError, load_generator_weights, load_state, read_metadata, rng_state,
-                                     save_generator, save_state, set_rng_state)
-from fastsr.train.config import ConfigError, dump_config
+from fastsr.train.builders import native_bf16, resolve_bf16
+from fastsr.train.checkpoint import CheckpointError, load_state, rng_state, save_state, set_rng_state
+from fastsr.train.config import check_config, dump_config
 from fastsr.train.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
 
 __all__ = ["Trainer", "train", "make_val_pairs", "native_bf16", "resolve_bf16"]
+
+make_val_pairs = builders.make_val_pairs
 
 
 def _seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def native_bf16(device) -> bool:
-    """Whether ``device`` computes bfloat16 natively (what ``train.bf16: auto`` turns on for).
-
-    CUDA: ``torch.cuda.is_bf16_supported()`` (Ampere and newer). CPU: AVX512-BF16 or AMX
-    (``torch.cpu._is_avx512_bf16_supported()`` / ``_is_amx_tile_supported()``, the
-    capability queries oneDNN's bf16 kernels rely on); without them bf16 is emulated and
-    slower than float32. Other devices: False.
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    if device.type == "cpu":
-        for q in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-            fn = getattr(torch.cpu, q, None)
-            try:
-                if fn is not None and fn():
-                    return True
-            except RuntimeError:
-                pass
-    return False
-
-
-def resolve_bf16(setting, device) -> bool:
-    """``train.bf16`` -> on/off: ``true``/``false`` force it, ``"auto"`` = :func:`native_bf16`.
-
-    Raises:
-        ConfigError: any other value.
-    """
-    if isinstance(setting, bool):
-        return setting
-    if setting == "auto":
-        return native_bf16(device)
-    raise ConfigError(f"train.bf16 must be true, false or auto, got {setting!r}")
-
-
-def _centre_crop(img: torch.Tensor, side: int | None, scale: int) -> torch.Tensor:
-    h, w = img.shape[-2:]
-    if side:
-        th, tw = min(h, side), min(w, side)
-    else:
-        th, tw = h, w
-    th, tw = th - th % scale, tw - tw % scale
-    top, left = (h - th) // 2, (w - tw) // 2
-    return img[:, top:top + th, left:left + tw].contiguous()
-
-
-def make_val_pairs(images, cfg: dict) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-    """``[(name, lr, hr)]`` validation pairs: HR centre-cropped to ``data.val_max_side``,
-    mod-cropped to ``scale``, LR by the training degradation."""
-    scale, d = cfg["scale"], cfg["data"]
-    out = []
-    for name, hr in images[: d.get("val_max_images") or None]:
-        hr = _centre_crop(hr, d.get("val_max_side"), scale)
-        lr = degrade(hr, scale, d["degradation"], d["blur_factor"])
-        out.append((name, lr, hr))
-    return out
 
 
 class _Stop:
@@ -157,7 +105,7 @@ class _Stop:
         self._old = {}
 
     def __enter__(self):
-        if threading_main():
+        if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.getsignal(sig)
                 signal.signal(sig, self._handle)
@@ -172,17 +120,6 @@ class _Stop:
         for sig, h in self._old.items():
             signal.signal(sig, h)
         return False
-
-
-def _format_of(x: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
-        and not x.is_contiguous() else torch.contiguous_format
-
-
-def threading_main() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 class Trainer:
@@ -204,6 +141,11 @@ class Trainer:
             ignored): the Trainer can then only be driven by :meth:`train_step` on batches
             you pass (benchmarks); :meth:`fit` raises, :meth:`validate` returns ``{}``.
 
+    Raises:
+        ConfigError: any bad config value (:func:`fastsr.train.config.check_config`) or
+            constructor argument of a model or loss.
+        CheckpointError: ``resume`` without a consistent checkpoint; a bad ``init_from``.
+
     Attributes used by drivers of :meth:`train_step`: ``device``, ``memory_format``,
     ``bf16`` (resolved), ``iteration`` (iterations done), ``G``, ``D``, ``gan``.
 
@@ -219,166 +161,101 @@ class Trainer:
 
     def __init__(self, cfg: dict, out_dir, data_dir=None, val_dir=None, resume: bool = False,
                  init_from=None, device: str | None = None, progress: bool = True, data: bool = True):
+        check_config(cfg)
         self.cfg = cfg
         self.out = Path(out_dir)
+        self.ckpt_dir = self.out / "checkpoints"
         self.progress = progress
         self.dist: DistInfo = init_distributed(device)
-        dev = self.dist.device
-        t, d = cfg["train"], cfg["data"]
+        self.device = dev = self.dist.device
+        t = cfg["train"]
         self.scale = int(cfg["scale"])
         _seed_all(int(t["seed"]))
         if t.get("deterministic"):
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.total = int(t["iters"])
         self.pretrain = int(t.get("pretrain_iters") or 0)
-        if self.total < 1:
-            raise ConfigError(f"train.iters must be >= 1, got {self.total}")
         self.d_steps = int(t.get("d_steps", 1))
-        if self.d_steps < 1:
-            raise ConfigError(f"train.d_steps must be >= 1, got {self.d_steps}")
-        self._joint_cfg = t.get("d_joint_batch", "auto")
-        if self._joint_cfg not in ("auto", True, False):
-            raise ConfigError(f"train.d_joint_batch must be auto, true or false, got {self._joint_cfg!r}")
-        self.device = dev
         self.bf16 = resolve_bf16(t.get("bf16", "auto"), dev)
         if t.get("tune_allocator", True):
             from fastsr.perf import tune_allocator
 
             tune_allocator()
-
-        # --- data
         self.train_set, self.val_pairs = None, []
         if data:
-            self._build_data(data_dir, val_dir)
-
-        self._build_models(init_from, resume)
-
-    def _build_data(self, data_dir, val_dir) -> None:
-        cfg, d = self.cfg, self.cfg["data"]
-        ds_kw = dict(scale=self.scale, crop_size=d["crop_size"], augment=d["augment"], degradation=d["degradation"],
-                     blur_factor=d["blur_factor"], small_images=d["small_images"], cache=d["cache"])
-        if data_dir is None:
-            train_imgs = sample_images("train")
-            self.train_set = HRImageDataset([x for _, x in train_imgs], names=[n for n, _ in train_imgs], **ds_kw)
-            val_images = sample_images("val")
-        else:
-            files = list_images(data_dir)
-            if not files:
-                raise ConfigError(f"no images found under {data_dir}")
-            held = []
-            if val_dir is None and len(files) >= 2:
-                n_val = min(max(1, len(files) // 10), int(d.get("val_max_images") or 8))
-                files, held = files[:-n_val], files[-n_val:]
-            self.train_set = HRImageDataset(files, names=[p.stem for p in files], **ds_kw)
-            if val_dir is not None:
-                held = list_images(val_dir)
-            from fastsr.data import read_image
-
-            val_images = [(p.stem, read_image(p)) for p in held]
-        self.val_pairs = make_val_pairs(val_images, cfg) if self.dist.is_main else []
-
-    def _build_models(self, init_from, resume) -> None:
-        cfg, t, dev = self.cfg, self.cfg["train"], self.dist.device
-        # --- models
-        self.g_spec = builders.generator_spec(cfg)
-        self.G = builders.build_generator(self.g_spec)
-        self.D = builders.build_discriminator(cfg)
-        has_bn = self.D is not None and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-                                            for m in self.D.modules())
-        self.d_joint_batch = has_bn if self._joint_cfg == "auto" else bool(self._joint_cfg)
-        init = cfg["model"].get("init", "default")
-        builders.init_weights(self.G, init)
-        if self.D is not None:
-            builders.init_weights(self.D, init)
-        self.pixel = builders.build_pixel_loss(cfg)
-        self.features = builders.build_feature_losses(cfg)
-        gan = builders.build_gan_loss(cfg)
-        self.gan, self.gan_weight = gan if gan else (None, 0.0)
-        if self.gan is not None and self.D is None:
-            raise ConfigError("loss.gan is set but model.discriminator is null")
-        if self.D is not None and self.gan is None:
-            raise ConfigError("model.discriminator is set but loss.gan is null")
-        if self.pixel is None and not self.features and self.gan is None:
-            raise ConfigError("no loss configured (loss.pixel, loss.perceptual, loss.texture, loss.gan all null)")
-        self.memory_format = torch.channels_last if t.get("channels_last") else torch.contiguous_format
-        self.G.to(dev, memory_format=self.memory_format)
-        if self.D is not None:
-            self.D.to(dev, memory_format=self.memory_format)
-        for _, m, _ in self.features:
-            m.to(dev)
-        if self.pixel is not None:
-            self.pixel[0].to(dev)
-        if self.gan is not None:
-            self.gan.to(dev)
-        self.ema_decay = float(t.get("ema_decay") or 0.0)
-        self.G_ema = None
-        if self.ema_decay > 0:
-            self.G_ema = copy.deepcopy(self.G).eval()
-            for p in self.G_ema.parameters():
-                p.requires_grad_(False)
-
-        # --- optimisers and schedulers
-        self.opt_g = self._optimizer(self.G.parameters(), t["lr_g"])
-        self.sched_g = torch.optim.lr_scheduler.MultiStepLR(self.opt_g, list(t["lr_steps"] or []), t["lr_gamma"])
-        self.opt_d = self.sched_d = None
-        if self.D is not None:
-            self.opt_d = self._optimizer(self.D.parameters(), t["lr_d"])
-            self.sched_d = torch.optim.lr_scheduler.MultiStepLR(self.opt_d, list(t["lr_steps"] or []), t["lr_gamma"])
-
+            self.train_set, self.val_pairs = builders.build_datasets(cfg, data_dir, val_dir,
+                                                                     with_val=self.dist.is_main)
+        self._bicubic = None
+        self._build_models()
+        self._build_optimizers()
         self.start_iter = 0
-        self.ckpt_dir = self.out / "checkpoints"
         if resume:
             self._load(self.ckpt_dir)
         elif init_from is not None:
             self.G.load_state_dict(load_generator_weights(init_from, "params"))
             if self.G_ema is not None:
                 self.G_ema.load_state_dict(self.G.state_dict())
+        self.iteration = self.start_iter
+        self._wrap_models()
 
-        # --- wrappers
+    # ------------------------------------------------------------------ building
+    def _build_models(self) -> None:
+        """G, D (+ its joint-batch setting), their init, the losses, the layout and the EMA of G."""
+        cfg, t, dev = self.cfg, self.cfg["train"], self.device
+        self.g_spec = builders.generator_spec(cfg)
+        self.G = builders.build_generator(self.g_spec)
+        self.D = builders.build_discriminator(cfg)
+        has_bn = self.D is not None and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                                            for m in self.D.modules())
+        joint = t.get("d_joint_batch", "auto")
+        self.d_joint_batch = has_bn if joint == "auto" else bool(joint)
+        init = cfg["model"].get("init", "default")
+        for m in (self.G, self.D):
+            if m is not None:
+                builders.init_weights(m, init)
+        self.pixel = builders.build_pixel_loss(cfg)
+        self.features = builders.build_feature_losses(cfg)
+        self.gan, self.gan_weight = builders.build_gan_loss(cfg) or (None, 0.0)
+        self._mse = torch.nn.MSELoss()  # the pretraining loss when loss.pixel is null
+        self.memory_format = torch.channels_last if t.get("channels_last") else torch.contiguous_format
+        for m in (self.G, self.D):
+            if m is not None:
+                m.to(dev, memory_format=self.memory_format)
+        for m in [m for _, m, _ in self.features] + [self.pixel[0] if self.pixel else None, self.gan]:
+            if m is not None:
+                m.to(dev)
+        self.ema_decay = float(t.get("ema_decay") or 0.0)
+        self.G_ema = builders.build_ema(self.G) if self.ema_decay > 0 else None
+
+    def _build_optimizers(self) -> None:
+        t = self.cfg["train"]
+        self.opt_g = builders.build_optimizer(self.G.parameters(), t["lr_g"], t)
+        self.sched_g = builders.build_scheduler(self.opt_g, t)
+        self.opt_d = self.sched_d = None
+        if self.D is not None:
+            self.opt_d = builders.build_optimizer(self.D.parameters(), t["lr_d"], t)
+            self.sched_d = builders.build_scheduler(self.opt_d, t)
+
+    def _wrap_models(self) -> None:
+        """DDP and torch.compile wrappers: ``G_train`` / ``D_train`` for the updates of each,
+        ``D_frozen`` for D in the generator step (parameters frozen, no DDP sync)."""
         self.G_train, self.D_train = self.G, self.D
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
+            dev = self.device
             ids = [dev.index] if dev.type == "cuda" else None
             self.G_train = DDP(self.G, device_ids=ids)
             if self.D is not None:
                 self.D_train = DDP(self.D, device_ids=ids)
-        self.D_frozen = self.D  # D in the generator step (parameters frozen, no DDP sync)
-        ckw = t.get("compile") or False
-        if ckw is not False:
-            if ckw is True:
-                ckw = {}
-            if not isinstance(ckw, dict):
-                raise ConfigError(f"train.compile must be true, false or a dict of torch.compile arguments, got {ckw!r}")
-            try:
-                self.G_train = torch.compile(self.G_train, **ckw)
-                if self.D is not None:
-                    self.D_train = torch.compile(self.D_train, **ckw)
-                    self.D_frozen = torch.compile(self.D, **ckw)
-            except TypeError as e:
-                raise ConfigError(f"train.compile: {e}") from None
-        self.iteration = self.start_iter
-        from fastsr.losses import MSELoss
-
-        self._mse = MSELoss()  # the pretraining loss when loss.pixel is null
+        self.G_train, self.D_train, self.D_frozen = builders.compile_models(self.G_train, self.D_train, self.D,
+                                                                            self.cfg["train"])
 
     def autocast(self):
         """The bf16 autocast context of G, D and the feature losses (a no-op when off)."""
         if self.bf16:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
-
-    def _optimizer(self, params, lr):
-        t = self.cfg["train"]
-        kind = t.get("optimizer", "adam")
-        fused = bool(t.get("fused_optimizer", True))
-        kw = dict(lr=float(lr), weight_decay=float(t["weight_decay"]))
-        if kind in ("adam", "adamw"):
-            cls = torch.optim.Adam if kind == "adam" else torch.optim.AdamW
-            return cls(params, betas=tuple(t["betas"]), fused=fused or None, **kw)
-        if kind == "rmsprop":
-            return torch.optim.RMSprop(params, **kw)
-        raise ConfigError(f"train.optimizer must be adam, adamw or rmsprop, got {kind!r}")
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, iteration: int) -> None:
@@ -531,7 +408,7 @@ class Trainer:
     @staticmethod
     def _joint(D, real, fake):
         """``D(real)`` and ``D(fake)`` from one forward pass on ``cat(real, fake)``."""
-        out = D(torch.cat([real, fake.to(real.dtype)]).contiguous(memory_format=_format_of(real))).float()
+        out = D(torch.cat([real, fake.to(real.dtype)]).contiguous(memory_format=output_format(real))).float()
         return out[: real.shape[0]], out[real.shape[0]:]
 
     def _clip(self, module) -> None:
@@ -547,31 +424,17 @@ class Trainer:
             be.copy_(b)
 
     # ------------------------------------------------------------------ validation
-    @torch.no_grad()
     def validate(self) -> dict:
-        """Mean Y-channel PSNR/SSIM (crop_border=scale) of G (EMA when kept) and bicubic."""
+        """Mean Y-channel PSNR/SSIM (crop_border=scale) of G (EMA when kept) and of bicubic on
+        the validation pairs (:func:`fastsr.evaluate.evaluate`; bicubic is measured once)."""
         if not self.val_pairs:
             return {}
         model = self.G_ema if self.G_ema is not None else self.G
-        was_training = model.training
-        model.eval()
-        ps, ss, pb, sb = [], [], [], []
-        dev = self.dist.device
-        for _, lr, hr in self.val_pairs:
-            with self.autocast():
-                sr = model(lr[None].to(dev, memory_format=self.memory_format)).float().clamp(0, 1)
-            p, s = builders.psnr_ssim(sr, hr[None], self.scale)
-            ps += p
-            ss += s
-            if not hasattr(self, "_bicubic"):
-                bic = imresize(lr[None], float(self.scale)).clamp(0, 1) if self.scale > 1 else lr[None]
-                p, s = builders.psnr_ssim(bic, hr[None], self.scale)
-                pb += p
-                sb += s
-        if pb:
-            self._bicubic = (sum(pb) / len(pb), sum(sb) / len(sb))
-        model.train(was_training)
-        return {"val_psnr": sum(ps) / len(ps), "val_ssim": sum(ss) / len(ss),
+        res = evaluate(model, self.val_pairs, self.scale, bf16=self.bf16, memory_format=self.memory_format,
+                       bicubic=self._bicubic is None).mean()
+        if self._bicubic is None:
+            self._bicubic = (res["bicubic_psnr"], res["bicubic_ssim"])
+        return {"val_psnr": res["psnr"], "val_ssim": res["ssim"],
                 "val_psnr_bicubic": self._bicubic[0], "val_ssim_bicubic": self._bicubic[1]}
 
     # ------------------------------------------------------------------ loop
