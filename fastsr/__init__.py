@@ -11,4 +11,8 @@ import torch  # noqa: F401  (torch must be imported before the extension loads)
 from fastsr import _extension  # noqa: F401  (raises a helpful ImportError when not built)
 from fastsr import data, losses, metrics, models, nn, ops
 
-_extension.register_triton_kernels()
+# The Triton kernels serve CUDA for the op families fastsr._C has no compiled CUDA kernel for.
+if ops._common.TRITON_CUDA and not ops._common.COMPILED_CUDA.issuperset(ops._common.FAMILIES):
+    from fastsr import kernels
+
+    kernels.register()

@@ -1,5 +1,4 @@
-"""Loads fastsr._C, the compiled kernels, with an error that says how to build it, and fills
-in CUDA kernels from Triton where fastsr._C has none."""
+"""Loads fastsr._C, the compiled kernels, with an error that says how to build it."""
 
 try:
     from fastsr import _C  # noqa: F401  (importing registers torch.ops.fastsr.* CPU/CUDA kernels)
@@ -12,14 +11,3 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
         "(or `python setup.py build_ext --inplace` for an incremental rebuild)."
     ) from exc
 
-
-def register_triton_kernels() -> list[str]:
-    """Registers the Triton launchers (fastsr.kernels) for the op families without a compiled
-    CUDA kernel, on a machine with CUDA and Triton; returns the ops registered."""
-    from fastsr.ops import _common
-
-    if not _common.TRITON_CUDA or _common.COMPILED_CUDA.issuperset(_common.FAMILIES):
-        return []
-    from fastsr import kernels
-
-    return kernels.register(skip=_common.COMPILED_CUDA)

@@ -14,14 +14,16 @@ import importlib
 from fastsr.ops._common import FAMILIES
 
 
-def register(skip: frozenset[str] | set[str] = frozenset()) -> list[str]:
-    """Registers the Triton launchers as the CUDA kernels of every op family not in ``skip``
-    (the families with compiled CUDA kernels). Returns the names of the ops registered."""
+def register() -> list[str]:
+    """Registers the Triton launchers as the CUDA kernels of every op family that has no
+    compiled CUDA kernel in fastsr._C. Returns the names of the ops registered."""
     import torch
+
+    from fastsr.ops._common import COMPILED_CUDA
 
     done = []
     for family in FAMILIES:
-        if family in skip:
+        if family in COMPILED_CUDA:
             continue
         module = importlib.import_module(f"{__name__}.{family}")
         for op, fn in module.CUDA_KERNELS.items():
