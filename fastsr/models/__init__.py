@@ -12,7 +12,8 @@ Generators take ``scale`` and ``fused`` (same state_dict for ``fused=True`` and 
 setting ``model.fused`` propagates to every submodule). Discriminators return logits /
 critic scores (no sigmoid). :func:`init_weights` re-initialises (PyTorch default or
 N(0, 0.02)); :func:`load_state_dict` loads BasicSR-style checkpoints strictly and lists
-missing / unexpected keys on mismatch.
+missing / unexpected keys on mismatch. :func:`load` reads community checkpoints (ESRGAN,
+Real-ESRGAN, BasicSR files), recognising the architecture from the keys.
 """
 from fastsr.models._utils import count_parameters, extract_state_dict, init_weights, load_state_dict
 from fastsr.models.registry import create, list_models, register_model
@@ -23,12 +24,15 @@ from fastsr.models.sharpness import SharpnessDiscriminator, SharpnessGenerator
 from fastsr.models.attentive import AttentiveGenerator, BEGANDiscriminator
 from fastsr.models.rrdbnet import RRDBNet, VGGStyleDiscriminator
 from fastsr.models.baselines import EDSR, ESPCN, RCAN, SRCNN, VDSR
+from fastsr.models.srvgg import SRVGGNetCompact
 from fastsr.models.pretrained import list_pretrained, pretrained, pretrained_info, pretrained_path
+from fastsr.models.community import Detected, UnknownCheckpointError, detect, load
 
 __all__ = [
     "create", "list_models", "register_model", "init_weights", "load_state_dict",
     "extract_state_dict", "count_parameters",
     "pretrained", "pretrained_info", "pretrained_path", "list_pretrained",
+    "load", "detect", "Detected", "UnknownCheckpointError", "SRVGGNetCompact",
     "SRResNet", "MSRResNet", "NonBNResNet", "SharpnessGenerator", "AttentiveGenerator", "RRDBNet",
     "SRCNN", "ESPCN", "VDSR", "EDSR", "RCAN",
     "SRGANDiscriminator", "WGANCritic", "SharpnessDiscriminator", "BEGANDiscriminator",
