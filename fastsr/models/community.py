@@ -499,5 +499,6 @@ def load(checkpoint: str | os.PathLike | Mapping, fused: bool = True, device: st
     try:
         load_state_dict(model, sd)
     except ValueError as e:
-        raise UnknownCheckpointError(f"{source}: detected {detected} but the weights do not fit: {e}") from None
+        detail = "; ".join(str(e).splitlines())
+        raise UnknownCheckpointError(f"{source}: detected {detected} but the weights do not fit: {detail}") from None
     return model.to(device).eval(), detected
