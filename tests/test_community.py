@@ -307,6 +307,13 @@ def test_fastsr_generator_file(tmp_path):
         torch.testing.assert_close(model(x), models.pretrained("nonbn_x4")(x), rtol=0, atol=0)
 
 
+def test_shared_key_prefix_is_removed(up):
+    ref = _upstream_model(up, "edsr_x2")
+    model, det = load({"state_dict": {f"netG.{k}": v for k, v in ref.state_dict().items()}})
+    assert det.architecture == "EDSR" and det.wrapper == "state_dict+netG."
+    _check_outputs(model, ref, _input("edsr_x2"))
+
+
 def test_unknown_architecture_names_closest_and_keys(up):
     sd = _upstream_model(up, "msrresnet_x4").state_dict()
     sd = {k.replace("conv_hr", "conv_high"): v for k, v in sd.items()}

@@ -29,7 +29,9 @@ any fastsr model    fastsr       a fastsr generator file (safetensors, ``params.
 ==================  ===========  =====================================================
 
 Checkpoint wrappers are removed first: ``params_ema`` (preferred), ``params``,
-``state_dict``, ``model`` (when it holds a dict) and a ``module.`` prefix (DataParallel).
+``state_dict``, ``model`` (when it holds a dict) and a ``module.`` prefix (DataParallel);
+when the keys match no layout, a first name shared by every key (``netG.``,
+``generator.``) is removed and the keys matched again.
 The old and ESRGAN-repository layouts are renamed to BasicSR's key names, which are
 fastsr's, so :meth:`torch.nn.Module.state_dict` of the loaded model loads back into the
 BasicSR / Real-ESRGAN classes unchanged.
@@ -441,7 +443,17 @@ def detect(checkpoint: Mapping, metadata: Mapping | None = None, source: str = "
     try:
         arch, layout = _classify(sd)
     except UnknownCheckpointError as e:
-        raise UnknownCheckpointError(f"{source}: {e}") from None
+        # a wrapper's attribute name in front of every key (``netG.``, ``generator.``, ...)
+        prefix = {k.split(".", 1)[0] for k in sd}
+        stripped = {k.split(".", 1)[1]: v for k, v in sd.items()} if len(prefix) == 1 and all(
+            "." in k for k in sd) else None
+        try:
+            if stripped is None:
+                raise e
+            arch, layout = _classify(stripped)
+        except UnknownCheckpointError:
+            raise UnknownCheckpointError(f"{source}: {e}") from None
+        sd, wrapper = stripped, f"{wrapper}+{prefix.pop()}." if wrapper else f"{prefix.pop()}."
     if layout in _CONVERT:
         sd = _CONVERT[layout](sd)
     try:
