@@ -377,8 +377,8 @@ def _pixel_shuffle_scale(arch: str, sd: Mapping, num_feat: int) -> int:
 def _edsr(sd: Mapping, notes: list) -> dict:
     num_feat = _w(sd, "conv_first").shape[0]
     res_scale = 0.1 if num_feat == 256 else 1.0
-    notes.append(f"res_scale={res_scale} assumed ({'EDSR large' if num_feat == 256 else 'EDSR baseline'}); "
-                 "img_range 255 and the DIV2K mean assumed (BasicSR defaults)")
+    notes.append(f"res_scale={res_scale} assumed ({'EDSR large' if num_feat == 256 else 'EDSR baseline'})")
+    notes.append("img_range 255 and the DIV2K mean assumed (BasicSR defaults)")
     return dict(scale=_pixel_shuffle_scale("EDSR", sd, num_feat), num_feat=num_feat,
                 num_block=_count(sd, r"body\.(\d+)\."), res_scale=res_scale,
                 in_channels=_w(sd, "conv_first").shape[1], out_channels=_w(sd, "conv_last").shape[0])
@@ -387,7 +387,8 @@ def _edsr(sd: Mapping, notes: list) -> dict:
 def _rcan(sd: Mapping, notes: list) -> dict:
     num_feat = _w(sd, "conv_first").shape[0]
     squeeze = _w(sd, "body.0.residual_group.0.rcab.3.attention.1").shape[0]
-    notes.append("res_scale=1, img_range 255 and the DIV2K mean assumed (BasicSR defaults)")
+    notes.append("res_scale=1.0 assumed")
+    notes.append("img_range 255 and the DIV2K mean assumed (BasicSR defaults)")
     return dict(scale=_pixel_shuffle_scale("RCAN", sd, num_feat), num_feat=num_feat,
                 num_group=_count(sd, r"body\.(\d+)\."),
                 num_block=_count(sd, r"body\.0\.residual_group\.(\d+)\."),
