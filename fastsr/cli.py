@@ -1,4 +1,4 @@
-"""The ``fastsr`` command (also ``python -m fastsr``): train, eval, upscale.
+"""The ``fastsr`` command (also ``python -m fastsr``): train, eval, upscale, export.
 
 User errors -- :class:`fastsr.errors.UserError` and its subclasses (bad arguments, invalid
 configs or checkpoints, unreadable images) and the operating system's errors about the
@@ -101,10 +101,25 @@ def _default_checkpoint() -> Path:
         raise UserError(f"{e}; give --checkpoint") from None
 
 
+def _load_model(checkpoint, weights: str, device):
+    """``(model, scale, description)`` of a checkpoint. ``--weights auto`` reads any file
+    ``fastsr.models.load`` recognises (fastsr's own, ESRGAN, Real-ESRGAN, BasicSR; the
+    architecture from the keys); ``params`` / ``params_ema`` pick a weight group of a fastsr file."""
+    if weights != "auto":
+        from fastsr.models import load_generator
+
+        model, scale = load_generator(checkpoint, weights, device)
+        return model, scale, f"{type(model).__name__} x{scale} ({weights})"
+    from fastsr.models import load
+
+    model, detected = load(checkpoint, device=device)
+    return model, detected.scale, str(detected)
+
+
 # ---------------------------------------------------------------------------- eval
 def _add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", metavar="CKPT",
-                   help="generator .safetensors from fastsr train (default: the shipped nonbn_x4 model)")
+                   help="generator .safetensors from fastsr train, or an ESRGAN / Real-ESRGAN / BasicSR .pth / .safetensors file (default: the shipped nonbn_x4 model)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", metavar="DIR", help="HR test images (LR made by MATLAB bicubic)")
     src.add_argument("--sample-data", action="store_true", help="the sample photographs' validation split")
@@ -146,7 +161,7 @@ def _run_eval(args, extra) -> int:
     _check_tiles(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     checkpoint = args.checkpoint or _default_checkpoint()
-    model, scale = load_generator(checkpoint, args.weights, device)
+    model, scale, description = _load_model(checkpoint, args.weights, device)
     if args.scale is not None and args.scale != scale:
         raise UserError(f"--scale {args.scale} does not match the checkpoint's scale {scale}")
     if args.sample_data:
@@ -166,7 +181,7 @@ def _run_eval(args, extra) -> int:
 
     result = evaluate(model, pairs, scale, tile=args.tile, tile_pad=args.tile_pad,
                       on_image=save if args.save_images else None)
-    print(result.table(title=f"x{scale}, Y channel, crop_border={scale} ({Path(checkpoint).name})"))
+    print(result.table(title=f"x{scale}, Y channel, crop_border={scale} ({Path(checkpoint).name}: {description})"))
     return 0
 
 
@@ -182,7 +197,7 @@ def _add_upscale(p: argparse.ArgumentParser) -> None:
                    help="output folder, or a file name when there is one input file")
     method = p.add_mutually_exclusive_group()
     method.add_argument("--checkpoint", metavar="CKPT",
-                        help="generator .safetensors (default: the shipped x4 nonbn_x4 model)")
+                        help="generator .safetensors from fastsr train, or an ESRGAN / Real-ESRGAN / BasicSR .pth / .safetensors file (default: the shipped x4 nonbn_x4 model)")
     method.add_argument("--bicubic", action="store_true", help="MATLAB bicubic instead of a model")
     p.add_argument("--scale", type=int, help="scale for --bicubic (default 4); must match the model's otherwise")
     p.add_argument("--weights", choices=["auto", "params", "params_ema"], default="auto")
@@ -217,7 +232,8 @@ def _run_upscale(args, extra) -> int:
     single_file = (len(files) == 1 and Path(args.inputs[0]).is_file() and out.suffix.lower() in IMAGE_EXTENSIONS)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if not args.bicubic:
-        model, scale = load_generator(args.checkpoint or _default_checkpoint(), args.weights, device)
+        model, scale, description = _load_model(args.checkpoint or _default_checkpoint(), args.weights, device)
+        print(f"model: {description}")
         if args.scale is not None and args.scale != scale:
             raise UserError(f"--scale {args.scale} does not match the model's scale {scale} (use --bicubic "
                             "for other scales)")
@@ -237,6 +253,30 @@ def _run_upscale(args, extra) -> int:
             a = None  # formats without alpha
         write_image(sr[0], dest, alpha=a)
         print(f"{path} -> {dest} ({rgb.shape[2]}x{rgb.shape[1]} -> {sr.shape[3]}x{sr.shape[2]})")
+    return 0
+
+
+# ---------------------------------------------------------------------------- export
+def _add_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", metavar="CKPT", help="generator .safetensors from fastsr train, or an ESRGAN / Real-ESRGAN / BasicSR .pth / .safetensors file (default: the shipped nonbn_x4 model)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="the ONNX file to write")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset version (>= 18)")
+
+
+def _run_export(args, extra) -> int:
+    if extra:
+        raise UserError(f"unrecognized arguments: {' '.join(extra)}")
+    from fastsr.export import export_onnx
+    from fastsr.models import load
+
+    checkpoint = args.checkpoint or _default_checkpoint()
+    model, detected = load(checkpoint)
+    try:
+        out = export_onnx(model, args.output, opset=args.opset)
+    except ImportError as e:
+        raise UserError(str(e)) from None
+    print(f"{checkpoint} -> {out}: {detected}; input 'lr' (batch, C, height, width) in [0, 1], "
+          f"output 'sr' (batch, C, {detected.scale}*height, {detected.scale}*width), opset {args.opset}")
     return 0
 
 
@@ -296,6 +336,7 @@ SUBCOMMANDS = {
     "train": ("train a generator (and discriminator) from a recipe", _add_train, _run_train),
     "eval": ("PSNR/SSIM table of a checkpoint on a test folder", _add_eval, _run_eval),
     "upscale": ("super-resolve image files", _add_upscale, _run_upscale),
+    "export": ("write a model as ONNX (dynamic batch, height, width)", _add_export, _run_export),
     "bench": ("per-iteration GAN training and inference benchmark (fused vs unfused variants)", _add_bench, _run_bench),
 }
 

@@ -20,7 +20,7 @@ LAYERS = [
     {"ops"},
     {"nn", "data", "metrics"},
     {"models", "losses"},
-    {"evaluate"},
+    {"evaluate", "export"},
     {"train"},
     {"bench"},
     {"cli", "__main__"},

@@ -14,7 +14,8 @@ critic scores (no sigmoid). :func:`init_weights` re-initialises (PyTorch default
 N(0, 0.02)); :func:`load_state_dict` loads BasicSR-style checkpoints strictly and lists
 missing / unexpected keys on mismatch. :mod:`fastsr.models.checkpoint` is fastsr's own
 generator file format (:func:`save_generator`, :func:`load_generator`, ...) and
-:func:`pretrained` loads the generators shipped in ``fastsr/weights``.
+:func:`pretrained` loads the generators shipped in ``fastsr/weights``. :func:`load` reads community checkpoints (ESRGAN,
+Real-ESRGAN, BasicSR files), recognising the architecture from the keys.
 """
 from fastsr.models._utils import count_parameters, extract_state_dict, init_weights, load_state_dict
 from fastsr.models.registry import create, list_models, register_model
@@ -27,7 +28,9 @@ from fastsr.models.rrdbnet import RRDBNet, VGGStyleDiscriminator
 from fastsr.models.baselines import EDSR, ESPCN, RCAN, SRCNN, VDSR
 from fastsr.models.checkpoint import (CheckpointError, export_generator, load_generator, load_generator_weights,
                                      read_metadata, save_generator)
+from fastsr.models.srvgg import SRVGGNetCompact
 from fastsr.models.pretrained import list_pretrained, pretrained, pretrained_info, pretrained_path
+from fastsr.models.community import Detected, UnknownCheckpointError, detect, load
 
 __all__ = [
     "create", "list_models", "register_model", "init_weights", "load_state_dict",
@@ -35,6 +38,7 @@ __all__ = [
     "pretrained", "pretrained_info", "pretrained_path", "list_pretrained",
     "CheckpointError", "save_generator", "load_generator", "load_generator_weights", "read_metadata",
     "export_generator",
+    "load", "detect", "Detected", "UnknownCheckpointError", "SRVGGNetCompact",
     "SRResNet", "MSRResNet", "NonBNResNet", "SharpnessGenerator", "AttentiveGenerator", "RRDBNet",
     "SRCNN", "ESPCN", "VDSR", "EDSR", "RCAN",
     "SRGANDiscriminator", "WGANCritic", "SharpnessDiscriminator", "BEGANDiscriminator",
