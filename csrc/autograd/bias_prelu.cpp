@@ -34,6 +34,12 @@ class BiasPReLU : public torch::autograd::Function<BiasPReLU> {
 };
 
 at::Tensor bias_prelu_autograd(const at::Tensor& x, const at::Tensor& bias, const at::Tensor& weight) {
+  if (!records_graph(x, bias, weight)) {
+    static auto op = op_handle<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&)>(
+        "fastsr::bias_prelu");
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return op.call(x, bias, weight);
+  }
   return BiasPReLU::apply(x, bias, weight);
 }
 

@@ -43,6 +43,12 @@ class BiasResidual : public torch::autograd::Function<BiasResidual> {
 
 at::Tensor bias_residual_autograd(const at::Tensor& x, const at::Tensor& bias,
                                   const at::Tensor& residual, double scale) {
+  if (!records_graph(x, bias, residual)) {
+    static auto op = op_handle<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, double)>(
+        "fastsr::bias_residual");
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return op.call(x, bias, residual, scale);
+  }
   return BiasResidual::apply(x, bias, residual, scale);
 }
 

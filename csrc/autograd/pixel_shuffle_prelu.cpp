@@ -37,6 +37,12 @@ class PixelShufflePReLU : public torch::autograd::Function<PixelShufflePReLU> {
 
 at::Tensor pixel_shuffle_prelu_autograd(const at::Tensor& x, const at::Tensor& weight,
                                         int64_t upscale_factor) {
+  if (!records_graph(x, weight)) {
+    static auto op = op_handle<at::Tensor(const at::Tensor&, const at::Tensor&, int64_t)>(
+        "fastsr::pixel_shuffle_prelu");
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return op.call(x, weight, upscale_factor);
+  }
   return PixelShufflePReLU::apply(x, weight, upscale_factor);
 }
 

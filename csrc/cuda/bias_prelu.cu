@@ -44,14 +44,24 @@ __global__ void bwd_nchw_kernel(const T* __restrict__ g, const T* __restrict__ x
     const int64_t end = std::min(HW, begin + kPlaneChunk);
     const int64_t base = plane * HW;
     A sd = A(0), sw = A(0);
-    for (int64_t k = begin + threadIdx.x; k < end; k += blockDim.x) {
-      const A z = static_cast<A>(x[base + k]) + b;
-      const A gi = static_cast<A>(g[base + k]);
-      const bool pos = z > A(0);
-      const A d = pos ? gi : a * gi;
-      dx[base + k] = static_cast<T>(d);
-      sd += d;
-      sw += pos ? A(0) : gi * z;
+    for (int64_t k0 = begin + threadIdx.x; k0 < end; k0 += kUnroll * kThreads) {
+      A xv[kUnroll], gv[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {  // all loads first: kUnroll in flight per thread
+        const int64_t k = k0 + u * kThreads;
+        xv[u] = k < end ? static_cast<A>(x[base + k]) : A(0);
+        gv[u] = k < end ? static_cast<A>(g[base + k]) : A(0);
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t k = k0 + u * kThreads;
+        const A z = xv[u] + b;
+        const bool pos = z > A(0);
+        const A d = pos ? gv[u] : a * gv[u];
+        if (k < end) dx[base + k] = static_cast<T>(d);
+        sd += d;
+        sw += pos ? A(0) : gv[u] * z;
+      }
     }
     sd = block_sum(sd, smem);
     sw = block_sum(sw, smem);
@@ -80,15 +90,23 @@ __global__ void bwd_nhwc_kernel(const T* __restrict__ g, const T* __restrict__ x
       A sd = A(0), sw = A(0);
       if (c < C) {
         const A b = bias[c], a = weight[c];
-        for (int64_t p = p0 + ty; p < p1; p += 8) {
-          const int64_t k = p * C + c;
-          const A z = static_cast<A>(x[k]) + b;
-          const A gi = static_cast<A>(g[k]);
+        constexpr int kRows = kPixelsPerBlock / 8;
+        A xv[kRows], gv[kRows];
+#pragma unroll
+        for (int q = 0; q < kRows; ++q) {  // all loads first
+          const int64_t p = p0 + ty + 8 * q;
+          xv[q] = p < p1 ? static_cast<A>(x[p * C + c]) : A(0);
+          gv[q] = p < p1 ? static_cast<A>(g[p * C + c]) : A(0);
+        }
+#pragma unroll
+        for (int q = 0; q < kRows; ++q) {
+          const int64_t p = p0 + ty + 8 * q;
+          const A z = xv[q] + b;
           const bool pos = z > A(0);
-          const A d = pos ? gi : a * gi;
-          dx[k] = static_cast<T>(d);
+          const A d = pos ? gv[q] : a * gv[q];
+          if (p < p1) dx[p * C + c] = static_cast<T>(d);
           sd += d;
-          sw += pos ? A(0) : gi * z;
+          sw += pos ? A(0) : gv[q] * z;
         }
       }
       __syncthreads();
@@ -181,8 +199,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bias_prelu_backward_cuda(
       }
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
-    finalize_into<A>(pp, dbias, slots, C, 1, false, 1.0);
-    finalize_into<A>(pp + slots * C, dweight, slots, C, 1, shared, 1.0);
+    finalize<A>(pp, slots, C, SumOut::of(dbias), SumOut::of(dweight, 1, shared), 2);
   });
   return {dx, dbias, dweight};
 }

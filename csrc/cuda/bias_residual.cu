@@ -40,10 +40,19 @@ __global__ void sum_nchw_kernel(const T* __restrict__ g, T* __restrict__ dx,
     const int64_t end = std::min(HW, begin + kPlaneChunk);
     const int64_t base = plane * HW;
     A s = A(0);
-    for (int64_t k = begin + threadIdx.x; k < end; k += blockDim.x) {
-      const A gi = static_cast<A>(g[base + k]);
-      if (WRITE_DX) dx[base + k] = static_cast<T>(scale * gi);
-      s += gi;
+    for (int64_t k0 = begin + threadIdx.x; k0 < end; k0 += kUnroll * kThreads) {
+      A gv[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {  // all loads first: kUnroll in flight per thread
+        const int64_t k = k0 + u * kThreads;
+        gv[u] = k < end ? static_cast<A>(g[base + k]) : A(0);
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t k = k0 + u * kThreads;
+        if (WRITE_DX && k < end) dx[base + k] = static_cast<T>(scale * gv[u]);
+        s += gv[u];
+      }
     }
     s = block_sum(s, smem);
     if (threadIdx.x == 0) partial[(n * chunks + blockIdx.x) * C + c] = s;
@@ -63,10 +72,18 @@ __global__ void sum_nhwc_kernel(const T* __restrict__ g, T* __restrict__ dx,
       const int64_t c = c0 + tx;
       A s = A(0);
       if (c < C) {
-        for (int64_t p = p0 + ty; p < p1; p += 8) {
-          const A gi = static_cast<A>(g[p * C + c]);
-          if (WRITE_DX) dx[p * C + c] = static_cast<T>(scale * gi);
-          s += gi;
+        constexpr int kRows = kPixelsPerBlock / 8;
+        A gv[kRows];
+#pragma unroll
+        for (int q = 0; q < kRows; ++q) {  // all loads first
+          const int64_t p = p0 + ty + 8 * q;
+          gv[q] = p < p1 ? static_cast<A>(g[p * C + c]) : A(0);
+        }
+#pragma unroll
+        for (int q = 0; q < kRows; ++q) {
+          const int64_t p = p0 + ty + 8 * q;
+          if (WRITE_DX && p < p1) dx[p * C + c] = static_cast<T>(scale * gv[q]);
+          s += gv[q];
         }
       }
       __syncthreads();
@@ -156,7 +173,7 @@ at::Tensor scale_and_sum(const at::Tensor& g_in, double scale, bool write_dx, at
       }
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
-    finalize_into<A>(pp, out, slots, C, 1, false, scale);
+    finalize<A>(pp, slots, C, SumOut::of(out, 1, false, scale));
   });
   return dx;
 }

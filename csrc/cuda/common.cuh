@@ -87,45 +87,63 @@ __device__ __forceinline__ A block_sum(A v, A* smem) {
 }
 
 // ---- per-channel reductions ------------------------------------------------------------
-// Stage 1 (in each op's kernel) writes NACC partial sums per (slot, channel) into
-// partial[a][slot][c], a = 0..NACC-1, for `slots` slots. Stage 2 (this kernel) sums them per
-// channel in a fixed order and writes `out_a[c / group] = scale_a * sum` in the output's
-// dtype; `group` > 1 sums `group` consecutive input channels into one output (the r*r
-// channels that PixelShuffle maps to one output channel), `shared_a` sums all channels into
-// element 0 (a PReLU weight shared by every channel). The result is deterministic: it does
-// not depend on the scheduling of either stage.
-template <typename A, typename O>
-__global__ void finalize_channel_sums(const A* __restrict__ partial, O* __restrict__ out,
-                                      int64_t slots, int64_t C, int64_t group, bool shared,
-                                      A scale) {
-  __shared__ A smem[32];
-  const int64_t Cout = shared ? 1 : C / group;
-  for (int64_t co = blockIdx.x; co < Cout; co += gridDim.x) {
-    const int64_t c0 = shared ? 0 : co * group;
-    const int64_t cn = shared ? C : group;
-    const int64_t n = slots * cn;
-    A v = A(0);
-    for (int64_t k = threadIdx.x; k < n; k += blockDim.x) {
-      const int64_t s = k / cn, c = c0 + k % cn;
-      v += partial[s * C + c];
-    }
-    v = block_sum(v, smem);
-    if (threadIdx.x == 0) out[co] = static_cast<O>(scale * v);
+// Stage 1 (in each op's kernel) writes partial sums per (slot, channel) into partial[slot][c]
+// for `slots` slots, one such array per accumulator. Stage 2 (finalize_sums, one launch for
+// up to two accumulators) sums them per channel in a fixed order and writes
+// `scale * sum` into the output in its dtype: `group` > 1 sums `group` consecutive input
+// channels into one output (the r*r channels that PixelShuffle maps to one output channel),
+// `shared` sums all channels into element 0 (a PReLU weight shared by every channel). The
+// result is deterministic: it does not depend on the scheduling of either stage.
+struct SumOut {
+  void* ptr = nullptr;
+  at::ScalarType dtype = at::kFloat;
+  int64_t group = 1;
+  bool shared = false;
+  double scale = 1.0;
+
+  static SumOut of(at::Tensor& out, int64_t group = 1, bool shared = false, double scale = 1.0) {
+    return {out.data_ptr(), out.scalar_type(), group, shared, scale};
+  }
+  C10_HOST_DEVICE int64_t count(int64_t C) const { return shared ? 1 : C / group; }
+};
+
+template <typename A>
+__device__ __forceinline__ void store_as(const SumOut& o, int64_t i, A v) {
+  switch (o.dtype) {
+    case at::kDouble: static_cast<double*>(o.ptr)[i] = static_cast<double>(v); break;
+    case at::kHalf: static_cast<at::Half*>(o.ptr)[i] = static_cast<at::Half>(static_cast<float>(v)); break;
+    case at::kBFloat16: static_cast<at::BFloat16*>(o.ptr)[i] = static_cast<at::BFloat16>(static_cast<float>(v)); break;
+    default: static_cast<float*>(o.ptr)[i] = static_cast<float>(v); break;
   }
 }
 
-// Launches stage 2 for one accumulator: `partial` (slots, C) of acc type A into `out`
-// (C / group elements, or 1 when shared) of out's dtype, which is A's or the activation's.
 template <typename A>
-inline void finalize_into(const A* partial, at::Tensor& out, int64_t slots, int64_t C,
-                          int64_t group, bool shared, double scale) {
-  const int64_t Cout = shared ? 1 : C / group;
-  if (Cout == 0) return;
-  const unsigned int grid = blocks_for(Cout, 1);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, out.scalar_type(), "fastsr::finalize", [&] {
-    finalize_channel_sums<A, scalar_t><<<grid, kThreads, 0, stream()>>>(
-        partial, out.data_ptr<scalar_t>(), slots, C, group, shared, static_cast<A>(scale));
-  });
+__global__ void finalize_sums(const A* __restrict__ partial, int64_t slots, int64_t C, SumOut o0,
+                              SumOut o1, int nout) {
+  __shared__ A smem[32];
+  for (int k = 0; k < nout; ++k) {
+    const SumOut& o = k == 0 ? o0 : o1;
+    const A* part = partial + k * slots * C;
+    for (int64_t co = blockIdx.x; co < o.count(C); co += gridDim.x) {
+      const int64_t c0 = o.shared ? 0 : co * o.group;
+      const int64_t cn = o.shared ? C : o.group;
+      const int64_t n = slots * cn;
+      A v = A(0);
+      for (int64_t j = threadIdx.x; j < n; j += blockDim.x) v += part[(j / cn) * C + c0 + j % cn];
+      v = block_sum(v, smem);
+      if (threadIdx.x == 0) store_as(o, co, static_cast<A>(o.scale) * v);
+    }
+  }
+}
+
+// Launches stage 2 for one or two accumulators (`partial` holds their (slots, C) arrays back
+// to back).
+template <typename A>
+inline void finalize(const A* partial, int64_t slots, int64_t C, SumOut o0, SumOut o1 = SumOut(),
+                     int nout = 1) {
+  const int64_t blocks = std::max(o0.count(C), nout > 1 ? o1.count(C) : 0);
+  if (blocks == 0) return;
+  finalize_sums<A><<<blocks_for(blocks, 1), kThreads, 0, stream()>>>(partial, slots, C, o0, o1, nout);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

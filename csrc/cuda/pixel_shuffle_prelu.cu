@@ -233,7 +233,7 @@ std::tuple<at::Tensor, at::Tensor> pixel_shuffle_prelu_backward_cuda(const at::T
       }
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
-    finalize_into<A>(pp, dweight, slots, Cin, r * r, shared, 1.0);
+    finalize<A>(pp, slots, Cin, SumOut::of(dweight, r * r, shared));
   });
   return {dx, dweight};
 }
