@@ -506,3 +506,28 @@ def test_invalid_arguments_raise_like_the_reference(data):
     expected = _outcome(lambda: ref(*args))
     assert _outcome(lambda: fused(*args)) is expected, f"{op}{tuple(type(a).__name__ for a in args)}"
     assert _outcome(lambda: fused(*args, impl="reference")) is expected
+
+
+# ---- sizes whose product overflows int64 ---------------------------------------------------
+_HUGE = torch.empty(1, 0, 1, 1).expand(1, 0, 2**40, 2**40)  # numel 0, but H * W = 2**80
+
+HUGE_CALLS = {
+    "bias_prelu": lambda impl: bias_prelu(_HUGE, torch.zeros(0), torch.ones(1), impl=impl),
+    "bias_residual": lambda impl: bias_residual(_HUGE, torch.zeros(0), _HUGE, 0.5, impl=impl),
+    "pixel_shuffle_prelu": lambda impl: pixel_shuffle_prelu(_HUGE, torch.ones(1), 1, impl=impl),
+    "ssim": lambda impl: ssim(_HUGE, _HUGE, window_size=1, impl=impl),
+    "l1_loss": lambda impl: l1_loss(_HUGE, _HUGE, "sum", impl=impl),
+    "torch.ops.bias_prelu": lambda impl: torch.ops.fastsr.bias_prelu(_HUGE, torch.zeros(0), torch.ones(1)),
+    "torch.ops.channel_sum": lambda impl: torch.ops.fastsr.channel_sum(_HUGE, 1.0, torch.float32),
+    "torch.ops.ssim": lambda impl: torch.ops.fastsr.ssim(_HUGE, _HUGE, 1.0, 1, 1.5, 0.01, 0.03, False, False),
+    "torch.ops.l1_loss": lambda impl: torch.ops.fastsr.l1_loss(_HUGE, _HUGE, "sum", None, False),
+}
+
+
+@pytest.mark.parametrize("impl", ("auto", "reference"))
+@pytest.mark.parametrize("call", HUGE_CALLS, ids=list(HUGE_CALLS))
+def test_size_products_beyond_int64_are_value_errors(call, impl):
+    """A zero-size view whose sizes multiply past int64 is refused by name before any
+    kernel forms H * W (a signed overflow), on every path."""
+    with pytest.raises(ValueError, match="overflow"):
+        HUGE_CALLS[call](impl)

@@ -101,6 +101,7 @@ def _check(input, target, reduction, eps, op):
     allowed = _common.CPU_DTYPES if input.device.type == "cpu" else _common.CUDA_DTYPES
     if input.dtype not in allowed:
         raise TypeError(f"{op}: input must be one of {allowed} on {input.device.type}, got {input.dtype}")
+    _common.check_size_products(input, op, "input")
     _common.check_same_as(target, input, op, "target", "input")
     _check_eps_and_reduction(reduction, eps, op)
 
