@@ -54,6 +54,15 @@ link_flags = ["-fopenmp"]
 # No fast-math: the CUDA kernels keep IEEE division and sqrt, so they match the references.
 nvcc_flags = ["-O3", "-lineinfo", "--expt-relaxed-constexpr"]
 
+# FASTSR_SANITIZE=1: build with AddressSanitizer + UndefinedBehaviorSanitizer for the test run
+# in README.md ("Sanitizer run"). Undefined behaviour aborts instead of printing and going
+# on; -fno-wrapv undoes the -fwrapv of Python's own CFLAGS, which would otherwise define
+# signed overflow and hide it from the sanitizer; -O1 keeps the reports readable.
+if os.environ.get("FASTSR_SANITIZE") == "1":
+    sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
+    cxx_flags += sanitize + ["-fno-omit-frame-pointer", "-fno-wrapv", "-O1", "-g"]
+    link_flags += sanitize
+
 # fastsr/kernels is a symlink to the top-level kernels/ directory, so the Triton kernels
 # install as fastsr.kernels and also import from a source checkout without installing.
 packages = find_packages(include=["fastsr", "fastsr.*"])

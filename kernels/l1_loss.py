@@ -31,7 +31,7 @@ def _fwd_kernel(x_ptr, y_ptr, loss_ptr, grad_ptr, partial_ptr, numel, eps2, gsca
         dl = d / loss
     else:
         loss = tl.abs(d)
-        dl = tl.where(d > 0, 1.0, tl.where(d < 0, -1.0, d))  # sign; +-0 and NaN pass through
+        dl = tl.where(d > 0, 1.0, tl.where(d < 0, -1.0, 0.0))  # sign: 0 at d = 0 and NaN, as torch.sign
     if NONE:
         tl.store(loss_ptr + offs, loss.to(loss_ptr.dtype.element_ty), mask=mask)
     else:

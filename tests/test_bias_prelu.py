@@ -165,3 +165,54 @@ def test_triton_kernels(layout, dtype, shared):
     assert_close_sum(db, db64, grad.double(), (0, 2, 3))
     dw_terms = torch.where(z > 0, torch.zeros_like(z), grad.double() * z)
     assert_close_sum(dw, dw64, dw_terms.reshape(1, -1) if shared else dw_terms, (1,) if shared else (0, 2, 3))
+
+
+def _penalty_grads(fn, x, bias, weight):
+    """A WGAN-GP style gradient penalty through the op: d/d(x, bias, weight) of
+    (||d sum(y^2) / dx|| - 1)^2, which needs the op's second derivative."""
+    x, bias, weight = (t.detach().clone().requires_grad_() for t in (x, bias, weight))
+    y = fn(x, bias, weight)
+    (gx,) = torch.autograd.grad((y * y).sum(), x, create_graph=True)
+    penalty = (gx.flatten().norm() - 1) ** 2
+    return torch.autograd.grad(penalty, (x, bias, weight))
+
+
+@pytest.mark.parametrize("shared", (False, True), ids=("per_channel", "shared"))
+@pytest.mark.parametrize("layout", ("contiguous", "channels_last"))
+def test_double_backward_matches_reference(shared, layout):
+    """create_graph=True gives the reference's second-order gradients, not a silent 0."""
+    x, bias, weight, _ = _inputs((2, 3, 4, 5), torch.float64, shared, layout)
+    bias, weight = bias.double(), weight.double()
+    fused = _penalty_grads(bias_prelu, x, bias, weight)
+    ref = _penalty_grads(bias_prelu_reference, x, bias, weight)
+    assert fused[0].abs().sum() > 0
+    for a, b in zip(fused, ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_gradgradcheck_float64():
+    x, bias, weight, _ = _inputs((2, 3, 4, 5), torch.float64, False, "contiguous")
+    x = x + 0.05 * torch.sign(x)  # away from the kink
+    args = [t.detach().double().requires_grad_() for t in (x, torch.zeros(3), weight)]
+    assert torch.autograd.gradgradcheck(torch.ops.fastsr.bias_prelu, args)
+
+
+def test_double_backward_float32_and_bf16_params():
+    """The create_graph path keeps the dtypes of the first-order path."""
+    x, bias, weight, grad = _inputs((2, 3, 4, 5), torch.bfloat16, False, "contiguous")
+    xs, bs, ws = (t.detach().clone().requires_grad_() for t in (x, bias, weight))
+    dx, db, dw = torch.autograd.grad(bias_prelu(xs, bs, ws), (xs, bs, ws), grad, create_graph=True)
+    assert (dx.dtype, db.dtype, dw.dtype) == (torch.bfloat16, torch.float32, torch.float32)
+    assert dw.requires_grad
+    first = torch.autograd.grad(bias_prelu(xs, bs, ws), (xs, bs, ws), grad)
+    torch.testing.assert_close(dx, first[0], rtol=0, atol=0)
+    assert_close_sum(db, first[1].double(), grad.double(), (0, 2, 3))
+
+
+@pytest.mark.parametrize("bad", ("x", "bias", "weight"))
+@pytest.mark.parametrize("impl", ("auto", "reference"))
+def test_non_tensor_arguments_are_type_errors(bad, impl):
+    args = {"x": torch.randn(1, 2, 3, 3), "bias": torch.zeros(2), "weight": torch.ones(2)}
+    args[bad] = args[bad].tolist()
+    with pytest.raises(TypeError, match=f"{bad} must be a torch.Tensor"):
+        bias_prelu(*args.values(), impl=impl)

@@ -129,3 +129,42 @@ def test_triton_kernels(layout, dtype):
     assert_close_sum(db, 0.2 * grad.double().sum((0, 2, 3)), 0.2 * grad.double(), (0, 2, 3))
     s = k.channel_sum(grad, 1.0, torch.float32)
     assert_close_sum(s, grad.double().sum((0, 2, 3)), grad.double(), (0, 2, 3))
+
+
+@pytest.mark.parametrize("impl", ("auto", "reference"))
+@pytest.mark.parametrize("scale", (torch.tensor(2.0), torch.tensor([0.5]), "1.0", None))
+def test_non_number_scale_is_refused_on_every_path(impl, scale):
+    x, bias, r, _ = _inputs((1, 2, 3, 3), torch.float32, "contiguous")
+    with pytest.raises(ValueError, match="scale must be a finite number"):
+        bias_residual(x, bias, r, scale, impl=impl)
+
+
+@pytest.mark.parametrize("bad", ("x", "bias", "residual"))
+@pytest.mark.parametrize("impl", ("auto", "reference"))
+def test_non_tensor_arguments_are_type_errors(bad, impl):
+    x, bias, r, _ = _inputs((1, 2, 3, 3), torch.float32, "contiguous")
+    args = {"x": x, "bias": bias, "residual": r}
+    args[bad] = args[bad].tolist()
+    with pytest.raises(TypeError, match=f"{bad} must be a torch.Tensor"):
+        bias_residual(*args.values(), 0.5, impl=impl)
+
+
+@pytest.mark.parametrize("scale", (1.0, 0.3))
+def test_double_backward_matches_reference(scale):
+    """create_graph=True: the gradients are differentiable again (a gradient penalty through
+    the block reaches bias and the incoming gradient), as with the reference."""
+    x, bias, r, _ = _inputs((2, 3, 4, 5), torch.float64, "contiguous")
+    bias = bias.double()
+
+    def penalty_grads(fn):
+        xs, bs, rs = (t.detach().clone().requires_grad_() for t in (x, bias, r))
+        y = fn(xs, bs, rs, scale)
+        gx, gb = torch.autograd.grad((y * y).sum(), (xs, bs), create_graph=True)
+        return torch.autograd.grad(gx.square().sum() + gb.square().sum(), (xs, bs, rs))
+
+    fused, ref = penalty_grads(bias_residual), penalty_grads(bias_residual_reference)
+    assert fused[1].abs().sum() > 0
+    for a, b in zip(fused, ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    args = [x.requires_grad_(), bias.requires_grad_(), r.requires_grad_(), scale]
+    assert torch.autograd.gradgradcheck(torch.ops.fastsr.bias_residual, args)

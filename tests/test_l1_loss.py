@@ -256,3 +256,87 @@ def test_returned_buffer_accumulates_correctly():
     l1_loss(x, y).backward()
     torch.testing.assert_close(x.grad, 3 * first, rtol=0, atol=0)
     torch.testing.assert_close(first, torch.sign(x - y).detach() / x.numel(), rtol=0, atol=0)
+
+
+# ---- NaN differences, double backward ------------------------------------------------------
+def _nan_pair(dtype):
+    x = torch.tensor([[float("nan"), 1.0, -2.0, float("inf")], [0.5, float("nan"), 3.0, -float("inf")]])
+    y = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.5, float("nan"), 2.0, 0.0]])
+    return x.to(dtype), y.to(dtype)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_l1_gradient_is_zero_where_the_difference_is_nan(reduction, dtype):
+    """sign(NaN) = 0 in torch, so the reference's L1 gradient is 0 there (not NaN)."""
+    xn, yn = _nan_pair(dtype)
+    x, y = xn.reshape(1, 1, 2, 4), yn.reshape(1, 1, 2, 4)
+    gout = torch.ones(x.shape, dtype=dtype) if reduction == "none" else torch.tensor(1.0, dtype=dtype)
+    _, (dx, dy) = _run(l1_loss, x, y, reduction, None, gout)
+    _, (dx_r, dy_r) = _run(l1_loss_reference, x, y, reduction, None, gout)
+    nan_d = torch.isnan(x - y)
+    assert nan_d.any() and (dx[nan_d] == 0).all() and (dy[nan_d] == 0).all()
+    torch.testing.assert_close(dx, dx_r, rtol=2.0**-7, atol=0)
+    torch.testing.assert_close(dy, dy_r, rtol=2.0**-7, atol=0)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_charbonnier_gradient_is_nan_where_the_reference_is(reduction):
+    """Charbonnier: the reference's autograd gives NaN at a NaN or infinite difference
+    (sqrt'(inf) * d = 0 * inf); the kernel's d / l gives the same."""
+    x, y = _nan_pair(torch.float32)
+    gout = torch.ones(x.shape) if reduction == "none" else torch.tensor(1.0)
+    _, (dx, _) = _run(l1_loss, x, y, reduction, 0.1, gout)
+    _, (dx_r, _) = _run(l1_loss_reference, x, y, reduction, 0.1, gout)
+    torch.testing.assert_close(dx, dx_r, rtol=2.0**-22, atol=0, equal_nan=True)
+
+
+@pytest.mark.triton
+@pytest.mark.skipif(triton_missing, reason="triton not installed")
+@pytest.mark.parametrize("eps", [None, 0.1])
+def test_triton_nan_difference_gradient(eps):
+    from fastsr.kernels import l1_loss as k
+
+    x, y = _nan_pair(torch.float32)
+    _, buf = k.l1_loss_forward(x, y, "sum", eps, True)
+    _, buf_c = OP(x, y, "sum", eps, True)
+    torch.testing.assert_close(buf, buf_c, rtol=2.0**-20, atol=0, equal_nan=True)
+    if eps is None:
+        assert (buf[torch.isnan(x - y)] == 0).all()
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("eps", [None, 0.3])
+def test_double_backward_matches_reference(reduction, eps):
+    """create_graph=True: the input gradient is differentiable again (in the incoming
+    gradient, and for Charbonnier in input and target), as the reference's."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(1, 2, 3, 4, generator=g, dtype=torch.float64)
+    y = x + torch.where(torch.rand(1, 2, 3, 4, generator=g) > 0.5, 0.2, -0.2).double()
+    w = torch.randn(1, 2, 3, 4, generator=g, dtype=torch.float64)
+
+    def second_order(fn):
+        xs, ys = x.clone().requires_grad_(), y.clone().requires_grad_()
+        loss = fn(xs, ys, reduction, eps=eps)
+        outer = (loss * w).sum() if reduction == "none" else loss * 1.0
+        gx, gy = torch.autograd.grad(outer, (xs, ys), create_graph=True)
+        return torch.autograd.grad((gx * w).sum() + (gy * gy).sum() + outer * 0.5, (xs, ys))
+
+    fused, ref = second_order(l1_loss), second_order(l1_loss_reference)
+    for a, b in zip(fused, ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
+    xs, ys = x.clone().requires_grad_(), y.clone().requires_grad_()
+    assert torch.autograd.gradgradcheck(lambda a, b: OP(a, b, reduction, eps, True)[0], (xs, ys))
+
+
+def test_double_backward_of_plain_loss_backward():
+    """``loss.backward(create_graph=True)`` with the default incoming gradient 1 (the path
+    that hands out the saved buffer) still gives a gradient that autograd can use."""
+    x, y = _pair((1, 2, 3, 3), torch.float64, "contiguous")
+    xs = x.clone().requires_grad_()
+    (gx,) = torch.autograd.grad(l1_loss(xs, y, eps=0.2), xs, create_graph=True)
+    (gg,) = torch.autograd.grad(gx.sum(), xs)
+    xr = x.clone().requires_grad_()
+    (gxr,) = torch.autograd.grad(l1_loss_reference(xr, y, eps=0.2), xr, create_graph=True)
+    (ggr,) = torch.autograd.grad(gxr.sum(), xr)
+    torch.testing.assert_close(gg, ggr, rtol=1e-12, atol=1e-15)

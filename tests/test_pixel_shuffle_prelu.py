@@ -246,3 +246,73 @@ def test_triton_matches_cpp(r, layout, dtype, shared):
     torch.testing.assert_close(y, y_c, **tol)
     torch.testing.assert_close(dx, dx_c, **tol)
     torch.testing.assert_close(dw.float(), dw_c.float(), rtol=2.0**-7, atol=1e-5)
+
+
+# ---- sizes that overflow, zero sizes, double backward ------------------------------------
+def test_huge_upscale_factor_is_a_value_error_not_a_crash():
+    """r*r (or the output size) overflowing int64 is refused before any arithmetic with it,
+    on every path; run in a child process because the failure mode is a SIGFPE."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import torch, fastsr
+        from fastsr.ops import pixel_shuffle_prelu
+        x = torch.empty(1, 0, 2, 2)
+        calls = [lambda r: pixel_shuffle_prelu(x, torch.ones(1), r),
+                 lambda r: pixel_shuffle_prelu(x, torch.ones(1), r, impl="reference"),
+                 lambda r: torch.ops.fastsr.pixel_shuffle_prelu(x, torch.ones(1), r),
+                 lambda r: torch.ops.fastsr.pixel_shuffle_prelu_backward(x, x, torch.ones(1), r)]
+        for r in (2**32, 2**31, 3037000500, 2**62):
+            for call in calls:
+                try:
+                    call(r)
+                except ValueError as e:
+                    assert "upscale_factor" in str(e) and "too large" in str(e), e
+                else:
+                    raise AssertionError(r)
+        print("ok")
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", (proc.returncode, proc.stderr[-2000:])
+
+
+@pytest.mark.parametrize("shape", [(1, 0, 2, 2), (0, 4, 2, 2), (1, 4, 0, 3), (1, 4, 3, 0)])
+@pytest.mark.parametrize("fn", (pixel_shuffle_prelu, pixel_shuffle_prelu_reference), ids=("fused", "reference"))
+def test_zero_size_backward(shape, fn):
+    x = torch.randn(shape, requires_grad=True)
+    w = torch.ones(1, requires_grad=True)
+    y = fn(x, w, 2)
+    assert y.shape == (shape[0], shape[1] // 4, shape[2] * 2, shape[3] * 2)
+    y.sum().backward()
+    assert x.grad.shape == x.shape and w.grad.tolist() == [0.0]
+
+
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_double_backward_matches_reference(shared, layout):
+    """create_graph=True gives the reference's second-order gradients (a WGAN-GP penalty
+    through the upsampler), not a silent 0."""
+    x = _make_input((2, 3, 3, 4), 2, torch.float64, layout)
+    w = _weight(3, shared, torch.float64)
+
+    def penalty_grads(fn):
+        xs, ws = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+        y = fn(xs, ws, 2)
+        (gx,) = torch.autograd.grad((y * y).sum(), xs, create_graph=True)
+        return torch.autograd.grad((gx.flatten().norm() - 1) ** 2, (xs, ws))
+
+    fused, ref = penalty_grads(pixel_shuffle_prelu), penalty_grads(pixel_shuffle_prelu_reference)
+    assert fused[0].abs().sum() > 0
+    for a, b in zip(fused, ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_gradgradcheck_float64():
+    x = _make_input((1, 2, 3, 3), 2, torch.float64, "contiguous")
+    x = (x + 0.05 * torch.sign(x)).requires_grad_()  # away from the kink
+    w = _weight(2, False, torch.float64).requires_grad_()
+    assert torch.autograd.gradgradcheck(lambda a, b: OP(a, b, 2), (x, w))

@@ -3,6 +3,8 @@
 // at 16x64x24x24). Registered for the Autograd key: it serves every device.
 #include "autograd/common.h"
 
+#include <ATen/ATen.h>
+
 #include <torch/library.h>
 
 namespace fastsr {
@@ -28,8 +30,27 @@ class BiasPReLU : public torch::autograd::Function<BiasPReLU> {
         "fastsr::bias_prelu_backward");
     const auto saved = ctx->get_saved_variables();
     if (!grads[0].defined()) return {at::Tensor(), at::Tensor(), at::Tensor()};
+    // create_graph=True: the fused backward kernel is a constant to autograd, so compute
+    // the gradients with differentiable ATen ops that autograd records (double backward).
+    if (at::GradMode::is_enabled()) return differentiable_backward(grads[0], saved[0], saved[1], saved[2]);
     auto [dx, dbias, dweight] = op.call(grads[0], saved[0], saved[1], saved[2]);
     return {dx, dbias, dweight};
+  }
+
+  // The backward of bias_prelu_reference, term by term (z = x + bias, in the accumulation
+  // dtype):  dz = g if z > 0 else weight * g;  dx = dz;  dbias = sum_{n,h,w} dz;
+  // dweight = sum_{n,h,w: z <= 0} g * z  (also over c for a shared weight).
+  static variable_list differentiable_backward(const at::Tensor& grad, const at::Tensor& x,
+                                               const at::Tensor& bias, const at::Tensor& weight) {
+    const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+    const at::Tensor g = grad.to(acc);
+    const at::Tensor z = x.to(acc) + bias.to(acc).view({1, -1, 1, 1});
+    const at::Tensor pos = z > 0;
+    const at::Tensor dz = at::where(pos, g, weight.to(acc).view({1, -1, 1, 1}) * g);
+    const at::Tensor dw_terms = at::where(pos, at::zeros_like(g), g * z);
+    at::Tensor dweight = weight.size(0) == 1 ? dw_terms.sum().reshape({1}) : dw_terms.sum({0, 2, 3});
+    return {dz.to(x.scalar_type()), dz.sum({0, 2, 3}).to(bias.scalar_type()),
+            dweight.to(weight.scalar_type())};
   }
 };
 

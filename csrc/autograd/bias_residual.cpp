@@ -2,6 +2,8 @@
 //   dresidual = g;  dx = scale * g (g itself when scale == 1);  dbias = scale * sum g
 #include "autograd/common.h"
 
+#include <ATen/ATen.h>
+
 #include <torch/library.h>
 
 namespace fastsr {
@@ -31,6 +33,13 @@ class BiasResidual : public torch::autograd::Function<BiasResidual> {
     if (!g.defined()) return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
     const at::Tensor bias = ctx->get_saved_variables()[0];
     const double scale = ctx->saved_data["scale"].toDouble();
+    if (at::GradMode::is_enabled()) {
+      // create_graph=True: the reduction kernels are constants to autograd, so compute the
+      // gradients with differentiable ATen ops (the backward of bias_residual_reference).
+      const auto acc = g.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+      const at::Tensor dbias = (g.to(acc).sum({0, 2, 3}) * scale).to(bias.scalar_type());
+      return {scale == 1.0 ? g : (g.to(acc) * scale).to(g.scalar_type()), dbias, g, at::Tensor()};
+    }
     if (scale == 1.0) {
       // dx is g itself: only the per-channel reduction is left.
       at::Tensor dbias = ctx->needs_input_grad(1) ? sum_op.call(g, 1.0, bias.scalar_type()) : at::Tensor();

@@ -6,6 +6,7 @@
 // One read of x and one write of y forward; one read of g and x and one write of dx
 // backward with both reductions fused into the same pass.
 #include "cpu/common.h"
+#include "cpu/size_checks.h"
 
 namespace fastsr {
 namespace {
@@ -122,6 +123,7 @@ FASTSR_DEFINE_FOR(double, double)
 void check_args(const at::Tensor& x, const at::Tensor& bias, const at::Tensor& weight,
                 const char* op) {
   check_activation(x, op, "x");
+  check_size_products(x, op, "x");
   check_channel_param(bias, x, /*allow_shared=*/false, op, "bias");
   check_channel_param(weight, x, /*allow_shared=*/true, op, "weight");
 }

@@ -4,6 +4,7 @@
 //   dx = scale * g,  dbias[c] = scale * sum_{n,h,w} g
 // When scale == 1, dx is g itself and only the reduction runs (fastsr::channel_sum).
 #include "cpu/common.h"
+#include "cpu/size_checks.h"
 
 namespace fastsr {
 namespace {
@@ -88,6 +89,7 @@ void check_scale(double scale, const char* op) {
 at::Tensor bias_residual_cpu(const at::Tensor& x_in, const at::Tensor& bias,
                              const at::Tensor& residual_in, double scale) {
   check_activation(x_in, kFwd, "x");
+  check_size_products(x_in, kFwd, "x");
   check_channel_param(bias, x_in, /*allow_shared=*/false, kFwd, "bias");
   check_same_as(residual_in, x_in, kFwd, "residual", "x");
   check_scale(scale, kFwd);
@@ -153,6 +155,7 @@ std::tuple<at::Tensor, at::Tensor> bias_residual_backward_cpu(const at::Tensor& 
                                                               const at::Tensor& bias,
                                                               double scale) {
   check_activation(grad, kBwd, "grad");
+  check_size_products(grad, kBwd, "grad");
   check_channel_param(bias, grad, /*allow_shared=*/false, kBwd, "bias");
   check_scale(scale, kBwd);
   return scale_and_sum(grad, scale, /*write_dx=*/true, bias.scalar_type());
@@ -160,6 +163,7 @@ std::tuple<at::Tensor, at::Tensor> bias_residual_backward_cpu(const at::Tensor& 
 
 at::Tensor channel_sum_cpu(const at::Tensor& x, double scale, at::ScalarType dtype) {
   check_activation(x, kSum, "x");
+  check_size_products(x, kSum, "x");
   check_scale(scale, kSum);
   TORCH_CHECK_TYPE(at::isFloatingType(dtype), kSum, ": dtype must be a floating dtype, got ", dtype);
   return std::get<1>(scale_and_sum(x, scale, /*write_dx=*/false, dtype));

@@ -1,7 +1,7 @@
 // L1 and Charbonnier loss with the gradient computed in the forward pass
 // (the Liger-Kernel fused cross-entropy idea), so the backward is a scale:
 //   d = input - target
-//   L1:          l = |d|,                        dl/dd = sign(d)   (0 at d = 0, NaN stays NaN)
+//   L1:          l = |d|,                        dl/dd = sign(d)   (0 at d = 0 and at NaN, as torch)
 //   Charbonnier: l = sqrt(d^2 + eps^2),          dl/dd = d / l     (Lai et al. 2017, LapSRN)
 //   reduction:   none -> l (elementwise), sum -> sum l, mean -> sum l / numel
 // fastsr::l1_loss returns (loss, grad_buf) with grad_buf = s * dl/dd, s = 1/numel for mean and
@@ -15,6 +15,7 @@
 // The sum is over fixed chunks added in double in a fixed order: the result does not depend
 // on the number of threads.
 #include "cpu/common.h"
+#include "cpu/size_checks.h"
 
 #include <string_view>
 #include <vector>
@@ -42,7 +43,7 @@ FASTSR_INLINE A fwd_span_impl(T* __restrict__ loss, T* __restrict__ grad, const 
       dl = d / l;
     } else {
       l = std::abs(d);
-      dl = d > A(0) ? A(1) : (d < A(0) ? A(-1) : d);  // sign(d); +-0 and NaN pass through
+      dl = d > A(0) ? A(1) : (d < A(0) ? A(-1) : A(0));  // sign(d): 0 at d = 0 and NaN, as torch.sign
     }
     if (NONE) {
       store(loss, i, l);
@@ -138,6 +139,7 @@ std::tuple<at::Tensor, at::Tensor> l1_loss_cpu(const at::Tensor& input_in,
                                                std::optional<double> eps, bool compute_grad) {
   check_cpu(input_in, kFwd, "input");
   check_float_dtype(input_in, kFwd, "input");
+  check_size_products(input_in, kFwd, "input");
   check_same_as(target_in, input_in, kFwd, "target", "input");
   const Reduction reduction =
       parse_reduction(std::string_view(reduction_str.data(), reduction_str.size()));

@@ -40,6 +40,7 @@
 // bytes at W = 512) put all 44 rows a vertical step reads into two sets of the L1 and made
 // 512 px wide images 3x slower per pixel than 96 px ones.
 #include "cpu/common.h"
+#include "cpu/size_checks.h"
 
 #include <numeric>
 #include <vector>
@@ -475,6 +476,7 @@ FASTSR_DEFINE_FOR(double, double)
 // ---- checks and shared setup ----------------------------------------------------------------
 void check_inputs(const at::Tensor& x, const at::Tensor& y, int64_t win, const char* op) {
   check_activation(x, op, "x");
+  check_size_products(x, op, "x");
   check_same_as(y, x, op, "y", "x");
   TORCH_CHECK_VALUE(win >= 1 && win % 2 == 1 && win <= kMaxWindow, op,
                     ": window_size must be an odd integer in [1, ", kMaxWindow, "], got ", win);

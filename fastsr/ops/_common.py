@@ -73,6 +73,22 @@ def check_activation(x: torch.Tensor, op: str, arg: str = "x", dtypes: tuple | N
         raise ValueError(
             f"{op}: {arg} must be a 4-D (N, C, H, W) tensor, got {x.dim()}-D with shape {tuple(x.shape)}"
         )
+    check_size_products(x, op, arg)
+
+
+INT64_MAX = 2**63 - 1
+
+
+def check_size_products(t: torch.Tensor, op: str, arg: str) -> None:
+    """The product of ``t``'s sizes, zero sizes counted as 1, fits in int64 (a zero-size view
+    expanded with stride 0 can exceed it; the C++ checks refuse it the same way)."""
+    prod = 1
+    for s in t.shape:
+        prod *= max(s, 1)
+    if prod > INT64_MAX:
+        raise ValueError(
+            f"{op}: {arg} has sizes {tuple(t.shape)} whose product (zero sizes counted as 1) overflows int64"
+        )
 
 
 def check_channel_param(
@@ -106,8 +122,19 @@ def check_same_device(t: torch.Tensor, x: torch.Tensor, op: str, arg: str) -> No
         raise ValueError(f"{op}: {arg} must be on the device of x ({x.device}), got {t.device}")
 
 
+def is_finite_number(value) -> bool:
+    """A Python int or float (not bool, not a tensor) that is finite as a float (an int
+    beyond the float range is not)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def check_finite(value: float, op: str, arg: str) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+    if not is_finite_number(value):
         raise ValueError(f"{op}: {arg} must be a finite number, got {value!r}")
 
 

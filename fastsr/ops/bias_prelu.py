@@ -45,14 +45,18 @@ def bias_prelu(x: torch.Tensor, bias: torch.Tensor, weight: torch.Tensor, *, imp
 
     Returns:
         (N, C, H, W) tensor of ``x.dtype`` in the memory format of ``x``. bfloat16 inputs are
-        computed in float32 and rounded once. Differentiable in ``x``, ``bias`` and ``weight``
-        (first order).
+        computed in float32 and rounded once. Differentiable in ``x``, ``bias`` and ``weight``,
+        also twice (``create_graph=True``: the backward is then computed with
+        differentiable torch ops, as the reference's).
 
     Raises:
         ValueError: ``x`` not 4-D, ``bias``/``weight`` of the wrong size, tensors on different
             devices, or an unknown ``impl``.
-        TypeError: unsupported dtype, or parameter dtypes other than ``x.dtype``/float32.
+        TypeError: an argument that is not a tensor, an unsupported dtype, or parameter
+            dtypes other than ``x.dtype``/float32.
     """
+    if not (isinstance(x, torch.Tensor) and isinstance(bias, torch.Tensor) and isinstance(weight, torch.Tensor)):
+        _check(x, bias, weight, _OP)  # raises the reference's TypeError (in its order)
     if _common.use_reference(impl, x, _OP):
         return bias_prelu_reference(x, bias, weight)
     return torch.ops.fastsr.bias_prelu(x, bias, weight)

@@ -42,17 +42,23 @@ def bias_residual(
             bfloat16 or float64 on CPU (float16 too on CUDA); contiguous or channels_last.
         bias: (C,) per-channel bias, dtype of ``x`` or float32.
         residual: tensor of the shape and dtype of ``x`` (the skip connection).
-        scale: finite residual scaling factor (1.0 SRResNet, 0.1 EDSR, 0.2 ESRGAN).
+        scale: finite residual scaling factor, a Python int or float (not a tensor; 1.0
+            SRResNet, 0.1 EDSR, 0.2 ESRGAN).
         impl: ``"auto"`` (the C++ kernel on CPU, the CUDA kernel on CUDA) or ``"reference"``.
 
     Returns:
         (N, C, H, W) tensor of ``x.dtype`` in the memory format of ``x``; differentiable in
-        ``x``, ``bias`` and ``residual`` (first order).
+        ``x``, ``bias`` and ``residual``, also twice (``create_graph=True``).
 
     Raises:
-        ValueError: wrong dims or shapes, different devices, non-finite ``scale``, unknown ``impl``.
-        TypeError: unsupported or mismatched dtypes.
+        ValueError: wrong dims or shapes, different devices, ``scale`` not a finite Python
+            number, unknown ``impl``.
+        TypeError: an argument that is not a tensor, unsupported or mismatched dtypes.
     """
+    tensors = isinstance(x, torch.Tensor) and isinstance(bias, torch.Tensor) and isinstance(residual, torch.Tensor)
+    if not (tensors and _common.is_finite_number(scale)):
+        # raises the reference's error, in its order (a tensor scale is refused too)
+        _check(x, bias, residual, scale, _OP)
     if _common.use_reference(impl, x, _OP):
         return bias_residual_reference(x, bias, residual, scale)
     return torch.ops.fastsr.bias_residual(x, bias, residual, float(scale))

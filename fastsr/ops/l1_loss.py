@@ -1,8 +1,9 @@
 """L1 and Charbonnier pixel loss whose forward also computes the gradient.
 
     d = input - target
-    L1:          l = |d|                      dl/dd = sign(d)  (0 at d = 0, as torch)
-    Charbonnier: l = sqrt(d**2 + eps**2)      dl/dd = d / l
+    L1:          l = |d|                      dl/dd = sign(d)  (0 at d = 0 and at NaN, as torch.sign)
+    Charbonnier: l = sqrt(d**2 + eps**2)      dl/dd = d / l    (NaN at NaN and infinite d, as
+                                                                the reference's autograd)
 
 reduced by ``'mean'`` (sum / numel), ``'sum'`` or ``'none'`` (elementwise). L1 is the content
 loss of the NonBN residual GAN (Zhang et al. 2019, eq. 7, l_G = l_L1 + 1e-3 l_Gen) and of
@@ -19,13 +20,15 @@ memory between forward and backward, like the ``input - target`` eager PyTorch s
 When neither ``input`` nor ``target`` requires grad (evaluation, ``torch.no_grad()``) the
 buffer is neither computed nor stored: the loss reads both tensors once.
 
+Double backward (``create_graph=True``, e.g. a gradient penalty): the backward is then
+computed with differentiable torch ops, the same formulas as the reference, from d
+recomputed: the forward also keeps references to ``input`` and ``target`` (no copies).
+
 Kernels: C++ ``csrc/cpu/l1_loss.cpp`` (CPU), CUDA C++ ``csrc/cuda/l1_loss.cu`` (CUDA, when
 fastsr._C is built with CUDA; else Triton ``kernels/l1_loss.py``),
 :func:`l1_loss_reference` (plain PyTorch; fallback and test oracle).
 """
 from __future__ import annotations
-
-import math
 
 import torch
 
@@ -77,7 +80,8 @@ def l1_loss(
     Returns:
         A 0-D tensor (``'mean'``, ``'sum'``) or a tensor of ``input``'s shape and memory
         format (``'none'``), of ``input.dtype``; bfloat16 is computed in float32 and the sum is
-        accumulated in double. Differentiable in ``input`` and ``target`` (first order).
+        accumulated in double. Differentiable in ``input`` and ``target``, also twice
+        (``create_graph=True``).
 
     Raises:
         ValueError: shapes or devices differ, unknown ``reduction`` or ``impl``, ``eps`` not a
@@ -98,6 +102,7 @@ def _check(input, target, reduction, eps, op):
     allowed = _common.CPU_DTYPES if input.device.type == "cpu" else _common.CUDA_DTYPES
     if input.dtype not in allowed:
         raise TypeError(f"{op}: input must be one of {allowed} on {input.device.type}, got {input.dtype}")
+    _common.check_size_products(input, op, "input")
     _common.check_same_as(target, input, op, "target", "input")
     _check_eps_and_reduction(reduction, eps, op)
 
@@ -106,7 +111,7 @@ def _check_eps_and_reduction(reduction, eps, op):
     if reduction not in REDUCTIONS:
         raise ValueError(f"{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if eps is not None:
-        if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not math.isfinite(eps) or eps <= 0:
+        if not _common.is_finite_number(eps) or eps <= 0:
             raise ValueError(f"{op}: eps must be None (L1) or a finite number > 0 (Charbonnier), got {eps!r}")
 
 
@@ -138,11 +143,13 @@ def _l1_loss_backward_fake(grad_loss, grad_buf):
 
 
 def _setup_context(ctx, inputs, output):
-    _, _, _, _, compute_grad = inputs
+    input, target, reduction, eps, compute_grad = inputs
     loss, grad_buf = output
     ctx.mark_non_differentiable(grad_buf)
     ctx.compute_grad = compute_grad
-    ctx.save_for_backward(grad_buf)
+    ctx.reduction, ctx.eps = reduction, eps
+    # The double backward recomputes d = input - target (references, not copies).
+    ctx.save_for_backward(grad_buf, *((input, target) if compute_grad else ()))
 
 
 def _is_one(t: torch.Tensor) -> bool:
@@ -163,13 +170,31 @@ def _backward(ctx, grad_loss, _grad_buf_grad):
             "fastsr::l1_loss was called with compute_grad=False, so it has no gradient; "
             "call fastsr.ops.l1_loss, which sets it when input or target requires grad"
         )
-    (grad_buf,) = ctx.saved_tensors
-    if _is_one(grad_loss):
+    grad_buf, *operands = ctx.saved_tensors
+    if torch.is_grad_enabled():
+        # create_graph=True: a backward that autograd can differentiate again.
+        dinput = _differentiable_backward(ctx, grad_loss, operands)
+    elif _is_one(grad_loss):
         dinput = grad_buf  # the forward already computed it (Liger-Kernel style)
     else:
         dinput = torch.ops.fastsr.l1_loss_backward(grad_loss, grad_buf)
     dtarget = torch.neg(dinput) if ctx.needs_input_grad[1] else None
     return (dinput if ctx.needs_input_grad[0] else None), dtarget, None, None, None
+
+
+def _differentiable_backward(ctx, grad_loss, operands):
+    """d loss / d input as differentiable torch ops, the reference's backward: dl/dd
+    (``sign(d)``, or ``d / sqrt(d**2 + eps**2)``) recomputed from the saved input and target
+    in the accumulation dtype, times ``grad_loss`` (and 1 / numel for 'mean'). The result is
+    connected to input and target as the reference's is (for L1 with derivative 0)."""
+    input, target = operands
+    acc = _common.acc_dtype(input.dtype)
+    d = input.to(acc) - target.to(acc)
+    dl = torch.sign(d) if ctx.eps is None else d / torch.sqrt(d * d + float(ctx.eps) ** 2)
+    g = grad_loss.to(acc)
+    if ctx.reduction == "mean":
+        g = g / input.numel()
+    return (dl * g).to(input.dtype)
 
 
 torch.library.register_autograd("fastsr::l1_loss", _backward, setup_context=_setup_context)

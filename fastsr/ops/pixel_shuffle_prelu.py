@@ -33,8 +33,18 @@ def pixel_shuffle_prelu_reference(x: torch.Tensor, weight: torch.Tensor, upscale
     :func:`pixel_shuffle_prelu`."""
     _check(x, weight, upscale_factor, _OP)
     acc = _common.acc_dtype(x.dtype)
-    y = F.prelu(F.pixel_shuffle(x.to(acc), upscale_factor), weight.to(acc)).to(x.dtype)
+    y = F.prelu(_pixel_shuffle(x.to(acc), upscale_factor), weight.to(acc)).to(x.dtype)
     return y.contiguous(memory_format=_common.output_format(x))
+
+
+def _pixel_shuffle(x: torch.Tensor, r: int) -> torch.Tensor:
+    """``F.pixel_shuffle``; for zero-size ``x`` the same permutation written as view /
+    permute / reshape, because torch's PixelShuffle backward rejects zero-size gradients."""
+    if x.numel() > 0:
+        return F.pixel_shuffle(x, r)
+    N, Cin, H, W = x.shape
+    C = Cin // (r * r)
+    return x.reshape(N, C, r, r, H, W).permute(0, 1, 4, 2, 5, 3).reshape(N, C, H * r, W * r)
 
 
 def pixel_shuffle_prelu(
@@ -55,13 +65,15 @@ def pixel_shuffle_prelu(
     Returns:
         (N, C, H*r, W*r) tensor of ``x.dtype``, in the memory format of ``x`` (channels_last
         in, channels_last out). bfloat16 is computed in float32 and rounded once.
-        Differentiable in ``x`` and ``weight`` (first order).
+        Differentiable in ``x`` and ``weight``, also twice (``create_graph=True``: the
+        backward is then computed with differentiable torch ops, as the reference's).
 
     Raises:
         ValueError: ``x`` not 4-D, its channels not divisible by r*r, ``upscale_factor`` not
-            an integer >= 1, ``weight`` of the wrong size, tensors on different devices, or an
-            unknown ``impl``.
-        TypeError: unsupported dtype, or a ``weight`` dtype other than ``x.dtype``/float32.
+            an integer >= 1 or so large that r*r or the output sizes overflow int64,
+            ``weight`` of the wrong size, tensors on different devices, or an unknown ``impl``.
+        TypeError: an argument that is not a tensor, an unsupported dtype, or a ``weight``
+            dtype other than ``x.dtype``/float32.
     """
     _check(x, weight, upscale_factor, _OP)  # errors name the public function, on every path
     if _common.use_reference(impl, x, _OP):
@@ -73,12 +85,28 @@ def _check(x, weight, upscale_factor, op):
     _common.check_activation(x, op)
     if not isinstance(upscale_factor, int) or isinstance(upscale_factor, bool) or upscale_factor < 1:
         raise ValueError(f"{op}: upscale_factor must be an integer >= 1, got {upscale_factor!r}")
+    _check_sizes(x, upscale_factor, op)
     r2 = upscale_factor * upscale_factor
     if x.shape[1] % r2 != 0:
         raise ValueError(
             f"{op}: channels of x ({x.shape[1]}) must be divisible by upscale_factor**2 ({r2})"
         )
     _common.check_channel_param(weight, x, op, "weight", allow_shared=True, channels=x.shape[1] // r2)
+
+
+def _check_sizes(x, r, op):
+    """r*r, H*r, W*r and the output's element count (zero sizes counted as 1, which bounds
+    the strides too) fit in int64, as the C++ kernel checks before forming them."""
+    N, Cin, H, W = x.shape
+    r2, limit = r * r, _common.INT64_MAX
+    prod = 1
+    for s in (N, Cin // r2, H * r, W * r):
+        prod *= max(s, 1)
+    if r2 > limit or H * r > limit or W * r > limit or prod > limit:
+        raise ValueError(
+            f"{op}: upscale_factor {r} is too large for x of shape {tuple(x.shape)}: "
+            "the output sizes (N, C / r**2, H * r, W * r) would overflow int64"
+        )
 
 
 def _output_shape(x, upscale_factor):

@@ -130,11 +130,13 @@ def ssim(
         ValueError: ``x``/``y`` not 4-D, different shapes or devices, zero channels, an image
             smaller than the window, an even or non-positive ``window_size``, a non-finite or
             non-positive ``data_range``/``sigma``/``k1``/``k2``, or an unknown ``impl``.
-        TypeError: unsupported dtype, ``x`` and ``y`` of different dtypes, or a
-            non-integer ``window_size``.
+        TypeError: ``x`` or ``y`` not a tensor, an unsupported dtype, ``x`` and ``y`` of
+            different dtypes, or a non-integer ``window_size``.
 
     Source: Wang et al. 2004, eq. 13 and Sec. III-C; pytorch-msssim / BasicSR conventions.
     """
+    if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
+        _check(x, y, data_range, window_size, sigma, k1, k2, _OP)  # raises the reference's TypeError
     if _common.use_reference(impl, x, _OP) or (isinstance(window_size, int) and window_size > _MAX_WINDOW):
         # (windows wider than the kernels' ring buffers -- far beyond SSIM's 11 -- use the reference)
         return ssim_reference(x, y, data_range, window_size, sigma, k1, k2)
