@@ -568,8 +568,8 @@ class Trainer:
     def _save_on_error(self, error: BaseException, it: int) -> None:
         """Save iteration ``it`` (finished, so consistent) before ``error`` propagates, and say
         so in a note of the error."""
-        if not self.dist.is_main or it == self.saved_iteration:
-            return
+        if not self.dist.is_main or it in (self.saved_iteration, self.start_iter):
+            return  # nothing new since the last save or the start
         try:
             self.save(it)
         except Exception as e:
