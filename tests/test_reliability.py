@@ -289,7 +289,7 @@ def test_eval_crop_must_be_positive(run4, photos, tmp_path, capsys):
 def test_eval_save_images_into_a_file_is_one_line(run4, photos, tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     code, _, err = _cli(capsys, "eval", "--checkpoint", run4 / "checkpoints" / "latest.safetensors", "--data",
-                        photos, "--save-images", tmp_path / "afile" / "sub")
+                        photos, "--save-images", tmp_path / "afile")
     _one_line_error(code, err, "afile")
 
 
