@@ -1,17 +1,20 @@
 """The ``fastsr`` command (also ``python -m fastsr``): train, eval, upscale, export.
 
 User errors -- :class:`fastsr.errors.UserError` and its subclasses (bad arguments, invalid
-configs or checkpoints, unreadable images) and the operating system's errors about the
-paths given (not found, not a directory, no permission) -- print one line
-``fastsr: error: ...`` and exit with status 2, without a traceback; set ``FASTSR_DEBUG=1``
-to see the traceback. Any other exception is a bug and keeps its traceback. An interrupted
-training (Ctrl-C) saves a checkpoint and exits with status 130.
+configs or checkpoints, unreadable images, a non-finite training loss) and the operating
+system's errors about the paths given or written (not found, not a directory, already
+exists, no permission, read-only file system, disk full) -- print one line
+``fastsr: error: ...`` (with the error's notes, e.g. the checkpoint saved before stopping)
+and exit with status 2, without a traceback; set ``FASTSR_DEBUG=1`` to see the traceback.
+Any other exception is a bug and keeps its traceback. An interrupted training (Ctrl-C)
+saves a checkpoint and exits with status 130.
 
 Subcommands are registered in ``SUBCOMMANDS`` (name -> (help, add_arguments, run)).
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
@@ -20,14 +23,25 @@ from fastsr.errors import UserError
 
 __all__ = ["main", "SUBCOMMANDS", "UserError"]
 
-#: the operating system's errors about a path the user gave, reported like user errors
-_PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+#: the operating system's errors about a path the user gave or fastsr writes to, reported like user errors
+_PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, FileExistsError)
+#: errnos of other OSErrors reported like user errors (the file system refuses a write)
+_PATH_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.ENAMETOOLONG, errno.ELOOP}
+
+
+def _is_user_error(e: BaseException) -> bool:
+    return isinstance(e, (UserError, *_PATH_ERRORS)) or (isinstance(e, OSError) and e.errno in _PATH_ERRNOS)
+
+
+def _recipes() -> str:
+    """The shipped recipe names, read from the package's config folder (no torch import)."""
+    folder = Path(__file__).resolve().parent / "configs"
+    return ", ".join(sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_")))
 
 
 # ---------------------------------------------------------------------------- train
 def _add_train(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="recipe name (nonbn_wgan_x4, srresnet_x4, srgan_x4, esrgan_x4, sharpness, "
-                                  "attentive_began_x4) or a YAML file")
+    p.add_argument("config", help=f"recipe name ({_recipes()}) or a YAML file")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--data", metavar="DIR", help="folder of HR training images (recursive)")
     src.add_argument("--sample-data", action="store_true",
@@ -35,7 +49,11 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-data", metavar="DIR", help="folder of HR validation images (default: held-back images)")
     p.add_argument("--iters", type=int, help="total generator updates (train.iters)")
     p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<config name>)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest.*")
+    run = p.add_mutually_exclusive_group()
+    run.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest.*")
+    run.add_argument("--overwrite", action="store_true",
+                     help="start afresh in an OUT that holds an earlier run (its config.yaml, log.jsonl and "
+                          "checkpoints/ are deleted); without --resume or --overwrite a non-empty OUT is refused")
     p.add_argument("--init-from", metavar="CKPT", help="start G from these weights (e.g. SRGAN from SRResNet)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.lr_g=2e-4 (repeatable); "
@@ -80,7 +98,8 @@ def _run_train(args, extra: list[str]) -> int:
         return 0
     out = Path(args.out or Path("runs") / cfg.get("name", "run"))
     summary = train(cfg, out, data_dir=args.data, val_dir=args.val_data, resume=args.resume,
-                    init_from=args.init_from, device=args.device, progress=not args.no_progress)
+                    overwrite=args.overwrite, init_from=args.init_from, device=args.device,
+                    progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) == 0:
         msg = (f"{summary['status']} at iteration {summary['iteration']} in {summary['seconds']:.1f} s "
                f"({summary['sec_per_iter']:.3f} s/iter); checkpoints in {out / 'checkpoints'}")
@@ -127,7 +146,7 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=int, help="must match the checkpoint (default: the checkpoint's)")
     p.add_argument("--weights", choices=["auto", "params", "params_ema"], default="auto")
     p.add_argument("--save-images", metavar="DIR", help="write SR images and bicubic|SR|HR crops as PNG")
-    p.add_argument("--crop", type=int, default=128, help="side of the side-by-side crops in HR pixels")
+    p.add_argument("--crop", type=int, default=128, help="side of the side-by-side crops in HR pixels (>= 1)")
     p.add_argument("--tile", type=int, default=0, help="LR tile size (0 = whole image)")
     p.add_argument("--tile-pad", type=int, default=16)
     p.add_argument("--device", choices=["cpu", "cuda"])
@@ -153,34 +172,60 @@ def _side_by_side(imgs, crop: int):
 def _run_eval(args, extra) -> int:
     if extra:
         raise UserError(f"unrecognized arguments: {' '.join(extra)}")
+    import warnings
+
     import torch
 
     from fastsr.data import HRFolderDataset, PairedFolderDataset, write_image
-    from fastsr.evaluate import evaluate, load_generator, sample_pairs
+    from fastsr.data.datasets import UnreadableImageWarning
+    from fastsr.data.io import ImageReadError
+    from fastsr.evaluate import evaluate, sample_pairs
+    from fastsr.models.checkpoint import check_finite_weights
 
     _check_tiles(args)
+    if args.crop < 1:
+        raise UserError(f"--crop must be a positive number of HR pixels, got {args.crop}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     checkpoint = args.checkpoint or _default_checkpoint()
     model, scale, description = _load_model(checkpoint, args.weights, device)
+    check_finite_weights(model, checkpoint)
     if args.scale is not None and args.scale != scale:
         raise UserError(f"--scale {args.scale} does not match the checkpoint's scale {scale}")
+    unreadable = []
     if args.sample_data:
         pairs = sample_pairs(scale)
     else:
-        if args.lr_data:
-            ds = PairedFolderDataset(args.lr_data, args.data, scale=scale)
-        else:
-            ds = HRFolderDataset(args.data, scale=scale, crop_size=None, augment=False,
-                                 degradation="bicubic" if scale > 1 else "bicubic_blur")
-        pairs = [(it["name"], it["lr"], it["hr"]) for it in (ds[i] for i in range(len(ds)))]
+        with warnings.catch_warnings():  # reported below, in one line with the truncated files
+            warnings.simplefilter("ignore", UnreadableImageWarning)
+            if args.lr_data:
+                ds = PairedFolderDataset(args.lr_data, args.data, scale=scale)
+            else:
+                ds = HRFolderDataset(args.data, scale=scale, crop_size=None, augment=False,
+                                     degradation="bicubic" if scale > 1 else "bicubic_blur")
+        unreadable += getattr(ds, "unreadable", [])
+        pairs = []
+        for i in range(len(ds)):  # files whose header reads but whose data is cut short
+            try:
+                item = ds[i]
+            except ImageReadError as e:
+                unreadable.append(str(e).removeprefix("cannot read image "))
+                continue
+            pairs.append((item["name"], item["lr"], item["hr"]))
+    if unreadable:
+        print(f"fastsr: warning: skipped {len(unreadable)} unreadable image(s): {'; '.join(unreadable)}",
+              file=sys.stderr)
+    if not pairs:
+        raise UserError(f"no readable images in {args.data}")
 
-    def save(name, sr, bic, hr):
-        out, safe = Path(args.save_images), name.replace("/", "_")
-        write_image(sr, out / f"{safe}_SR.png")
-        write_image(_side_by_side([bic, sr, hr], args.crop), out / f"{safe}_bicubic_SR_HR.png")
+    def on_image(name, sr, bic, hr):
+        if not bool(sr.isfinite().all()):
+            raise UserError(f"{checkpoint}: the model's output for {name} holds NaN or infinite values")
+        if args.save_images:
+            out, safe = Path(args.save_images), name.replace("/", "_")
+            write_image(sr, out / f"{safe}_SR.png")
+            write_image(_side_by_side([bic, sr, hr], args.crop), out / f"{safe}_bicubic_SR_HR.png")
 
-    result = evaluate(model, pairs, scale, tile=args.tile, tile_pad=args.tile_pad,
-                      on_image=save if args.save_images else None)
+    result = evaluate(model, pairs, scale, tile=args.tile, tile_pad=args.tile_pad, on_image=on_image)
     print(result.table(title=f"x{scale}, Y channel, crop_border={scale} ({Path(checkpoint).name}: {description})"))
     return 0
 
@@ -354,10 +399,12 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     try:
         return SUBCOMMANDS[args.command][2](args, extra)
-    except (UserError, *_PATH_ERRORS) as e:
-        if os.environ.get("FASTSR_DEBUG"):
+    except (UserError, OSError) as e:
+        if os.environ.get("FASTSR_DEBUG") or not _is_user_error(e):
             raise
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        for note in getattr(e, "__notes__", ()):
+            msg += f"; {note}"
         print(f"fastsr: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

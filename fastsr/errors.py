@@ -9,7 +9,7 @@ All of them are ``ValueError`` subclasses, so ``except ValueError`` keeps workin
 """
 from __future__ import annotations
 
-__all__ = ["UserError", "ConfigError", "CheckpointError", "DataError"]
+__all__ = ["UserError", "ConfigError", "CheckpointError", "DataError", "NonFiniteLossError"]
 
 
 class UserError(ValueError):
@@ -27,3 +27,9 @@ class CheckpointError(UserError):
 class DataError(UserError):
     """An image or image folder given to fastsr is unusable (unreadable, empty, mismatched
     LR/HR pairs, too small); the message names the file or folder."""
+
+
+class NonFiniteLossError(UserError, FloatingPointError):
+    """Training produced a NaN or infinite loss (usually a learning rate or loss weight too
+    large for the model); the message names the iteration, the losses and the checkpoint
+    kept. Also a ``FloatingPointError``."""

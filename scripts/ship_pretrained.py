@@ -92,10 +92,10 @@ def _train_cfg(args, iters: int, out: Path) -> dict:
     return load_config(args.config, overrides)
 
 
-def _fit(cfg: dict, out: Path, device: str, progress: bool) -> tuple[dict, list[dict]]:
+def _fit(cfg: dict, out: Path, device: str, progress: bool, overwrite: bool = False) -> tuple[dict, list[dict]]:
     from fastsr.train import train
 
-    summary = train(cfg, out, device=device, progress=progress)
+    summary = train(cfg, out, device=device, progress=progress, overwrite=overwrite)
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
     return summary, log
 
@@ -126,6 +126,7 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/nonbn_x4"), help="run folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in the run folder")
     p.add_argument("--calibration-iters", type=int, default=60)
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--name", default="nonbn_x4", help="shipped model name")
@@ -157,7 +158,7 @@ def main(argv=None) -> int:
             extra["calibration"] = f"{spi:.4f} s/iter over {a.calibration_iters} iterations -> {iters} iterations"
             print(f"calibration: {spi * 1000:.1f} ms/iter -> {iters} iterations for {a.minutes} min", flush=True)
         cfg = _train_cfg(a, iters, a.out)
-        _fit(cfg, a.out, a.device, not a.no_progress)
+        _fit(cfg, a.out, a.device, not a.no_progress, a.overwrite)
         run = a.out
         extra["config_resolved"] = cfg
         extra["device"] = torch.cuda.get_device_name() if a.device == "cuda" else "cpu"

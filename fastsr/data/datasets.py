@@ -41,10 +41,15 @@ from fastsr.errors import DataError
 from fastsr.data.io import list_images, read_image
 
 __all__ = ["HRImageDataset", "HRFolderDataset", "PairedFolderDataset", "degrade", "augment",
-           "mod_crop"]
+           "mod_crop", "UnreadableImageWarning"]
 
 _DEGRADATIONS = ("bicubic", "bicubic_blur")
 _SMALL = ("pad", "skip", "error")
+
+
+class UnreadableImageWarning(UserWarning):
+    """An image file that Pillow cannot identify was left out of a dataset (the message names
+    it; the dataset's ``unreadable`` attribute lists all of them)."""
 
 
 def _check_scale(scale) -> int:
@@ -173,6 +178,8 @@ class HRImageDataset(Dataset):
         if len(names) != len(sources):
             raise ValueError(f"names has {len(names)} entries for {len(sources)} images")
         keep, small = [], []
+        #: ``"path: reason"`` of each file left out because Pillow cannot identify it
+        self.unreadable: list[str] = []
         min_side = crop_size if crop_size is not None else scale
         for src, name in zip(sources, names):
             size = self._size(src)
@@ -205,7 +212,8 @@ class HRImageDataset(Dataset):
                 w, h = im.size
             return h, w
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            warnings.warn(f"skipping unreadable image {src}: {e}", stacklevel=3)
+            self.unreadable.append(f"{src}: {e}")
+            warnings.warn(f"skipping unreadable image {src}: {e}", UnreadableImageWarning, stacklevel=3)
             return None
 
     def __len__(self) -> int:

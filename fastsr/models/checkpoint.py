@@ -18,35 +18,70 @@ import tempfile
 from pathlib import Path
 
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from fastsr.errors import CheckpointError
 from fastsr.models.registry import create
 
-__all__ = ["CheckpointError", "atomic_write", "read_checked", "save_generator", "read_metadata", "load_generator_weights",
+__all__ = ["CheckpointError", "atomic_write", "remove_temp_files", "read_checked", "load_weights",
+           "check_finite_weights", "save_generator", "read_metadata", "load_generator_weights",
            "export_generator", "load_generator", "WEIGHT_GROUPS"]
 
 #: the weight groups of a generator file: the trained weights and their EMA
 WEIGHT_GROUPS = ("params", "params_ema")
 
 
-def atomic_write(path: str | os.PathLike, write_fn) -> None:
-    """Call ``write_fn(tmp_path)`` then atomically move ``tmp_path`` to ``path`` (parent
-    folders are created). On any error the temporary file is removed and nothing replaced."""
+def atomic_write(path: str | os.PathLike, data) -> None:
+    """Write ``data`` to ``path`` atomically: to a temporary file in the same folder (named
+    ``.<name>.<random>.tmp``), flushed and fsync'ed, then moved into place with
+    ``os.replace``. Parent folders are created. On any error the temporary file is removed
+    and ``path`` is left as it was.
+
+    Args:
+        data: the file's bytes, or a callable ``write_fn(tmp_path)`` that writes the file.
+            Prefer bytes: the operating system's errors then surface as ``OSError``.
+
+    Raises:
+        OSError: the file cannot be written (read-only file system, disk full, no
+            permission, ...), with the errno of the failure and ``path`` as its file name.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
-        write_fn(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        if callable(data):
+            os.close(fd)
+            data(tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        else:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is not None:
+            raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from e
         raise
+
+
+def remove_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files :func:`atomic_write` leaves in ``folder`` when its process
+    is killed mid-write (``.<name>.<random>.tmp``); returns the deleted paths. Only call it
+    when no other process writes into ``folder``."""
+    folder = Path(folder)
+    removed = []
+    if folder.is_dir():
+        for p in folder.glob(".*.tmp"):
+            if p.is_file():
+                p.unlink()
+                removed.append(p)
+    return removed
 
 
 def save_generator(path, params: dict, params_ema: dict | None, metadata: dict) -> None:
@@ -57,7 +92,7 @@ def save_generator(path, params: dict, params_ema: dict | None, metadata: dict) 
         tensors.update({f"params_ema.{k}": v.detach().cpu().contiguous() for k, v in params_ema.items()})
     meta = {"format": "fastsr"}
     meta.update({k: (v if isinstance(v, str) else json.dumps(v)) for k, v in metadata.items()})
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    atomic_write(path, save(tensors, metadata=meta))
 
 
 def read_checked(path, what: str, reader):
@@ -128,6 +163,49 @@ def export_generator(checkpoint, out, which: str = "params_ema", dtype=None, met
     return Path(out)
 
 
+def load_weights(module: nn.Module, state_dict: dict, source) -> nn.Module:
+    """Load ``state_dict`` strictly into ``module`` (tensors are cast to the module's
+    dtypes) and return it; nothing is loaded when the two do not fit.
+
+    Args:
+        source: the file the state dict came from, named in the error.
+
+    Raises:
+        CheckpointError: missing or unexpected keys, or tensors of another shape (a
+            checkpoint of another architecture or size): the counts and the first few of
+            each, with both shapes, and ``source``.
+    """
+    own = module.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [f"{k} {tuple(state_dict[k].shape)} in the file vs {tuple(own[k].shape)} in the model"
+              for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        def show(items):
+            return ", ".join(items[:3]) + (f", ... ({len(items)} in all)" if len(items) > 3 else "")
+        parts = [f"{what}: {show(items)}" for what, items in
+                 (("other shapes", shapes), ("missing keys", missing), ("unexpected keys", unexpected)) if items]
+        raise CheckpointError(f"{source} does not fit the {type(module).__name__} being loaded (a checkpoint of "
+                              f"another architecture or size?): " + "; ".join(parts))
+    module.load_state_dict(state_dict, strict=True)
+    return module
+
+
+def check_finite_weights(module: nn.Module, source) -> nn.Module:
+    """Return ``module`` when every floating-point parameter and buffer is finite.
+
+    Raises:
+        CheckpointError: NaN or infinite values (a run that diverged), naming ``source``, the
+            number of such tensors and the first few.
+    """
+    bad = [k for k, v in module.state_dict().items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+        raise CheckpointError(f"{source} holds NaN or infinite weights in {len(bad)} tensor(s) ({shown}): "
+                              "the run that wrote it diverged")
+    return module
+
+
 def load_generator(path, weights: str = "auto", device="cpu") -> tuple[nn.Module, int]:
     """Rebuild the generator of a generator file, in eval mode, with float32 parameters
     (``load_state_dict`` casts float16 weights).
@@ -143,7 +221,7 @@ def load_generator(path, weights: str = "auto", device="cpu") -> tuple[nn.Module
     Raises:
         CheckpointError: missing/unreadable file, no fastsr metadata, missing weight group,
             metadata that builds no model, or weights that do not fit the model (missing /
-            unexpected keys listed).
+            unexpected keys and other shapes listed, :func:`load_weights`).
         ValueError: ``weights`` not one of the three values.
     """
     if weights not in ("auto", *WEIGHT_GROUPS):
@@ -166,8 +244,5 @@ def load_generator(path, weights: str = "auto", device="cpu") -> tuple[nn.Module
         model = create(name, **kwargs)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: its generator metadata {spec} builds no model: {e}") from None
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{path} does not fit {name}: missing keys {missing[:10]}, "
-                              f"unexpected keys {unexpected[:10]}")
+    load_weights(model, sd, path)
     return model.to(device).eval(), int(meta.get("scale", spec.get("scale", 1)))

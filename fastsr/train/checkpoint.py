@@ -15,6 +15,7 @@ file is replaced before the state file; resuming checks both carry the same iter
 """
 from __future__ import annotations
 
+import io
 import random
 
 import numpy as np
@@ -28,8 +29,14 @@ __all__ = ["CheckpointError", "save_state", "load_state", "rng_state", "set_rng_
 
 
 def save_state(path, state: dict) -> None:
-    """``torch.save(state)`` to ``path``, atomically."""
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    """``torch.save(state)`` to ``path``, atomically (:func:`~fastsr.models.checkpoint.atomic_write`).
+
+    Raises:
+        OSError: the file cannot be written (disk full, read-only file system, ...), naming it.
+    """
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write(path, buf.getbuffer())
 
 
 def load_state(path) -> dict:

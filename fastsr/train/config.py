@@ -14,6 +14,7 @@ which pass them on unchanged.
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Iterable
 
@@ -22,7 +23,8 @@ import yaml
 from fastsr.errors import ConfigError
 
 __all__ = ["ConfigError", "CONFIG_DIR", "list_configs", "load_config", "apply_overrides", "merge",
-           "dump_config", "check_config", "check_model", "check_losses", "check_train", "PIXEL_LOSSES",
+           "dump_config", "check_config", "check_model", "check_data", "check_losses", "check_train", "check_int",
+           "check_float", "check_choice", "PIXEL_LOSSES",
            "OPTIMIZERS"]
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -106,10 +108,12 @@ def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
 
 
 def load_config(name_or_path: str, overrides: Iterable[str] = ()) -> dict:
-    """Load a recipe by name (see :func:`list_configs`) or YAML path, with defaults and overrides.
+    """Load a recipe by name (see :func:`list_configs`) or YAML path, with defaults and
+    overrides, and check every value (:func:`check_config`).
 
     Raises:
-        ConfigError: unknown recipe (the message lists the shipped ones), bad YAML, bad key.
+        ConfigError: unknown recipe (the message lists the shipped ones), bad YAML, bad key,
+            bad value (the message names the key, the value and what is allowed).
     """
     path = Path(name_or_path)
     if not path.is_file():
@@ -118,8 +122,9 @@ def load_config(name_or_path: str, overrides: Iterable[str] = ()) -> dict:
             raise ConfigError(f"config {name_or_path!r} is neither a file nor a shipped recipe "
                               f"({', '.join(list_configs())})")
         path = cand
-    cfg = merge(_read_yaml(CONFIG_DIR / "_defaults.yaml"), _read_yaml(path))
-    return apply_overrides(cfg, overrides)
+    cfg = apply_overrides(merge(_read_yaml(CONFIG_DIR / "_defaults.yaml"), _read_yaml(path)), overrides)
+    check_config(cfg)
+    return cfg
 
 
 def dump_config(cfg: dict) -> str:
@@ -154,6 +159,8 @@ def check_model(cfg: dict) -> None:
         raise ConfigError("model.discriminator.name is required")
     if m.get("init", "default") not in ("default", "normal"):
         raise ConfigError(f"model.init must be 'default' or 'normal', got {m.get('init')!r}")
+    if m.get("fused") is not None:
+        check_choice(cfg, "model.fused", (True, False))
 
 
 def check_losses(cfg: dict) -> None:
@@ -177,36 +184,175 @@ def check_losses(cfg: dict) -> None:
         raise ConfigError("no loss configured (loss.pixel, loss.perceptual, loss.texture, loss.gan all null)")
 
 
+def _number(value):
+    """``value`` as a float when it is a number or a string of one (YAML 1.1 reads ``1e-4``
+    as a string), else None; booleans are not numbers."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _get(cfg: dict, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _put(cfg: dict, key: str, value) -> None:
+    *parents, last = key.split(".")
+    node = cfg
+    for part in parents:
+        node = node[part]
+    node[last] = value
+
+
+def check_int(cfg: dict, key: str, minimum: int = 1, optional: bool = False) -> int | None:
+    """The integer at dotted ``key`` of ``cfg``, at least ``minimum``; stored back as an
+    ``int`` (``1e5`` and ``100000.0`` are accepted, ``2.5`` is not). ``optional`` allows null.
+
+    Raises:
+        ConfigError: naming the key, the value and what is allowed.
+    """
+    value = _get(cfg, key)
+    if value is None and optional:
+        return None
+    num = _number(value)
+    if num is None or not math.isfinite(num) or num != int(num) or num < minimum:
+        allowed = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum,
+                                                                            f"an integer >= {minimum}")
+        raise ConfigError(f"{key} must be {allowed}{' or null' if optional else ''}, got {value!r}")
+    _put(cfg, key, int(num))
+    return int(num)
+
+
+def check_float(cfg: dict, key: str, low: float = 0.0, high: float = math.inf, low_open: bool = False,
+                high_open: bool = True, optional: bool = False) -> float | None:
+    """The finite number at dotted ``key`` of ``cfg`` in the interval from ``low`` to ``high``
+    (open or closed at each end); stored back as a ``float``. ``optional`` allows null.
+
+    Raises:
+        ConfigError: naming the key, the value and the allowed interval.
+    """
+    value = _get(cfg, key)
+    if value is None and optional:
+        return None
+    num = _number(value)
+    ok = num is not None and math.isfinite(num) and (num > low if low_open else num >= low) and \
+        (num < high if high_open else num <= high)
+    if not ok:
+        if math.isinf(high):
+            interval = f"{'>' if low_open else '>='} {low:g}"
+        else:
+            interval = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ConfigError(f"{key} must be a finite number {interval}{' or null' if optional else ''}, "
+                          f"got {value!r}")
+    _put(cfg, key, float(num))
+    return float(num)
+
+
+def check_choice(cfg: dict, key: str, choices: tuple) -> None:
+    """The value at dotted ``key`` is one of ``choices``.
+
+    Raises:
+        ConfigError: naming the key, the value and the choices.
+    """
+    value = _get(cfg, key)
+    ok = any(value is c if isinstance(c, bool) else (not isinstance(value, bool) and value == c) for c in choices)
+    if not ok:
+        shown = ", ".join("true" if c is True else "false" if c is False else str(c) for c in choices)
+        raise ConfigError(f"{key} must be one of {shown}, got {value!r}")
+
+
+def check_data(cfg: dict) -> None:
+    """``scale`` and ``data``: positive integer scale, crop size (a multiple of the scale),
+    batch size and blur factor; non-negative worker count; the degradation, the small-image
+    policy and the flags.
+
+    Raises:
+        ConfigError: the first bad value, naming its key.
+    """
+    scale = check_int(cfg, "scale")
+    crop = check_int(cfg, "data.crop_size")
+    if crop % scale:
+        raise ConfigError(f"data.crop_size must be a multiple of scale={scale}, got {crop}")
+    check_int(cfg, "data.batch_size")
+    check_int(cfg, "data.num_workers", minimum=0)
+    check_int(cfg, "data.blur_factor")
+    check_int(cfg, "data.val_max_images", optional=True)
+    check_int(cfg, "data.val_max_side", optional=True)
+    check_choice(cfg, "data.degradation", ("bicubic", "bicubic_blur"))
+    check_choice(cfg, "data.small_images", ("pad", "skip", "error"))
+    for key in ("data.augment", "data.cache"):
+        check_choice(cfg, key, (True, False))
+
+
 def check_train(cfg: dict) -> None:
-    """``train``: iteration counts, the discriminator schedule, the optimiser and the speed
-    options (``bf16``, ``compile``).
+    """``train``: iteration counts, the discriminator schedule, the optimiser (finite
+    positive learning rates, betas in [0, 1), milestones), ``ema_decay`` in [0, 1), the speed
+    options (``bf16``, ``compile``, ...) and the ``log`` intervals (positive integers).
 
     Raises:
         ConfigError: the first bad value, naming its key.
     """
     t = cfg["train"]
-    if int(t["iters"]) < 1:
-        raise ConfigError(f"train.iters must be >= 1, got {t['iters']}")
-    if int(t.get("d_steps", 1)) < 1:
-        raise ConfigError(f"train.d_steps must be >= 1, got {t.get('d_steps')}")
+    check_int(cfg, "train.iters")
+    check_int(cfg, "train.pretrain_iters", minimum=0)
+    check_int(cfg, "train.d_steps")
+    check_int(cfg, "train.seed", minimum=0)
     if t.get("d_joint_batch", "auto") not in ("auto", True, False):
         raise ConfigError(f"train.d_joint_batch must be auto, true or false, got {t.get('d_joint_batch')!r}")
     if not isinstance(t.get("bf16", "auto"), bool) and t.get("bf16", "auto") != "auto":
         raise ConfigError(f"train.bf16 must be true, false or auto, got {t.get('bf16')!r}")
     if t.get("optimizer", "adam") not in OPTIMIZERS:
         raise ConfigError(f"train.optimizer must be adam, adamw or rmsprop, got {t.get('optimizer')!r}")
+    check_float(cfg, "train.lr_g", low_open=True)
+    check_float(cfg, "train.lr_d", low_open=True)
+    check_float(cfg, "train.weight_decay")
+    check_float(cfg, "train.lr_gamma", low_open=True)
+    check_float(cfg, "train.ema_decay", high=1.0, optional=True)
+    check_float(cfg, "train.grad_clip", optional=True)
+    betas = t.get("betas")
+    if not isinstance(betas, (list, tuple)) or len(betas) != 2:
+        raise ConfigError(f"train.betas must be a list of two numbers in [0, 1), got {betas!r}")
+    t["betas"] = list(betas)
+    for i in range(2):
+        b = _number(betas[i])
+        if b is None or not 0 <= b < 1:
+            raise ConfigError(f"train.betas must be a list of two numbers in [0, 1), got {betas!r}")
+        t["betas"][i] = b
+    steps = t.get("lr_steps") or []
+    if not isinstance(steps, (list, tuple)) or any(
+            _number(s) is None or _number(s) != int(_number(s)) or _number(s) < 0 for s in steps):
+        raise ConfigError(f"train.lr_steps must be a list of non-negative integers (iterations), got {steps!r}")
+    t["lr_steps"] = [int(_number(s)) for s in steps]
+    for key in ("train.channels_last", "train.fused_optimizer", "train.tune_allocator", "train.deterministic"):
+        if _get(cfg, key) is not None:
+            check_choice(cfg, key, (True, False))
     ckw = t.get("compile") or False
     if not isinstance(ckw, (bool, dict)):
         raise ConfigError(f"train.compile must be true, false or a dict of torch.compile arguments, got {ckw!r}")
+    for key in ("log.every", "log.val_every", "log.save_every"):
+        check_int(cfg, key)
+    check_choice(cfg, "log.keep_weights", (True, False))
 
 
 def check_config(cfg: dict) -> None:
-    """Every value check of a config (:func:`check_model`, :func:`check_losses`,
-    :func:`check_train`).
+    """Every value check of a config (:func:`check_model`, :func:`check_data`,
+    :func:`check_losses`, :func:`check_train`); numbers are stored back normalised (``int``
+    for counts and sizes, ``float`` for rates), so ``load_config``'s result is safe to use.
 
     Raises:
         ConfigError: the first bad value, naming its key.
     """
     check_model(cfg)
+    check_data(cfg)
     check_losses(cfg)
     check_train(cfg)

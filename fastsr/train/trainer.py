@@ -58,13 +58,32 @@ parameter gradients then reach DDP's reducer in the same backward pass as the ma
 
 Ctrl-C (SIGINT) or SIGTERM: the loop stops at the next iteration boundary, saves a checkpoint
 and returns ``status="interrupted"``; a second Ctrl-C aborts at once without saving.
+
+Safety of earlier work:
+
+* A run folder that holds anything is refused unless ``resume`` (continue it) or
+  ``overwrite`` (delete its ``config.yaml``, ``log.jsonl`` and ``checkpoints/`` first).
+* Every save is one consistent unit for ``--resume``: ``latest.state.pt`` (written
+  atomically) holds the generator weights too, so weights and state always come from the same
+  iteration; ``latest.safetensors`` (the file ``fastsr eval`` / ``upscale`` read) is
+  written after it and repaired from it on resume if a kill came in between. Temporary files
+  of interrupted writes are deleted at start.
+* On resume, ``log.jsonl`` keeps only the records up to the checkpoint's iteration, so the
+  log continues as if the run had not stopped.
+* An error between iterations (an unreadable training image, a failed validation) saves a
+  checkpoint of the last finished iteration before it propagates.
+* A non-finite loss stops training with :class:`fastsr.errors.NonFiniteLossError`; nothing is
+  saved after it, so the newest checkpoint (all of whose losses were finite) is the last
+  good state, and ``--resume`` continues from it (with e.g. a lower learning rate).
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import math
+import os
 import random
+import shutil
 import signal
 import sys
 import threading
@@ -78,7 +97,9 @@ from torch.utils.data import DataLoader
 
 from fastsr.data import IterationBatchSampler
 from fastsr.evaluate import evaluate
-from fastsr.models.checkpoint import load_generator_weights, read_metadata, save_generator
+from fastsr.errors import NonFiniteLossError, UserError
+from fastsr.models.checkpoint import (atomic_write, load_generator_weights, load_weights, read_metadata,
+                                      remove_temp_files, save_generator)
 from fastsr.ops._common import output_format
 from fastsr.train import builders
 from fastsr.train.builders import native_bf16, resolve_bf16
@@ -133,6 +154,10 @@ class Trainer:
             photos' validation split, or the last 10 % (at most ``data.val_max_images``)
             of a data folder's sorted files, which are then excluded from training).
         resume: continue from ``out_dir/checkpoints/latest.*``.
+        overwrite: start afresh in a run folder that holds an earlier run: its
+            ``config.yaml``, ``log.jsonl`` and ``checkpoints/`` are deleted first (other
+            files are left). Without ``resume`` or ``overwrite`` a non-empty ``out_dir`` is
+            refused.
         init_from: generator weights (fastsr safetensors) to start from (e.g. SRGAN from a
             trained SRResNet); ignored when resuming.
         device: "cpu" | "cuda" | None (auto).
@@ -144,7 +169,10 @@ class Trainer:
     Raises:
         ConfigError: any bad config value (:func:`fastsr.train.config.check_config`) or
             constructor argument of a model or loss.
-        CheckpointError: ``resume`` without a consistent checkpoint; a bad ``init_from``.
+        CheckpointError: ``resume`` without a consistent checkpoint; a bad ``init_from``;
+            weights of another architecture or size (``init_from`` or ``resume``).
+        UserError: ``out_dir`` holds files and neither ``resume`` nor ``overwrite`` is set;
+            both are set; ``out_dir`` is a file.
 
     Attributes used by drivers of :meth:`train_step`: ``device``, ``memory_format``,
     ``bf16`` (resolved), ``iteration`` (iterations done), ``G``, ``D``, ``gan``.
@@ -160,13 +188,17 @@ class Trainer:
     """
 
     def __init__(self, cfg: dict, out_dir, data_dir=None, val_dir=None, resume: bool = False,
-                 init_from=None, device: str | None = None, progress: bool = True, data: bool = True):
+                 init_from=None, device: str | None = None, progress: bool = True, data: bool = True,
+                 overwrite: bool = False):
         check_config(cfg)
         self.cfg = cfg
         self.out = Path(out_dir)
         self.ckpt_dir = self.out / "checkpoints"
         self.progress = progress
         self.dist: DistInfo = init_distributed(device)
+        if data:
+            self._prepare_run_folder(resume, overwrite)
+        self.saved_iteration = None
         self.device = dev = self.dist.device
         t = cfg["train"]
         self.scale = int(cfg["scale"])
@@ -192,11 +224,38 @@ class Trainer:
         if resume:
             self._load(self.ckpt_dir)
         elif init_from is not None:
-            self.G.load_state_dict(load_generator_weights(init_from, "params"))
+            load_weights(self.G, load_generator_weights(init_from, "params"), init_from)
             if self.G_ema is not None:
                 self.G_ema.load_state_dict(self.G.state_dict())
         self.iteration = self.start_iter
         self._wrap_models()
+
+    _RUN_FILES = ("config.yaml", "log.jsonl", "checkpoints")
+
+    def _prepare_run_folder(self, resume: bool, overwrite: bool) -> None:
+        """Refuse a run folder holding earlier work unless ``resume`` or ``overwrite``; with
+        ``overwrite`` delete the earlier run's files (rank 0); delete orphan temporary files."""
+        out = self.out
+        if resume and overwrite:
+            raise UserError("resume and overwrite exclude each other: continue the run in "
+                            f"{out} or replace it, not both")
+        if out.exists() and not out.is_dir():
+            raise UserError(f"run folder {out} is a file, not a folder")
+        entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+        if entries and not resume:
+            if not overwrite:
+                shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+                raise UserError(f"run folder {out} is not empty ({shown}): continue that run with --resume, "
+                                "replace it with --overwrite, or choose another --out")
+            if self.dist.is_main:
+                for name in self._RUN_FILES:
+                    p = out / name
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p)
+                    elif p.exists() or p.is_symlink():
+                        p.unlink()
+        if self.dist.is_main:
+            remove_temp_files(self.ckpt_dir)
 
     # ------------------------------------------------------------------ building
     def _build_models(self) -> None:
@@ -258,18 +317,31 @@ class Trainer:
         return contextlib.nullcontext()
 
     # ------------------------------------------------------------------ checkpoints
+    def _weights_meta(self, iteration: int) -> dict:
+        return {"iteration": iteration, "scale": self.scale, "generator": self.g_spec,
+                "config": self.cfg.get("name", "")}
+
     def save(self, iteration: int) -> None:
-        """Write G weights (+EMA) and the full training state of ``iteration`` (rank 0)."""
+        """Write G weights (+EMA) and the full training state of ``iteration`` (rank 0).
+
+        Order: ``g_<iter>.safetensors`` (when ``log.keep_weights``), then
+        ``latest.state.pt`` -- the unit ``--resume`` reads, holding G too -- then
+        ``latest.safetensors``; each file atomically.
+
+        Raises:
+            OSError: a file cannot be written (disk full, read-only file system), naming it.
+        """
         if not self.dist.is_main:
             return
-        meta = {"iteration": iteration, "scale": self.scale, "generator": self.g_spec,
-                "config": self.cfg.get("name", "")}
+        meta = self._weights_meta(iteration)
+        params = self.G.state_dict()
         ema = self.G_ema.state_dict() if self.G_ema is not None else None
         if self.cfg["log"].get("keep_weights", True):
-            save_generator(self.ckpt_dir / f"g_{iteration:07d}.safetensors", self.G.state_dict(), ema, meta)
-        save_generator(self.ckpt_dir / "latest.safetensors", self.G.state_dict(), ema, meta)
+            save_generator(self.ckpt_dir / f"g_{iteration:07d}.safetensors", params, ema, meta)
         state = {
             "iteration": iteration,
+            "generator": {k: v.detach().cpu() for k, v in params.items()},
+            "generator_ema": {k: v.detach().cpu() for k, v in ema.items()} if ema is not None else None,
             "discriminator": self.D.state_dict() if self.D is not None else None,
             "opt_g": self.opt_g.state_dict(), "sched_g": self.sched_g.state_dict(),
             "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
@@ -278,34 +350,55 @@ class Trainer:
             "rng": rng_state(),
         }
         save_state(self.ckpt_dir / "latest.state.pt", state)
+        save_generator(self.ckpt_dir / "latest.safetensors", params, ema, meta)
+        self.saved_iteration = iteration
 
     def _load(self, ckpt_dir: Path) -> None:
+        """Restore the training state of ``ckpt_dir/latest.state.pt`` (and G from it, or from
+        ``latest.safetensors`` for states saved without G, whose iterations must match)."""
         wpath, spath = ckpt_dir / "latest.safetensors", ckpt_dir / "latest.state.pt"
-        if not wpath.is_file():
-            raise CheckpointError(f"nothing to resume: {wpath} not found")
-        meta = read_metadata(wpath)
+        if not spath.is_file() and not wpath.is_file():
+            raise CheckpointError(f"nothing to resume: {spath} not found")
         state = load_state(spath)
-        if int(meta.get("iteration", -1)) != int(state["iteration"]):
-            raise CheckpointError(f"{wpath} (iteration {meta.get('iteration')}) and {spath} (iteration "
-                                  f"{state['iteration']}) do not match")
-        self.G.load_state_dict(load_generator_weights(wpath, "params"))
-        if self.G_ema is not None:
-            try:
-                self.G_ema.load_state_dict(load_generator_weights(wpath, "params_ema"))
-            except CheckpointError:
-                self.G_ema.load_state_dict(self.G.state_dict())
+        it = int(state["iteration"])
+        if state.get("generator") is not None:
+            load_weights(self.G, state["generator"], spath)
+            ema = state.get("generator_ema")
+            if self.G_ema is not None:
+                load_weights(self.G_ema, ema if ema is not None else self.G.state_dict(), spath)
+            if self.dist.is_main and (not wpath.is_file() or int(read_metadata(wpath).get("iteration", -1)) != it):
+                # a kill between the two writes of a save: bring the weights file up to the state
+                save_generator(wpath, self.G.state_dict(), ema, self._weights_meta(it))
+        else:
+            meta = read_metadata(wpath)
+            if int(meta.get("iteration", -1)) != it:
+                raise CheckpointError(f"{wpath} (iteration {meta.get('iteration')}) and {spath} (iteration "
+                                      f"{it}) do not match")
+            load_weights(self.G, load_generator_weights(wpath, "params"), wpath)
+            if self.G_ema is not None:
+                try:
+                    ema = load_generator_weights(wpath, "params_ema")
+                except CheckpointError:
+                    ema = self.G.state_dict()
+                load_weights(self.G_ema, ema, wpath)
         if self.D is not None:
             if state.get("discriminator") is None:
                 raise CheckpointError(f"{spath} holds no discriminator but the config has one")
-            self.D.load_state_dict(state["discriminator"])
-            self.opt_d.load_state_dict(state["opt_d"])
-            self.sched_d.load_state_dict(state["sched_d"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.sched_g.load_state_dict(state["sched_g"])
-        if self.gan is not None and state.get("gan"):
-            self.gan.load_state_dict(state["gan"])
+            load_weights(self.D, state["discriminator"], f"{spath} (discriminator)")
+        try:
+            if self.D is not None:
+                self.opt_d.load_state_dict(state["opt_d"])
+                self.sched_d.load_state_dict(state["sched_d"])
+            self.opt_g.load_state_dict(state["opt_g"])
+            self.sched_g.load_state_dict(state["sched_g"])
+            if self.gan is not None and state.get("gan"):
+                self.gan.load_state_dict(state["gan"])
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise CheckpointError(f"{spath}: its optimiser / scheduler state does not fit this config: "
+                                  f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
         set_rng_state(state["rng"])
-        self.start_iter = int(state["iteration"])
+        self.start_iter = it
+        self.saved_iteration = it
 
     # ------------------------------------------------------------------ steps
     def train_step(self, lr: torch.Tensor, hr: torch.Tensor) -> dict:
@@ -444,10 +537,59 @@ class Trainer:
         with open(self.out / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
+    def _trim_log(self, iteration: int) -> None:
+        """Keep the records of ``log.jsonl`` up to ``iteration`` (the checkpoint resumed
+        from; all of them are dropped for 0), and drop a line cut short by a kill."""
+        path = self.out / "log.jsonl"
+        if not path.exists():
+            return
+        keep = []
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("iter"), int) and rec["iter"] <= iteration:
+                keep.append(line + "\n")
+        atomic_write(path, "".join(keep).encode())
+
+    def _non_finite(self, it: int, logs: dict) -> NonFiniteLossError:
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in logs.items())
+        if self.saved_iteration is not None:
+            kept = (f"the newest checkpoint, iteration {self.saved_iteration} in {self.ckpt_dir}, is the last good "
+                    "state: continue from it with --resume, e.g. with a lower train.lr_g / train.lr_d or with "
+                    "train.grad_clip")
+        else:
+            kept = (f"no checkpoint had been saved yet (the first save comes at iteration "
+                    f"{self.cfg['log']['save_every']}): start again with a lower train.lr_g / train.lr_d or with "
+                    "train.grad_clip")
+        return NonFiniteLossError(f"non-finite loss at iteration {it} ({shown}): training stopped; {kept}")
+
+    def _save_on_error(self, error: BaseException, it: int) -> None:
+        """Save iteration ``it`` (finished, so consistent) before ``error`` propagates, and say
+        so in a note of the error."""
+        if not self.dist.is_main or it in (self.saved_iteration, self.start_iter):
+            return  # nothing new since the last save or the start
+        try:
+            self.save(it)
+        except Exception as e:
+            error.add_note(f"saving a checkpoint of iteration {it} failed too: {e}")
+            return
+        error.add_note(f"training stopped after iteration {it}; checkpoint saved in {self.ckpt_dir} "
+                       "(continue with --resume)")
+
     def fit(self) -> dict:
         """Train from ``start_iter`` to ``train.iters``. Returns a summary dict with ``status``
         ("finished" | "interrupted"), ``iteration``, ``seconds``, ``sec_per_iter`` and the last
-        validation metrics."""
+        validation metrics.
+
+        Raises:
+            NonFiniteLossError: a NaN or infinite loss (nothing is saved after it; the message
+                names the newest checkpoint, the last good state).
+            Exception: any other error between iterations (an unreadable training image, a
+                full disk) propagates after a checkpoint of the last finished iteration is
+                saved (see the error's note); an error inside an iteration saves nothing.
+        """
         cfg, t, lg = self.cfg, self.cfg["train"], self.cfg["log"]
         dev = self.dist.device
         if self.train_set is None:
@@ -455,8 +597,7 @@ class Trainer:
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.yaml").write_text(dump_config(cfg))
-            if self.start_iter == 0 and (self.out / "log.jsonl").exists():
-                (self.out / "log.jsonl").unlink()
+            self._trim_log(self.start_iter)
         sampler = IterationBatchSampler(len(self.train_set), int(cfg["data"]["batch_size"]), int(t["seed"]),
                                         self.iteration, self.total, self.dist.rank, self.dist.world)
         nw = int(cfg["data"]["num_workers"])
@@ -477,40 +618,53 @@ class Trainer:
             self.D_train.train()
         with _Stop() as stop:
             batches = iter(loader)
-            while it < self.total:
-                if stop.requested:
-                    status = "interrupted"
-                    break
-                try:
-                    batch = next(batches)
-                except RuntimeError:
-                    if stop.requested:  # a DataLoader worker died of the same Ctrl-C
+            in_step = False
+            try:
+                while it < self.total:
+                    if stop.requested:
                         status = "interrupted"
                         break
-                    raise
-                adversarial = self.gan is not None and it >= self.pretrain
-                logs = self.train_step(batch["lr"], batch["hr"])
-                it = self.iteration
-                if not all(math.isfinite(v) for v in logs.values() if isinstance(v, float)):
-                    raise FloatingPointError(f"non-finite loss at iteration {it}: {logs}")
+                    try:
+                        batch = next(batches)
+                    except RuntimeError:
+                        if stop.requested:  # a DataLoader worker died of the same Ctrl-C
+                            status = "interrupted"
+                            break
+                        raise
+                    adversarial = self.gan is not None and it >= self.pretrain
+                    in_step = True
+                    logs = self.train_step(batch["lr"], batch["hr"])
+                    in_step = False
+                    it = self.iteration
+                    if not all(math.isfinite(v) for v in logs.values() if isinstance(v, float)):
+                        raise self._non_finite(it, logs)
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()
+                                         if k in ("loss_g", "loss_d", "l_pix")})
+                    if it % int(lg["every"]) == 0 or it == self.total:
+                        self._log({"iter": it, "phase": "gan" if adversarial else "pixel",
+                                   "lr_g": self.opt_g.param_groups[0]["lr"], **logs,
+                                   "time": round(time.perf_counter() - t0, 3)})
+                    if it % int(lg["val_every"]) == 0 or it == self.total:
+                        if self.dist.is_main:
+                            last_val = self.validate()
+                            self._log({"iter": it, **last_val})
+                            if bar is not None:
+                                bar.write(f"iter {it}: val PSNR {last_val['val_psnr']:.2f} dB "
+                                          f"(bicubic {last_val['val_psnr_bicubic']:.2f}), "
+                                          f"SSIM {last_val['val_ssim']:.4f}")
+                        barrier(self.dist)
+                    if it % int(lg["save_every"]) == 0 or it == self.total:
+                        self.save(it)
+                        barrier(self.dist)
+            except Exception as e:
                 if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k in ("loss_g", "loss_d", "l_pix")})
-                if it % int(lg["every"]) == 0 or it == self.total:
-                    self._log({"iter": it, "phase": "gan" if adversarial else "pixel",
-                               "lr_g": self.opt_g.param_groups[0]["lr"], **logs,
-                               "time": round(time.perf_counter() - t0, 3)})
-                if it % int(lg["val_every"]) == 0 or it == self.total:
-                    if self.dist.is_main:
-                        last_val = self.validate()
-                        self._log({"iter": it, **last_val})
-                        if bar is not None:
-                            bar.write(f"iter {it}: val PSNR {last_val['val_psnr']:.2f} dB "
-                                      f"(bicubic {last_val['val_psnr_bicubic']:.2f}), SSIM {last_val['val_ssim']:.4f}")
-                    barrier(self.dist)
-                if it % int(lg["save_every"]) == 0 or it == self.total:
-                    self.save(it)
-                    barrier(self.dist)
+                    bar.close()
+                # inside train_step the state may be half-updated, after a non-finite loss it is bad
+                if not in_step and not isinstance(e, NonFiniteLossError):
+                    self._save_on_error(e, it)
+                raise
             if status == "interrupted":
                 self.save(it)
         if bar is not None:
@@ -525,7 +679,8 @@ class Trainer:
 
 
 def train(cfg: dict, out_dir, **kwargs) -> dict:
-    """Build a :class:`Trainer` and run it; returns :meth:`Trainer.fit`'s summary."""
+    """Build a :class:`Trainer` (``kwargs``: its arguments, e.g. ``resume``, ``overwrite``)
+    and run it; returns :meth:`Trainer.fit`'s summary."""
     trainer = Trainer(cfg, out_dir, **kwargs)
     try:
         return trainer.fit()
