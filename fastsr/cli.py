@@ -236,68 +236,204 @@ def _check_tiles(args) -> None:
 
 
 # ---------------------------------------------------------------------------- upscale
+def _tile_arg(v: str):
+    if v == "auto":
+        return v
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 or 'auto', got {v!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 or 'auto', got {v!r}")
+    return n
+
+
 def _add_upscale(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or globs ('photos/*.jpg')")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
-                   help="output folder, or a file name when there is one input file")
+                   help="output folder, or a file name (.png, .jpg, .webp, .bmp, .tif) when there is one input file")
     method = p.add_mutually_exclusive_group()
     method.add_argument("--checkpoint", metavar="CKPT",
                         help="generator .safetensors from fastsr train, or an ESRGAN / Real-ESRGAN / BasicSR .pth / .safetensors file (default: the shipped x4 nonbn_x4 model)")
     method.add_argument("--bicubic", action="store_true", help="MATLAB bicubic instead of a model")
     p.add_argument("--scale", type=int, help="scale for --bicubic (default 4); must match the model's otherwise")
+    p.add_argument("--outscale", type=float, metavar="S",
+                   help="final scale if not the model's: the model's output is resized (Lanczos) to S x the input size")
     p.add_argument("--weights", choices=["auto", "params", "params_ema"], default="auto")
-    p.add_argument("--tile", type=int, default=0, help="LR tile size, e.g. 256 (0 = whole image)")
-    p.add_argument("--tile-pad", type=int, default=16, help="LR context pixels around each tile")
-    p.add_argument("--format", choices=["png", "jpg", "webp", "bmp", "tif"], default="png")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--tile", type=_tile_arg, default=0, metavar="N|auto",
+                   help="LR tile side the model sees, e.g. 256 (0 = whole image; auto = from free memory, "
+                        "halved on out-of-memory)")
+    p.add_argument("--tile-pad", type=int, default=16,
+                   help="LR context pixels on each inner tile edge; tiles overlap by twice this and are blended")
+    p.add_argument("--tile-batch", type=int, default=1, help="tiles per forward pass")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="auto: fp16 on CUDA, fp32 on CPU; tiles with NaN/Inf in bf16/fp16 are redone in fp32")
+    p.add_argument("--bf16", action="store_true", help="same as --precision bf16")
+    p.add_argument("--format", choices=["png", "jpg", "webp", "bmp", "tif"], default="png",
+                   help="output format in folder mode (16-bit images stay 16-bit in png and tif)")
+    p.add_argument("--suffix", default="", help="added to each output file name's stem, e.g. _x4")
+    p.add_argument("--skip-existing", action="store_true", help="skip inputs whose output file exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--device", choices=["cpu", "cuda"])
+
+
+def _expand_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
+    """``(file, path relative to the output folder)`` of every input image: files as given,
+    folders recursively (keeping subfolders), globs (``*``, ``?``, ``[``) expanded."""
+    import glob
+
+    from fastsr.data import IMAGE_EXTENSIONS, list_images
+
+    files = []
+    for inp in inputs:
+        p = Path(inp)
+        if p.is_dir():
+            files += [(f, f.relative_to(p)) for f in list_images(p)]
+        elif p.is_file():
+            files.append((p, Path(p.name)))
+        elif any(c in inp for c in "*?["):
+            hits = sorted(Path(h) for h in glob.glob(inp, recursive=True))
+            hits = [h for h in hits if h.is_file() and h.suffix.lower() in IMAGE_EXTENSIONS]
+            if not hits:
+                raise UserError(f"no image files match {inp}")
+            files += [(h, Path(h.name)) for h in hits]
+        else:
+            raise UserError(f"input not found: {inp}")
+    return files
+
+
+def _destinations(files, args) -> list[Path]:
+    """The output file of each input; refuses an output that is an input, makes names that
+    two inputs share unique (``name_2.png``) and says so."""
+    from fastsr.data import IMAGE_EXTENSIONS
+
+    out = Path(args.output)
+    single = out.suffix and not out.is_dir()
+    if single and out.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise UserError(f"-o {out}: unknown image extension {out.suffix!r} (expected one of "
+                        f"{', '.join(IMAGE_EXTENSIONS)}, or a folder name without an extension)")
+    if single and (len(files) != 1 or not Path(args.inputs[0]).is_file()):
+        raise UserError(f"-o {out} is a file name but there are {len(files)} inputs; give a folder")
+    if single:
+        dests = [out]
+    else:
+        dests, seen = [], set()
+        for _, rel in files:
+            d = out / rel.parent / f"{rel.stem}{args.suffix}.{args.format}"
+            base, k = d, 2
+            while d.resolve() in seen:
+                d = base.with_name(f"{base.stem}_{k}{base.suffix}")
+                k += 1
+            if d != base:
+                print(f"note: {base} is the output of an earlier input too; writing {d}", file=sys.stderr)
+            seen.add(d.resolve())
+            dests.append(d)
+    inputs = {f.resolve() for f, _ in files}
+    for d in dests:
+        if d.resolve() in inputs:
+            raise UserError(f"output {d} is one of the inputs: refusing to overwrite it (use -o elsewhere or --suffix)")
+    return dests
+
+
+def _resize(x, h: int, w: int):
+    """(C, H, W) float -> (C, h, w) with Pillow's Lanczos filter in float32 ("F" images)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    chans = [np.asarray(Image.fromarray(c.numpy(), "F").resize((w, h), Image.Resampling.LANCZOS)) for c in x]
+    return torch.from_numpy(np.stack(chans)).clamp_(0, 1)
 
 
 def _run_upscale(args, extra) -> int:
     if extra:
         raise UserError(f"unrecognized arguments: {' '.join(extra)}")
     import torch
+    from tqdm import tqdm
 
-    from fastsr.data import IMAGE_EXTENSIONS, list_images, read_image, write_image
-    from fastsr.evaluate import bicubic_upscale, load_generator, upscale_image
+    from fastsr.data import ImageTooLargeError, load_image, save_image
+    from fastsr.errors import CheckpointError
+    from fastsr.evaluate import bicubic_upscale, resolve_precision, upscale_image
 
-    files = []
-    for inp in args.inputs:
-        p = Path(inp)
-        if p.is_dir():
-            files += [(f, f.relative_to(p)) for f in list_images(p)]
-        elif p.is_file():
-            files.append((p, Path(p.name)))
-        else:
-            raise UserError(f"input not found: {inp}")
+    files = _expand_inputs(args.inputs)
     if not files:
         raise UserError("no input images found")
-    _check_tiles(args)
-    out = Path(args.output)
-    single_file = (len(files) == 1 and Path(args.inputs[0]).is_file() and out.suffix.lower() in IMAGE_EXTENSIONS)
+    if args.tile_pad < 0 or args.tile_batch < 1:
+        raise UserError("--tile-pad must be >= 0 and --tile-batch >= 1")
+    if isinstance(args.tile, int) and 0 < args.tile <= 2 * args.tile_pad:
+        raise UserError(f"--tile {args.tile} must be larger than twice --tile-pad ({args.tile_pad})")
+    if args.outscale is not None and not (args.outscale > 0 and args.outscale < 1e3):
+        raise UserError(f"--outscale must be a positive number, got {args.outscale}")
+    dests = _destinations(files, args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.bf16:
+        args.precision = "bf16"
     if not args.bicubic:
-        model, scale, description = _load_model(args.checkpoint or _default_checkpoint(), args.weights, device)
-        print(f"model: {description}")
+        try:
+            precision = resolve_precision(args.precision, device)
+        except ValueError as e:
+            raise UserError(f"--precision: {e}") from None
+        checkpoint = args.checkpoint or _default_checkpoint()
+        model, scale, description = _load_model(checkpoint, args.weights, device)
+        for name, t in model.state_dict().items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise CheckpointError(f"checkpoint {checkpoint} has NaN/Inf values in {name}")
+        print(f"model: {description}; precision {precision}")
         if args.scale is not None and args.scale != scale:
-            raise UserError(f"--scale {args.scale} does not match the model's scale {scale} (use --bicubic "
-                            "for other scales)")
+            raise UserError(f"--scale {args.scale} does not match the model's scale {scale} (use --outscale for "
+                            "another final scale, or --bicubic)")
+        model.eval()
     else:
-        model, scale = None, args.scale or 4
+        model, scale = None, 4 if args.scale is None else args.scale
         if scale < 1:
             raise UserError(f"--scale must be >= 1, got {scale}")
-    for path, rel in files:
-        rgb, alpha = read_image(path, keep_alpha=True)
+    several = len(files) > 1
+    skipped = []
+    bar = tqdm(list(zip(files, dests)), desc="images", unit="img", disable=args.no_progress or not several)
+    for (path, _), dest in bar:
+        if args.skip_existing and dest.exists():
+            tqdm.write(f"{path}: {dest} exists, skipped")
+            continue
+        try:
+            img = load_image(path)
+        except ImageTooLargeError as e:
+            if not several:
+                raise
+            skipped.append(str(path))
+            tqdm.write(f"warning: {e}; skipped", file=sys.stderr)
+            continue
+        for note in img.notes:
+            tqdm.write(f"{path}: {note}", file=sys.stderr)
         if model is None:
-            sr = bicubic_upscale(rgb[None], scale)
+            sr = bicubic_upscale(img.pixels[None], scale)[0]
         else:
-            sr = upscale_image(model, rgb[None], scale, args.tile, args.tile_pad, args.bf16)
-        a = bicubic_upscale(alpha[None], scale)[0] if alpha is not None else None
-        dest = out if single_file else (out / rel).with_suffix("." + args.format)
-        if a is not None and dest.suffix.lower() in (".jpg", ".jpeg", ".bmp"):
-            a = None  # formats without alpha
-        write_image(sr[0], dest, alpha=a)
-        print(f"{path} -> {dest} ({rgb.shape[2]}x{rgb.shape[1]} -> {sr.shape[3]}x{sr.shape[2]})")
+            tiles = tqdm(desc="tiles", unit="tile", leave=False, disable=args.no_progress)
+
+            def progress(done, total, tiles=tiles):
+                tiles.total = total
+                tiles.update(done - tiles.n)
+
+            try:
+                sr = upscale_image(model, img.rgb[None], scale, args.tile, args.tile_pad, precision=precision,
+                                   tile_batch=args.tile_batch, progress=progress)[0]
+            except torch.OutOfMemoryError:
+                raise UserError(f"out of memory upscaling {path}; use a smaller --tile or --tile auto") from None
+            finally:
+                tiles.close()
+            if img.pixels.shape[0] == 1:
+                sr = sr.mean(0, keepdim=True)
+        alpha = bicubic_upscale(img.alpha[None], scale)[0].clamp(0, 1) if img.alpha is not None else None
+        h, w = img.pixels.shape[-2:]
+        if args.outscale is not None and args.outscale != scale:
+            oh, ow = max(round(h * args.outscale), 1), max(round(w * args.outscale), 1)
+            sr = _resize(sr, oh, ow)
+            alpha = _resize(alpha, oh, ow) if alpha is not None else None
+        for note in save_image(dest, sr, alpha, img.bit_depth, img.icc_profile):
+            tqdm.write(f"{dest}: {note}", file=sys.stderr)
+        tqdm.write(f"{path} -> {dest} ({w}x{h} -> {sr.shape[2]}x{sr.shape[1]}, {img.bit_depth}-bit)")
+    if skipped:
+        print(f"warning: skipped {len(skipped)} image(s) too large to decode safely: {', '.join(skipped)}",
+              file=sys.stderr)
     return 0
 
 

@@ -13,7 +13,10 @@ Every image becomes a float32 (3, H, W) tensor in [0, 1]:
 """
 from __future__ import annotations
 
+import io
 import os
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +25,8 @@ from PIL import Image, UnidentifiedImageError
 
 from fastsr.errors import DataError
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "read_image", "write_image", "list_images",
-           "to_tensor", "to_uint8"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "ImageTooLargeError", "read_image", "write_image",
+           "list_images", "to_tensor", "to_uint8", "ImageData", "load_image", "save_image"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -84,6 +87,8 @@ def read_image(path: str | os.PathLike, keep_alpha: bool = False):
         with Image.open(path) as im:
             im.load()
             rgb, alpha = _pil_to_rgb_alpha(im)
+    except Image.DecompressionBombError as e:
+        raise ImageTooLargeError(f"image {path} is too large: {e}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"cannot read image {path}: {e}") from None
     return (rgb, alpha) if keep_alpha else rgb
@@ -129,3 +134,266 @@ def write_image(img: torch.Tensor, path: str | os.PathLike, alpha: torch.Tensor 
         Image.fromarray(arr, "RGBA").save(path)
     else:
         Image.fromarray(arr, "RGB").save(path)
+
+
+# ---------------------------------------------------------------------------- upscaler I/O
+class ImageTooLargeError(ImageReadError):
+    """An image has more pixels than Pillow's decompression-bomb limit
+    (``PIL.Image.MAX_IMAGE_PIXELS``, twice it for the hard error)."""
+
+
+@dataclass
+class ImageData:
+    """An image as :func:`load_image` reads it for upscaling, with what is needed to write
+    the result in kind (:func:`save_image`).
+
+    Attributes:
+        pixels: (C, H, W) float32 in [0, 1]; C = 1 for grayscale, 3 for colour (RGB).
+        alpha: (1, H, W) float32 in [0, 1], or None without an alpha channel.
+        bit_depth: 8 or 16, the bits per sample of the file (16 for float images).
+        icc_profile: the embedded ICC colour profile (bytes), or None.
+        notes: conversions made while reading (palette, CMYK, EXIF orientation), one
+            sentence each, to tell the user.
+    """
+
+    pixels: torch.Tensor
+    alpha: torch.Tensor | None = None
+    bit_depth: int = 8
+    icc_profile: bytes | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rgb(self) -> torch.Tensor:
+        """The pixels as (3, H, W) (grayscale replicated)."""
+        return self.pixels.expand(3, -1, -1).contiguous() if self.pixels.shape[0] == 1 else self.pixels
+
+
+#: EXIF orientation -> the numpy operation on an (H, W, ...) array that makes it upright
+#: (the TIFF/EXIF Orientation tag 274; Pillow's ``ImageOps.exif_transpose`` table)
+_ORIENT = {
+    2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _png_header(path: Path) -> tuple[int, int] | None:
+    """``(bit_depth, colour_type)`` of a PNG file's IHDR, None for other files."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return head[24], head[25]
+
+
+def _read_png16(path: Path) -> np.ndarray:
+    """A 16-bit colour or gray+alpha PNG as an (H, W, planes) uint16 array (pypng: Pillow
+    reads these as 8-bit)."""
+    import png
+
+    w, h, rows, info = png.Reader(filename=str(path)).read()
+    arr = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows])
+    return arr.reshape(h, w, info["planes"])
+
+
+def load_image(path: str | os.PathLike) -> ImageData:
+    """Read any image a user may have, keeping what the output should keep.
+
+    * 8-bit and 16-bit files (PNG, TIFF: 16-bit colour read with pypng / tifffile, since
+      Pillow reads those as 8-bit) give ``bit_depth`` 8 or 16; 32-bit float ``F`` images
+      count as 16-bit;
+    * grayscale (``1``, ``L``, ``I;16``, ``I``, ``F``) stays one channel; ``LA`` / ``RGBA``
+      keep their alpha;
+    * palette images become RGB(A), CMYK becomes RGB through its ICC profile when it has one
+      (the output is then tagged sRGB), other modes (YCbCr, LAB, HSV) RGB: each with a note;
+    * the EXIF orientation is applied (with a note), the ICC profile is returned.
+
+    Raises:
+        FileNotFoundError: no such file. ImageTooLargeError: more pixels than Pillow's
+        decompression-bomb limit. ImageReadError: the file cannot be decoded (the message
+        names the path).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    try:
+        try:
+            with Image.open(path) as im:
+                return _load(path, im)
+        except UnidentifiedImageError:
+            if path.suffix.lower() not in (".tif", ".tiff"):
+                raise
+            return _load_tiff(path)  # e.g. 16-bit gray + alpha, which Pillow does not open
+    except Image.DecompressionBombError as e:
+        raise ImageTooLargeError(f"image {path} is too large: {e}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, KeyError) as e:
+        if isinstance(e, (FileNotFoundError, DataError)):
+            raise
+        raise ImageReadError(f"cannot read image {path}: {e}") from None
+
+
+def _load(path: Path, im: Image.Image) -> ImageData:
+    notes = []
+    icc = im.info.get("icc_profile") or None
+    orientation = im.getexif().get(0x0112, 1)
+    bit_depth, alpha = 8, None
+    png_head = _png_header(path) if im.format == "PNG" else None
+    bits = im.tag_v2.get(258) if im.format == "TIFF" and hasattr(im, "tag_v2") else None
+    if png_head is not None and png_head[0] == 16 and png_head[1] in (2, 4, 6):
+        arr, bit_depth = _read_png16(path), 16
+    elif im.mode in ("RGB", "RGBA") and bits is not None and max(np.atleast_1d(bits)) == 16:
+        import tifffile
+
+        arr, bit_depth = tifffile.imread(path, key=0), 16
+        arr = arr[:, :, :4] if arr.ndim == 3 else arr
+    else:
+        im.load()
+        mode = im.mode
+        if mode.startswith("I;16") or mode == "I":
+            arr, bit_depth = np.clip(np.asarray(im).astype(np.int64), 0, 65535).astype(np.uint16), 16
+        elif mode == "F":
+            arr, bit_depth = np.clip(np.asarray(im, dtype=np.float32), 0, 1), 16
+        elif mode in ("L", "LA", "RGB", "RGBA"):
+            arr = np.asarray(im)
+        elif mode == "1":
+            arr = np.asarray(im.convert("L"))
+        elif mode in ("La", "RGBa"):
+            arr = np.asarray(im.convert(mode.upper()))
+        elif mode in ("P", "PA"):
+            has_alpha = mode == "PA" or "transparency" in im.info
+            arr = np.asarray(im.convert("RGBA" if has_alpha else "RGB"))
+            notes.append(f"palette image converted to {'RGBA' if has_alpha else 'RGB'}")
+        elif mode == "CMYK" and icc is not None:
+            from PIL import ImageCms
+
+            srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+            rgb = ImageCms.profileToProfile(im, ImageCms.ImageCmsProfile(io.BytesIO(icc)), srgb,
+                                            outputMode="RGB")
+            arr, icc = np.asarray(rgb), srgb.tobytes()
+            notes.append("CMYK converted to sRGB through its ICC profile")
+        else:
+            arr = np.asarray(im.convert("RGB"))
+            notes.append(f"{mode} image converted to RGB" + (" without a colour profile (approximate colours)"
+                                                             if mode == "CMYK" else ""))
+    if orientation in _ORIENT:
+        arr = _ORIENT[orientation](arr)
+        notes.append(f"EXIF orientation {orientation} applied")
+    if arr.ndim == 3 and arr.shape[2] in (2, 4):
+        arr, alpha = arr[:, :, :-1], to_tensor(arr[:, :, -1])
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    return ImageData(to_tensor(arr), alpha, bit_depth, icc, notes)
+
+
+def _load_tiff(path: Path) -> ImageData:
+    """A TIFF through tifffile (first page): 8/16-bit gray, gray + alpha, RGB, RGBA."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tf:
+        page = tf.pages[0]
+        arr = page.asarray()
+        tags = {t.code: t.value for t in page.tags}
+    if arr.dtype not in (np.uint8, np.uint16) or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] > 4):
+        raise ImageReadError(f"cannot read image {path}: unsupported TIFF layout {arr.shape} {arr.dtype}")
+    notes = []
+    orientation = int(tags.get(274, 1))
+    if orientation in _ORIENT:
+        arr = _ORIENT[orientation](arr)
+        notes.append(f"EXIF orientation {orientation} applied")
+    alpha = None
+    if arr.ndim == 3 and arr.shape[2] in (2, 4):
+        arr, alpha = arr[:, :, :-1], to_tensor(arr[:, :, -1])
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    icc = tags.get(34675)
+    return ImageData(to_tensor(arr), alpha, 16 if arr.dtype == np.uint16 else 8, bytes(icc) if icc else None, notes)
+
+
+def _quantise(x: torch.Tensor, bit_depth: int) -> np.ndarray:
+    """(C, H, W) float in [0, 1] -> HWC (or HW for C = 1) uint8/uint16, rounded half up."""
+    top, dtype = (255.0, torch.uint8) if bit_depth == 8 else (65535.0, torch.int32)
+    q = x.detach().float().clamp(0, 1).mul(top).add(0.5).floor().to(dtype).permute(1, 2, 0).cpu().numpy()
+    q = q.astype(np.uint8 if bit_depth == 8 else np.uint16)
+    return q[:, :, 0] if q.shape[2] == 1 else q
+
+
+def _write_png16(path: Path, arr: np.ndarray, icc: bytes | None) -> None:
+    """A 16-bit PNG with pypng (Pillow writes 16-bit gray only), the ICC profile as iCCP."""
+    import png
+
+    h, w = arr.shape[:2]
+    planes = 1 if arr.ndim == 2 else arr.shape[2]
+    writer = png.Writer(w, h, greyscale=planes <= 2, alpha=planes in (2, 4), bitdepth=16)
+    buf = io.BytesIO()
+    writer.write_array(buf, arr.reshape(-1).astype(np.uint16))
+    chunks = list(png.Reader(bytes=buf.getvalue()).chunks())
+    if icc:
+        chunks.insert(1, (b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc)))
+    with open(path, "wb") as f:
+        png.write_chunks(f, chunks)
+
+
+def save_image(path: str | os.PathLike, pixels: torch.Tensor, alpha: torch.Tensor | None = None,
+               bit_depth: int = 8, icc_profile: bytes | None = None, quality: int = 95) -> list[str]:
+    """Write an image read by :func:`load_image` (or computed from one) in kind.
+
+    The format follows the extension (PNG, JPEG, WebP, BMP, TIFF). 16-bit is written to PNG
+    (pypng for colour or alpha) and TIFF (tifffile); JPEG, WebP and BMP store 8 bits. The
+    ICC profile is embedded in PNG, JPEG, WebP and TIFF. Parent folders are created.
+
+    Args:
+        pixels: (C, H, W) float in [0, 1], C = 1 (grayscale) or 3 (RGB).
+        alpha: (1, H, W) float in [0, 1] or None.
+        bit_depth: 8 or 16.
+        quality: JPEG / WebP quality (1-100).
+
+    Returns:
+        The notes on what the format could not store (16 bits, alpha, ICC profile).
+
+    Raises:
+        ValueError: bad shapes, ``bit_depth`` not 8 or 16, an unknown extension.
+    """
+    path = Path(path)
+    if pixels.dim() != 3 or pixels.shape[0] not in (1, 3):
+        raise ValueError(f"save_image: pixels must be (1 or 3, H, W), got shape {tuple(pixels.shape)}")
+    if alpha is not None and tuple(alpha.shape) != (1, *pixels.shape[1:]):
+        raise ValueError(f"save_image: alpha must have shape (1, {pixels.shape[1]}, {pixels.shape[2]}), "
+                         f"got {tuple(alpha.shape)}")
+    if bit_depth not in (8, 16):
+        raise ValueError(f"save_image: bit_depth must be 8 or 16, got {bit_depth}")
+    ext = path.suffix.lower()
+    if ext not in IMAGE_EXTENSIONS:
+        raise ValueError(f"save_image: unknown image extension {ext!r} of {path}; expected one of "
+                         f"{', '.join(IMAGE_EXTENSIONS)}")
+    notes = []
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP"}.get(ext)
+    if fmt and bit_depth == 16:
+        notes.append(f"{fmt} stores 8 bits per sample: written as 8-bit")
+        bit_depth = 8
+    if fmt == "JPEG" and alpha is not None:
+        notes.append("JPEG has no alpha channel: alpha dropped")
+        alpha = None
+    if fmt == "BMP" and icc_profile:
+        notes.append("BMP cannot hold an ICC profile: profile dropped")
+        icc_profile = None
+    if fmt in ("WEBP", "BMP") and pixels.shape[0] == 1 and (fmt == "WEBP" or alpha is not None):
+        pixels = pixels.expand(3, -1, -1)  # WebP has no gray modes, BMP no gray + alpha
+    x = pixels if alpha is None else torch.cat([pixels, alpha])
+    arr = _quantise(x, bit_depth)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if bit_depth == 16 and ext in (".tif", ".tiff"):
+        import tifffile
+
+        rgb = pixels.shape[0] == 3
+        tifffile.imwrite(path, arr, photometric="rgb" if rgb else "minisblack",
+                         extrasamples=["unassalpha"] if alpha is not None else None,
+                         iccprofile=icc_profile, compression="zlib")
+    elif bit_depth == 16 and (alpha is not None or pixels.shape[0] == 3):
+        _write_png16(path, arr, icc_profile)
+    else:
+        im = Image.fromarray(arr)  # L, LA, RGB, RGBA or I;16 from the shape and dtype
+        kw = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+        if icc_profile:
+            kw["icc_profile"] = icc_profile
+        im.save(path, **kw)
+    return notes
