@@ -105,7 +105,8 @@ def _run_train(args, extra: list[str]) -> int:
                f"({summary['sec_per_iter']:.3f} s/iter); checkpoints in {out / 'checkpoints'}")
         if "val_psnr" in summary:
             msg += (f"\nvalidation: PSNR {summary['val_psnr']:.2f} dB / SSIM {summary['val_ssim']:.4f} "
-                    f"(bicubic {summary['val_psnr_bicubic']:.2f} dB / {summary['val_ssim_bicubic']:.4f})")
+                    f"(bicubic {summary['val_psnr_bicubic']:.2f} dB / {summary['val_ssim_bicubic']:.4f}), "
+                    "mean error R G B " + " ".join(f"{v:+.2f}" for v in summary["val_mean_error"]) + " levels")
         print(msg)
     return 130 if summary["status"] == "interrupted" else 0
 

@@ -321,42 +321,71 @@ def sample_pairs(scale: int) -> list[Pair]:
 
 @dataclass
 class EvalResult:
-    """Per-image Y-channel PSNR (dB) and SSIM of the SR output and, when computed, of bicubic."""
+    """Per-image Y-channel PSNR (dB), SSIM and mean colour error of the SR output and, when
+    computed, of bicubic.
+
+    ``sr_mean_error`` / ``bicubic_mean_error`` hold one ``[R, G, B]`` per image: the mean of
+    ``SR - HR`` per channel in 8-bit levels (:func:`fastsr.metrics.channel_mean_error`,
+    ``crop_border = scale``), the colour cast that PSNR on Y barely shows.
+    """
 
     names: list[str] = field(default_factory=list)
     sr_psnr: list[float] = field(default_factory=list)
     sr_ssim: list[float] = field(default_factory=list)
     bicubic_psnr: list[float] = field(default_factory=list)
     bicubic_ssim: list[float] = field(default_factory=list)
+    sr_mean_error: list[list[float]] = field(default_factory=list)
+    bicubic_mean_error: list[list[float]] = field(default_factory=list)
 
     def columns(self) -> dict[str, list[float]]:
-        """The table's columns (``Bicubic PSNR``, ``Bicubic SSIM`` when computed, ``SR PSNR``,
-        ``SR SSIM``)."""
+        """The table's columns: ``Bicubic PSNR``, ``Bicubic SSIM``, ``Bicubic err R/G/B``
+        (when bicubic was computed), then ``SR PSNR``, ``SR SSIM``, ``SR err R/G/B``."""
         cols = {}
-        if self.bicubic_psnr:
-            cols.update({"Bicubic PSNR": self.bicubic_psnr, "Bicubic SSIM": self.bicubic_ssim})
-        cols.update({"SR PSNR": self.sr_psnr, "SR SSIM": self.sr_ssim})
+        for label, p, s, e in (("Bicubic", self.bicubic_psnr, self.bicubic_ssim, self.bicubic_mean_error),
+                               ("SR", self.sr_psnr, self.sr_ssim, self.sr_mean_error)):
+            if not p:
+                continue
+            cols.update({f"{label} PSNR": p, f"{label} SSIM": s})
+            if e:
+                cols.update({f"{label} err {ch}": [v[c] for v in e] for c, ch in enumerate("RGB")})
         return cols
 
     def table(self, title: str | None = None) -> str:
-        """The per-image + mean table (:func:`fastsr.metrics.format_table`)."""
-        return metrics.format_table(self.names, self.columns(), title=title)
+        """The per-image + mean table (:func:`fastsr.metrics.format_table`); the mean-error
+        columns have 2 decimals (8-bit levels)."""
+        cols = self.columns()
+        return metrics.format_table(self.names, cols, title=title, digits={h: 2 for h in cols if " err " in h})
 
-    def rows(self) -> dict[str, dict[str, float]]:
-        """``{name: {"psnr", "ssim"[, "bicubic_psnr", "bicubic_ssim"]}}``."""
+    def rows(self) -> dict[str, dict]:
+        """``{name: {"psnr", "ssim", "mean_error_rgb"[, "bicubic_psnr", "bicubic_ssim",
+        "bicubic_mean_error_rgb"]}}`` (``*_mean_error_rgb``: ``[R, G, B]`` in 8-bit levels)."""
         out = {}
         for i, name in enumerate(self.names):
-            row = {"bicubic_psnr": self.bicubic_psnr[i], "bicubic_ssim": self.bicubic_ssim[i]} \
-                if self.bicubic_psnr else {}
-            out[name] = {**row, "psnr": self.sr_psnr[i], "ssim": self.sr_ssim[i]}
+            row = {}
+            if self.bicubic_psnr:
+                row = {"bicubic_psnr": self.bicubic_psnr[i], "bicubic_ssim": self.bicubic_ssim[i]}
+                if self.bicubic_mean_error:
+                    row["bicubic_mean_error_rgb"] = list(self.bicubic_mean_error[i])
+            row.update(psnr=self.sr_psnr[i], ssim=self.sr_ssim[i])
+            if self.sr_mean_error:
+                row["mean_error_rgb"] = list(self.sr_mean_error[i])
+            out[name] = row
         return out
 
-    def mean(self) -> dict[str, float]:
-        """Means over the images, keyed like :meth:`rows` (NaN for an empty result)."""
-        keys = {"psnr": self.sr_psnr, "ssim": self.sr_ssim}
+    def mean(self) -> dict:
+        """Means over the images, keyed like :meth:`rows` (NaN for an empty result; the
+        ``*_mean_error_rgb`` entries are ``[R, G, B]`` means)."""
+        def avg(v):
+            return sum(v) / len(v) if v else float("nan")
+
+        out = {"psnr": avg(self.sr_psnr), "ssim": avg(self.sr_ssim)}
+        if self.sr_mean_error:
+            out["mean_error_rgb"] = [avg([e[c] for e in self.sr_mean_error]) for c in range(3)]
         if self.bicubic_psnr:
-            keys.update(bicubic_psnr=self.bicubic_psnr, bicubic_ssim=self.bicubic_ssim)
-        return {k: (sum(v) / len(v) if v else float("nan")) for k, v in keys.items()}
+            out.update(bicubic_psnr=avg(self.bicubic_psnr), bicubic_ssim=avg(self.bicubic_ssim))
+            if self.bicubic_mean_error:
+                out["bicubic_mean_error_rgb"] = [avg([e[c] for e in self.bicubic_mean_error]) for c in range(3)]
+        return out
 
 
 def y_psnr_ssim(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> tuple[list[float], list[float]]:
@@ -367,13 +396,19 @@ def y_psnr_ssim(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> tuple[list[fl
     return p.tolist(), s.tolist()
 
 
+def _mean_error(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> list[list[float]]:
+    """Per image ``[R, G, B]`` mean ``SR - HR`` in 8-bit levels (``crop_border = scale``)."""
+    return metrics.channel_mean_error(sr, hr, crop_border=scale).tolist()
+
+
 def evaluate(model: nn.Module, pairs: Iterable[Pair], scale: int, *, tile: int = 0, tile_pad: int = 16,
              bf16: bool = False, memory_format: torch.memory_format = torch.contiguous_format,
              bicubic: bool = True,
              on_image: Callable[[str, torch.Tensor, torch.Tensor | None, torch.Tensor], None] | None = None,
              ) -> EvalResult:
     """PSNR/SSIM of ``model`` (and of bicubic) on ``pairs``, the papers' convention: Y
-    channel, ``crop_border = scale``, 8-bit quantised images.
+    channel, ``crop_border = scale``, 8-bit quantised images; and the mean colour error
+    ``SR - HR`` per RGB channel in 8-bit levels (:func:`fastsr.metrics.channel_mean_error`).
 
     The model runs in eval mode (its mode is restored afterwards) through
     :func:`upscale_image` with ``tile``, ``tile_pad``, ``bf16`` autocast and
@@ -402,12 +437,14 @@ def evaluate(model: nn.Module, pairs: Iterable[Pair], scale: int, *, tile: int =
             result.names.append(name)
             result.sr_psnr += p
             result.sr_ssim += s
+            result.sr_mean_error += _mean_error(sr, hr[None], scale)
             bic = None
             if bicubic:
                 bic = bicubic_upscale(lr[None], scale)
                 p, s = y_psnr_ssim(bic, hr[None], scale)
                 result.bicubic_psnr += p
                 result.bicubic_ssim += s
+                result.bicubic_mean_error += _mean_error(bic, hr[None], scale)
             if on_image is not None:
                 on_image(name, sr[0], None if bic is None else bic[0], hr)
     finally:

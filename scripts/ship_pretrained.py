@@ -9,6 +9,12 @@ Train (CPU or CUDA) within a wall-time budget, then validate and export::
 ``train.iters`` so that the real run takes about that long; the recipe's LR milestones are
 rescaled to the same fractions of the run. ``--iters N`` fixes the length instead.
 
+Fine-tune shipped weights instead of training from scratch (G and its EMA start from them;
+the optimiser starts fresh)::
+
+    PYTHONPATH=$PWD python scripts/ship_pretrained.py --device cuda --iters 8000 \\
+        --init-from weights/start.safetensors --set train.lr_g=5e-5 --out runs/nonbn_x4_ft
+
 Export an existing ``fastsr train`` run instead of training::
 
     python scripts/ship_pretrained.py --from-run runs/nonbn_x4 --command "<the train command>"
@@ -16,7 +22,8 @@ Export an existing ``fastsr train`` run instead of training::
 Either way the EMA generator of the final checkpoint is stored as float16 (the ``params``
 group), the *stored* file is evaluated on the CPU in float32 on the held-back sample
 photographs (full images, MATLAB bicubic x4 LR, Y channel, crop_border = 4) against
-bicubic -- PSNR, SSIM and the mean per-channel error SR - HR in 8-bit levels -- the table
+bicubic with :func:`fastsr.evaluate.evaluate` -- PSNR, SSIM and the mean per-channel error
+SR - HR in 8-bit levels -- the table
 is printed, and the recipe, command, iterations, timing, training photographs and the
 table go into the file's metadata.
 """
@@ -31,48 +38,26 @@ from pathlib import Path
 
 import torch
 
-from fastsr.data import degrade, imresize, sample_images
-from fastsr.data.datasets import mod_crop
-from fastsr.metrics import channel_mean_error, format_table, psnr, ssim
-from fastsr.train import load_config
-from fastsr.evaluate import load_generator
+from fastsr.data import sample_images
+from fastsr.evaluate import EvalResult, evaluate, load_generator, sample_pairs
 from fastsr.models import export_generator
+from fastsr.train import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONVENTIONS = ("full images, LR by MATLAB bicubic x4, Y channel (BT.601), crop_border=4, float64; "
                "mean error = mean of SR - HR per RGB channel in 8-bit levels after rounding to 8 bits")
 
 
-def validate(weights: Path, which: str = "params") -> dict:
-    """Per held-back photograph: bicubic and SR PSNR (dB), SSIM and mean error (levels, R G B)."""
+def validate(weights: Path, which: str = "params") -> EvalResult:
+    """The stored generator on the held-back photographs vs bicubic
+    (:func:`fastsr.evaluate.evaluate`: Y-PSNR (dB), SSIM, mean error SR - HR per RGB channel
+    in 8-bit levels)."""
     model, scale = load_generator(weights, which)
-    rows = {}
-    for name, hr in sample_images("val"):
-        hr = mod_crop(hr, scale)[None].contiguous()
-        lr = degrade(hr[0], scale)[None]
-        with torch.inference_mode():
-            sr = model(lr).clamp(0, 1)
-        bic = imresize(lr, float(scale)).clamp(0, 1)
-        row = {}
-        for tag, img in (("bicubic_", bic), ("", sr)):
-            row[tag + "psnr"] = psnr(img, hr, crop_border=scale, test_y_channel=True).item()
-            row[tag + "ssim"] = ssim(img, hr, crop_border=scale, test_y_channel=True).item()
-            row[tag + "mean_error_rgb"] = [round(v, 4) for v in channel_mean_error(img, hr, crop_border=scale)[0].tolist()]
-        rows[name] = row
-    return rows
+    return evaluate(model, sample_pairs(scale), scale)
 
 
-def table(rows: dict) -> str:
-    names = list(rows)
-    cols = {}
-    for tag, label in (("bicubic_", "Bicubic"), ("", "SR")):
-        cols[f"{label} PSNR"] = [rows[n][tag + "psnr"] for n in names]
-        cols[f"{label} SSIM"] = [rows[n][tag + "ssim"] for n in names]
-        for c, ch in enumerate("RGB"):
-            cols[f"{label} err {ch}"] = [rows[n][tag + "mean_error_rgb"][c] for n in names]
-    digits = {h: 2 for h in cols if " err " in h}
-    return format_table(names, cols, digits=digits,
-                        title="x4 on the held-back photographs: Y-PSNR (dB) / SSIM, crop_border=4; "
+def table(result: EvalResult) -> str:
+    return result.table(title="x4 on the held-back photographs: Y-PSNR (dB) / SSIM, crop_border=4; "
                               "err = mean SR - HR per channel (8-bit levels)")
 
 
@@ -92,10 +77,11 @@ def _train_cfg(args, iters: int, out: Path) -> dict:
     return load_config(args.config, overrides)
 
 
-def _fit(cfg: dict, out: Path, device: str, progress: bool, overwrite: bool = False) -> tuple[dict, list[dict]]:
+def _fit(cfg: dict, out: Path, device: str, progress: bool, overwrite: bool = False,
+         init_from=None) -> tuple[dict, list[dict]]:
     from fastsr.train import train
 
-    summary = train(cfg, out, device=device, progress=progress, overwrite=overwrite)
+    summary = train(cfg, out, device=device, progress=progress, overwrite=overwrite, init_from=init_from)
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
     return summary, log
 
@@ -106,7 +92,7 @@ def calibrate(args) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         a = argparse.Namespace(**{**vars(args), "log_every": 10})
         cfg = _train_cfg(a, n, Path(tmp))
-        _, log = _fit(cfg, Path(tmp), args.device, False)
+        _, log = _fit(cfg, Path(tmp), args.device, False, args.init_from)
     t = {r["iter"]: r["time"] for r in log if "time" in r}
     first, last = min(t), max(t)
     return (t[last] - t[first]) / (last - first)
@@ -125,6 +111,8 @@ def main(argv=None) -> int:
     p.add_argument("--num-workers", type=int, help="data.num_workers (DataLoader worker processes)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init-from", type=Path, metavar="WEIGHTS",
+                   help="fine-tune: start G (and its EMA) from these generator weights (fastsr safetensors)")
     p.add_argument("--out", type=Path, default=Path("runs/nonbn_x4"), help="run folder")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in the run folder")
     p.add_argument("--calibration-iters", type=int, default=60)
@@ -140,6 +128,11 @@ def main(argv=None) -> int:
         if v is not None and v <= 0:
             p.error(f"{name} must be > 0, got {v}")
 
+    if a.init_from is not None:
+        if a.from_run is not None:
+            p.error("--init-from trains; it cannot be combined with --from-run")
+        if not a.init_from.is_file():
+            p.error(f"--init-from: no such file: {a.init_from}")
     train_names = [n for n, _ in sample_images("train")]
     if a.from_run is not None:
         if not a.command:
@@ -158,9 +151,11 @@ def main(argv=None) -> int:
             extra["calibration"] = f"{spi:.4f} s/iter over {a.calibration_iters} iterations -> {iters} iterations"
             print(f"calibration: {spi * 1000:.1f} ms/iter -> {iters} iterations for {a.minutes} min", flush=True)
         cfg = _train_cfg(a, iters, a.out)
-        _fit(cfg, a.out, a.device, not a.no_progress, a.overwrite)
+        _fit(cfg, a.out, a.device, not a.no_progress, a.overwrite, a.init_from)
         run = a.out
         extra["config_resolved"] = cfg
+        if a.init_from is not None:
+            extra["init_from"] = str(a.init_from)
         extra["device"] = torch.cuda.get_device_name() if a.device == "cuda" else "cpu"
 
     ckpt = run / "checkpoints" / "latest.safetensors"
@@ -168,8 +163,10 @@ def main(argv=None) -> int:
     last = [r for r in log if "time" in r][-1]
     dest.parent.mkdir(parents=True, exist_ok=True)
     export_generator(ckpt, dest, "params_ema", torch.float16)  # validate what ships: fp16 weights
-    rows = validate(dest)
-    print(table(rows))
+    result = validate(dest)
+    print(table(result))
+    rows = {n: {k: [round(x, 4) for x in v] if isinstance(v, list) else v for k, v in r.items()}
+            for n, r in result.rows().items()}
     meta = {
         "recipe": a.config, "command": command, "iterations": last["iter"],
         "wall_time_s": round(last["time"], 1), "sec_per_iter": round(last["time"] / last["iter"], 4),

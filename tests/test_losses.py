@@ -454,3 +454,34 @@ def test_pixel_losses_fused_equals_unfused(kw, reduction):
     ga, = torch.autograd.grad(a.sum(), sr)
     gb, = torch.autograd.grad(b.sum(), sr)
     torch.testing.assert_close(ga, gb, rtol=1e-6, atol=1e-9)
+
+
+# ---------------------------------------------------------------- LR consistency
+def test_lr_consistency_is_mse_of_the_bicubic_downsampled_sr():
+    from fastsr.data import degrade, imresize
+
+    g = torch.Generator().manual_seed(0)
+    hr = torch.rand(2, 3, 32, 40, generator=g)
+    lr = degrade(hr, 4)
+    loss = losses.LRConsistencyLoss(4)
+    assert loss(hr, lr).item() < 1e-12  # HR is consistent with its own LR
+    sr = torch.rand(2, 3, 32, 40, generator=g)
+    want = F.mse_loss(imresize(sr, 0.25), lr)
+    assert loss(sr, lr).item() == pytest.approx(want.item(), rel=1e-5)
+    assert loss(sr.contiguous(memory_format=torch.channels_last), lr).item() == pytest.approx(want.item(), rel=1e-5)
+    # a uniform offset of d survives the (mean-preserving) bicubic downsampling: loss d^2
+    assert loss(hr + 0.01, lr).item() == pytest.approx(1e-4, rel=1e-3)
+    x = sr[:1, :1, :8, :12].double().requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: loss(t, lr[:1, :1, :2, :3].double()), (x,))
+
+
+def test_lr_consistency_errors():
+    with pytest.raises(ValueError, match="scale"):
+        losses.LRConsistencyLoss(1)
+    loss = losses.LRConsistencyLoss(2)
+    with pytest.raises(ValueError, match="times 2"):
+        loss(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 3, 4))
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        loss(torch.rand(3, 8, 8), torch.rand(3, 4, 4))
+    with pytest.raises(TypeError, match="floating-point"):
+        loss(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), torch.rand(1, 3, 4, 4))

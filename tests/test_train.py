@@ -413,3 +413,26 @@ def test_batchnorm_critic_sees_real_and_fake_in_one_batch():
             assert set(sizes) == ({8} if joint == "auto" else {4})
             signal[joint] = sum(abs(l["wasserstein"]) for l in logs[-4:])
     assert signal["auto"] > 20 * signal["false"], signal
+
+
+def test_lr_consistency_term(tmp_path):
+    tiny = ["model.generator={name: NonBNResNet, num_blocks: 1, channels: 8}", "data.crop_size=32", *_SMALL_RUN]
+
+    def trainer(*extra):
+        return Trainer(load_config("nonbn_x4", [*tiny, *extra]), tmp_path, data=False, progress=False, device="cpu")
+
+    g = torch.Generator().manual_seed(0)
+    hr = torch.rand(2, 3, 32, 32, generator=g)
+    lr = torch.rand(2, 3, 8, 8, generator=g)
+    tr = trainer("loss.lr_consistency={weight: 2.0}")
+    fn, w = tr.lr_consistency
+    assert w == 2.0 and fn.scale == 4
+    logs = tr.train_step(lr, hr)
+    assert logs["loss_g"] == pytest.approx(logs["l_pix"] + 2.0 * logs["l_lr"], rel=1e-5) and logs["l_lr"] > 0
+    off = trainer()
+    assert off.lr_consistency is None and "l_lr" not in off.train_step(lr, hr)
+    for extra, match in ((["loss.lr_consistency={weight: -1}"], "loss.lr_consistency.weight"),
+                         (["loss.lr_consistency={weigth: 1}"], "loss.lr_consistency"),
+                         (["data.degradation=bicubic_blur", "loss.lr_consistency={weight: 1}"], "data.degradation")):
+        with pytest.raises(ConfigError, match=match):
+            trainer(*extra)

@@ -23,6 +23,7 @@ from fastsr.errors import UserError
 from fastsr.train.config import ConfigError, check_losses, check_model, gan_loss_key
 
 __all__ = ["generator_spec", "build_generator", "build_discriminator", "init_weights", "build_pixel_loss",
+           "build_lr_consistency_loss",
            "build_feature_losses", "build_gan_loss", "build_optimizer", "build_scheduler", "build_ema",
            "compile_models", "build_datasets", "make_val_pairs", "native_bf16", "resolve_bf16"]
 
@@ -104,6 +105,16 @@ def build_pixel_loss(cfg: dict):
     if follows_fused:
         spec.setdefault("fused", bool(cfg["model"].get("fused", True)))
     return _construct(cls, spec, "loss.pixel"), weight
+
+
+def build_lr_consistency_loss(cfg: dict):
+    """``(LRConsistencyLoss(scale), weight)`` from ``loss.lr_consistency = {weight: w}``, or
+    None when it is null or its weight is 0."""
+    check_losses(cfg)
+    spec = cfg["loss"].get("lr_consistency")
+    if not spec or float(spec.get("weight", 1.0)) == 0.0:
+        return None
+    return L.LRConsistencyLoss(int(cfg["scale"])), float(spec.get("weight", 1.0))
 
 
 def build_feature_losses(cfg: dict) -> list:

@@ -29,7 +29,7 @@ __all__ = ["ConfigError", "CONFIG_DIR", "list_configs", "load_config", "apply_ov
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 FREE_SECTIONS = ("model.generator", "model.discriminator", "loss.pixel", "loss.perceptual", "loss.texture",
-                 "loss.gan")
+                 "loss.gan", "loss.lr_consistency")
 
 #: ``loss.pixel.type`` values
 PIXEL_LOSSES = ("l1", "mse", "charbonnier", "ssim")
@@ -164,8 +164,9 @@ def check_model(cfg: dict) -> None:
 
 
 def check_losses(cfg: dict) -> None:
-    """``loss``: the pixel and GAN loss types, at least one loss, and a GAN loss exactly
-    when there is a discriminator.
+    """``loss``: the pixel and GAN loss types, at least one loss, a GAN loss exactly
+    when there is a discriminator, and ``lr_consistency`` only as ``{weight: w >= 0}`` with
+    the bicubic degradation at a scale >= 2.
 
     Raises:
         ConfigError: the first bad value, naming its key.
@@ -182,6 +183,17 @@ def check_losses(cfg: dict) -> None:
         raise ConfigError("model.discriminator is set but loss.gan is null")
     if not pixel and not loss.get("perceptual") and not loss.get("texture") and not gan:
         raise ConfigError("no loss configured (loss.pixel, loss.perceptual, loss.texture, loss.gan all null)")
+    cons = loss.get("lr_consistency")
+    if cons:
+        if not isinstance(cons, dict) or set(cons) - {"weight"}:
+            raise ConfigError(f"loss.lr_consistency must be null or {{weight: w}}, got {cons!r}")
+        w = cons.get("weight", 1.0)
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0:
+            raise ConfigError(f"loss.lr_consistency.weight must be a number >= 0, got {w!r}")
+        if cfg["data"].get("degradation", "bicubic") != "bicubic" or int(cfg["scale"]) < 2:
+            raise ConfigError("loss.lr_consistency needs data.degradation: bicubic and scale >= 2 (it compares "
+                              f"the bicubic-downsampled SR with the LR), got {cfg['data'].get('degradation')!r} "
+                              f"at scale {cfg['scale']}")
 
 
 def _number(value):

@@ -3,8 +3,8 @@
 One iteration (:meth:`Trainer.train_step`) = one generator update, then ``train.d_steps``
 discriminator updates, in BasicSR's order and with **one generator forward**:
 
-1. G step: ``sr = G(lr)`` with gradients; ``l_G = w_pix * pixel + sum w * feature +
-   w_gan * adversarial`` (the adversarial term through D with frozen parameters; the
+1. G step: ``sr = G(lr)`` with gradients; ``l_G = w_pix * pixel + w_lr * lr_consistency +
+   sum w * feature + w_gan * adversarial`` (the adversarial term through D with frozen parameters; the
    relativistic loss also gets ``D(hr)`` detached); backward, optimiser step, EMA update.
 2. D step(s): ``d_steps`` updates of D on ``D(hr)`` and ``D(sr.detach())`` -- the same SR
    batch, made by G before its update -- with the loss's ``discriminator_loss`` (WGAN-GP
@@ -273,6 +273,7 @@ class Trainer:
             if m is not None:
                 builders.init_weights(m, init)
         self.pixel = builders.build_pixel_loss(cfg)
+        self.lr_consistency = builders.build_lr_consistency_loss(cfg)
         self.features = builders.build_feature_losses(cfg)
         self.gan, self.gan_weight = builders.build_gan_loss(cfg) or (None, 0.0)
         self._mse = torch.nn.MSELoss()  # the pretraining loss when loss.pixel is null
@@ -447,6 +448,11 @@ class Trainer:
                 l_pix = fn(sr.float(), hr.float())
                 total = total + w * l_pix
                 logs["l_pix"] = l_pix
+            if self.lr_consistency is not None:
+                fn, w = self.lr_consistency
+                l_lr = fn(sr.float(), lr.float())
+                total = total + w * l_lr
+                logs["l_lr"] = l_lr
             if adversarial:
                 for name, mod, w in self.features:
                     l_f = mod(sr.float(), hr)
@@ -518,8 +524,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> dict:
-        """Mean Y-channel PSNR/SSIM (crop_border=scale) of G (EMA when kept) and of bicubic on
-        the validation pairs (:func:`fastsr.evaluate.evaluate`; bicubic is measured once)."""
+        """Mean Y-channel PSNR/SSIM (crop_border=scale) of G (EMA when kept) and of bicubic,
+        and G's mean colour error ``[R, G, B]`` (``val_mean_error``, mean SR - HR in 8-bit
+        levels), on the validation pairs (:func:`fastsr.evaluate.evaluate`; bicubic is
+        measured once)."""
         if not self.val_pairs:
             return {}
         model = self.G_ema if self.G_ema is not None else self.G
@@ -528,7 +536,8 @@ class Trainer:
         if self._bicubic is None:
             self._bicubic = (res["bicubic_psnr"], res["bicubic_ssim"])
         return {"val_psnr": res["psnr"], "val_ssim": res["ssim"],
-                "val_psnr_bicubic": self._bicubic[0], "val_ssim_bicubic": self._bicubic[1]}
+                "val_psnr_bicubic": self._bicubic[0], "val_ssim_bicubic": self._bicubic[1],
+                "val_mean_error": [round(v, 4) for v in res["mean_error_rgb"]]}
 
     # ------------------------------------------------------------------ loop
     def _log(self, record: dict) -> None:
@@ -651,9 +660,10 @@ class Trainer:
                             last_val = self.validate()
                             self._log({"iter": it, **last_val})
                             if bar is not None:
+                                err = " ".join(f"{v:+.2f}" for v in last_val["val_mean_error"])
                                 bar.write(f"iter {it}: val PSNR {last_val['val_psnr']:.2f} dB "
                                           f"(bicubic {last_val['val_psnr_bicubic']:.2f}), "
-                                          f"SSIM {last_val['val_ssim']:.4f}")
+                                          f"SSIM {last_val['val_ssim']:.4f}, mean error R G B {err} levels")
                         barrier(self.dist)
                     if it % int(lg["save_every"]) == 0 or it == self.total:
                         self.save(it)
