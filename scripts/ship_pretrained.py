@@ -92,7 +92,7 @@ def calibrate(args) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         a = argparse.Namespace(**{**vars(args), "log_every": 10})
         cfg = _train_cfg(a, n, Path(tmp))
-        _, log = _fit(cfg, Path(tmp), args.device, False, args.init_from)
+        _, log = _fit(cfg, Path(tmp), args.device, False, init_from=args.init_from)
     t = {r["iter"]: r["time"] for r in log if "time" in r}
     first, last = min(t), max(t)
     return (t[last] - t[first]) / (last - first)
