@@ -79,9 +79,18 @@ def check_activation(x: torch.Tensor, op: str, arg: str = "x", dtypes: tuple | N
 INT64_MAX = 2**63 - 1
 
 
+def has_concrete_sizes(t: torch.Tensor) -> bool:
+    """Whether every size of ``t`` is a plain int (not a SymInt of a traced dynamic shape)."""
+    return all(type(s) is int for s in t.shape)
+
+
 def check_size_products(t: torch.Tensor, op: str, arg: str) -> None:
     """The product of ``t``'s sizes, zero sizes counted as 1, fits in int64 (a zero-size view
-    expanded with stride 0 can exceed it; the C++ checks refuse it the same way)."""
+    expanded with stride 0 can exceed it; the C++ checks refuse it the same way). Symbolic
+    sizes (torch.export / dynamic-shape tracing) are not checked: a bound on them would become
+    a shape constraint of the exported program, and the kernel checks the concrete sizes."""
+    if not has_concrete_sizes(t):
+        return
     prod = 1
     for s in t.shape:
         prod *= max(s, 1)

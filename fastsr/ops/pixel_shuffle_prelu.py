@@ -96,7 +96,10 @@ def _check(x, weight, upscale_factor, op):
 
 def _check_sizes(x, r, op):
     """r*r, H*r, W*r and the output's element count (zero sizes counted as 1, which bounds
-    the strides too) fit in int64, as the C++ kernel checks before forming them."""
+    the strides too) fit in int64, as the C++ kernel checks before forming them (not for
+    symbolic sizes: see _common.check_size_products)."""
+    if not _common.has_concrete_sizes(x) or not isinstance(r, int):
+        return
     N, Cin, H, W = x.shape
     r2, limit = r * r, _common.INT64_MAX
     prod = 1
