@@ -1,4 +1,4 @@
-// Overflow-checked size arithmetic for the argument checks of the CPU kernels.
+// Overflow-checked size arithmetic for the argument checks of the CPU and CUDA kernels.
 //
 // A tensor's sizes can multiply past int64 even though the tensor exists: a zero-size view
 // expanded with stride 0 (e.g. (1, 0, 2^40, 2^40)) has numel 0 while H * W is 2^80. The

@@ -6,7 +6,7 @@
 // One read of x and one write of y forward; one read of g and x and one write of dx
 // backward with both reductions fused into the same pass.
 #include "cpu/common.h"
-#include "cpu/size_checks.h"
+#include "op_checks.h"
 
 namespace fastsr {
 namespace {
@@ -122,10 +122,7 @@ FASTSR_DEFINE_FOR(double, double)
 // ---- checks ---------------------------------------------------------------------------
 void check_args(const at::Tensor& x, const at::Tensor& bias, const at::Tensor& weight,
                 const char* op) {
-  check_activation(x, op, "x");
-  check_size_products(x, op, "x");
-  check_channel_param(bias, x, /*allow_shared=*/false, op, "bias");
-  check_channel_param(weight, x, /*allow_shared=*/true, op, "weight");
+  check_bias_prelu_args(x, bias, weight, c10::DeviceType::CPU, op);
 }
 
 // ---- ops ------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 //   dx = scale * g,  dbias[c] = scale * sum_{n,h,w} g
 // When scale == 1, dx is g itself and only the reduction runs (fastsr::channel_sum).
 #include "cpu/common.h"
-#include "cpu/size_checks.h"
+#include "op_checks.h"
 
 namespace fastsr {
 namespace {
@@ -82,17 +82,9 @@ FASTSR_DEFINE_FOR(bf16_t, float)
 FASTSR_DEFINE_FOR(double, double)
 #undef FASTSR_DEFINE_FOR
 
-void check_scale(double scale, const char* op) {
-  TORCH_CHECK_VALUE(std::isfinite(scale), op, ": scale must be finite, got ", scale);
-}
-
 at::Tensor bias_residual_cpu(const at::Tensor& x_in, const at::Tensor& bias,
                              const at::Tensor& residual_in, double scale) {
-  check_activation(x_in, kFwd, "x");
-  check_size_products(x_in, kFwd, "x");
-  check_channel_param(bias, x_in, /*allow_shared=*/false, kFwd, "bias");
-  check_same_as(residual_in, x_in, kFwd, "residual", "x");
-  check_scale(scale, kFwd);
+  check_bias_residual_args(x_in, bias, residual_in, scale, c10::DeviceType::CPU, kFwd);
   const Layout layout = layout_of(x_in);
   const at::Tensor x = in_layout(x_in, layout);
   const at::Tensor r = in_layout(residual_in, layout);
@@ -154,17 +146,13 @@ std::tuple<at::Tensor, at::Tensor> scale_and_sum(const at::Tensor& g_in, double 
 std::tuple<at::Tensor, at::Tensor> bias_residual_backward_cpu(const at::Tensor& grad,
                                                               const at::Tensor& bias,
                                                               double scale) {
-  check_activation(grad, kBwd, "grad");
-  check_size_products(grad, kBwd, "grad");
+  check_channel_sum_args(grad, "grad", scale, c10::DeviceType::CPU, kBwd);
   check_channel_param(bias, grad, /*allow_shared=*/false, kBwd, "bias");
-  check_scale(scale, kBwd);
   return scale_and_sum(grad, scale, /*write_dx=*/true, bias.scalar_type());
 }
 
 at::Tensor channel_sum_cpu(const at::Tensor& x, double scale, at::ScalarType dtype) {
-  check_activation(x, kSum, "x");
-  check_size_products(x, kSum, "x");
-  check_scale(scale, kSum);
+  check_channel_sum_args(x, "x", scale, c10::DeviceType::CPU, kSum);
   TORCH_CHECK_TYPE(at::isFloatingType(dtype), kSum, ": dtype must be a floating dtype, got ", dtype);
   return std::get<1>(scale_and_sum(x, scale, /*write_dx=*/false, dtype));
 }

@@ -15,7 +15,7 @@
 // The sum is over fixed chunks added in double in a fixed order: the result does not depend
 // on the number of threads.
 #include "cpu/common.h"
-#include "cpu/size_checks.h"
+#include "op_checks.h"
 
 #include <string_view>
 #include <vector>
@@ -27,7 +27,6 @@ constexpr const char* kFwd = "fastsr::l1_loss";
 constexpr const char* kBwd = "fastsr::l1_loss_backward";
 constexpr int64_t kChunk = 16384;
 
-enum class Reduction { None, Sum, Mean };
 
 // ---- inner loops (compiled per ISA) -----------------------------------------------------
 template <bool CHARB, bool GRAD, bool NONE, typename T, typename A>
@@ -114,38 +113,14 @@ inline void for_each_chunk(int64_t n, const F& f) {
   });
 }
 
-// ---- checks and layout ------------------------------------------------------------------
-Reduction parse_reduction(std::string_view r) {
-  if (r == "mean") return Reduction::Mean;
-  if (r == "sum") return Reduction::Sum;
-  TORCH_CHECK_VALUE(r == "none", kFwd, ": reduction must be 'mean', 'sum' or 'none', got '",
-                    std::string(r), "'");
-  return Reduction::None;
-}
-
-// The layout the kernels walk as flat memory: channels_last for a 4-D channels_last tensor
-// (that is not also contiguous), else contiguous (anything else is copied to it). Both
-// operands and all outputs use it (fastsr.ops._common.output_format is the same rule).
-at::MemoryFormat flat_format(const at::Tensor& t) {
-  return t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast)
-             ? at::MemoryFormat::ChannelsLast
-             : at::MemoryFormat::Contiguous;
-}
-
 // ---- ops --------------------------------------------------------------------------------
 std::tuple<at::Tensor, at::Tensor> l1_loss_cpu(const at::Tensor& input_in,
                                                const at::Tensor& target_in,
                                                c10::string_view reduction_str,
                                                std::optional<double> eps, bool compute_grad) {
-  check_cpu(input_in, kFwd, "input");
-  check_float_dtype(input_in, kFwd, "input");
-  check_size_products(input_in, kFwd, "input");
-  check_same_as(target_in, input_in, kFwd, "target", "input");
+  check_l1_loss_args(input_in, target_in, eps, c10::DeviceType::CPU, kFwd);
   const Reduction reduction =
-      parse_reduction(std::string_view(reduction_str.data(), reduction_str.size()));
-  if (eps.has_value())
-    TORCH_CHECK_VALUE(std::isfinite(*eps) && *eps > 0, kFwd,
-                      ": eps must be a finite number > 0 (or None for L1), got ", *eps);
+      parse_reduction(std::string_view(reduction_str.data(), reduction_str.size()), kFwd);
   const at::MemoryFormat fmt = flat_format(input_in);
   const at::Tensor input = input_in.contiguous(fmt);
   const at::Tensor target = target_in.contiguous(fmt);
@@ -179,16 +154,8 @@ std::tuple<at::Tensor, at::Tensor> l1_loss_cpu(const at::Tensor& input_in,
 }
 
 at::Tensor l1_loss_backward_cpu(const at::Tensor& grad_loss, const at::Tensor& grad_buf_in) {
-  check_cpu(grad_buf_in, kBwd, "grad_buf");
-  check_float_dtype(grad_buf_in, kBwd, "grad_buf");
-  check_cpu(grad_loss, kBwd, "grad_loss");
-  TORCH_CHECK_TYPE(grad_loss.scalar_type() == grad_buf_in.scalar_type(), kBwd,
-                   ": grad_loss must have the dtype of grad_buf (", grad_buf_in.scalar_type(),
-                   "), got ", grad_loss.scalar_type());
+  check_l1_loss_backward_args(grad_loss, grad_buf_in, c10::DeviceType::CPU, kBwd);
   const bool scalar = grad_loss.dim() == 0;
-  TORCH_CHECK_VALUE(scalar || grad_loss.sizes() == grad_buf_in.sizes(), kBwd,
-                    ": grad_loss must be 0-D (reduction mean/sum) or have the shape of grad_buf ",
-                    grad_buf_in.sizes(), " (reduction none), got ", grad_loss.sizes());
   const at::MemoryFormat fmt = flat_format(grad_buf_in);
   const at::Tensor gbuf = grad_buf_in.contiguous(fmt);
   at::Tensor out = at::empty_like(gbuf, fmt);

@@ -16,7 +16,7 @@
 // dweight partial sums are added in a fixed order in double: the result does not depend
 // on the number of threads.
 #include "cpu/common.h"
-#include "cpu/size_checks.h"
+#include "op_checks.h"
 
 #include <array>
 #include <type_traits>
@@ -398,26 +398,8 @@ inline void for_each_nchw_task(int64_t N, int64_t C, const NchwSplit& s, int64_t
 }
 
 // ---- checks ---------------------------------------------------------------------------
-// Every size product the op forms -- r*r, H*r, W*r and the output's element count and
-// strides -- is checked for int64 overflow before any of them is used (an r*r that wraps
-// to 0 would divide by zero; a wrapped output size would under-allocate).
-void check_sizes(const at::Tensor& x, int64_t r, const char* op) {
-  check_size_products(x, op, "x");
-  const auto r2 = mul_checked(r, r);
-  const auto hr = mul_checked(x.size(2), r), wr = mul_checked(x.size(3), r);
-  const bool fits = r2 && hr && wr &&
-                    sizes_fit(std::array<int64_t, 4>{x.size(0), x.size(1) / *r2, *hr, *wr});
-  TORCH_CHECK_VALUE(fits, op, ": upscale_factor ", r, " is too large for x of shape ", x.sizes(),
-                    ": the output sizes (N, C / r**2, H * r, W * r) would overflow int64");
-}
-
 void check_args(const at::Tensor& x, const at::Tensor& weight, int64_t r, const char* op) {
-  check_activation(x, op, "x");
-  TORCH_CHECK_VALUE(r >= 1, op, ": upscale_factor must be an integer >= 1, got ", r);
-  check_sizes(x, r, op);
-  TORCH_CHECK_VALUE(x.size(1) % (r * r) == 0, op, ": channels of x (", x.size(1),
-                    ") must be divisible by upscale_factor**2 (", r * r, ")");
-  check_channel_param(weight, x, /*allow_shared=*/true, op, "weight", x.size(1) / (r * r));
+  check_pixel_shuffle_prelu_args(x, weight, r, c10::DeviceType::CPU, op);
 }
 
 // ---- ops ------------------------------------------------------------------------------
@@ -461,14 +443,7 @@ std::tuple<at::Tensor, at::Tensor> pixel_shuffle_prelu_backward_cpu(const at::Te
   check_args(x_in, weight, r, kBwd);
   const int64_t N = x_in.size(0), Cin = x_in.size(1), H = x_in.size(2), W = x_in.size(3);
   const int64_t C = Cin / (r * r);
-  check_cpu(grad_in, kBwd, "grad");
-  TORCH_CHECK_VALUE(grad_in.dim() == 4 && grad_in.size(0) == N && grad_in.size(1) == C &&
-                        grad_in.size(2) == H * r && grad_in.size(3) == W * r,
-                    kBwd, ": grad must have the output shape [", N, ", ", C, ", ", H * r, ", ",
-                    W * r, "], got ", grad_in.sizes());
-  TORCH_CHECK_TYPE(grad_in.scalar_type() == x_in.scalar_type(), kBwd,
-                   ": grad must have the dtype of x (", x_in.scalar_type(), "), got ",
-                   grad_in.scalar_type());
+  check_pixel_shuffle_prelu_grad(grad_in, x_in, r, c10::DeviceType::CPU, kBwd);
   const Layout layout = layout_of(x_in);
   const at::Tensor x = in_layout(x_in, layout);
   const at::Tensor grad = in_layout(grad_in, layout);

@@ -40,7 +40,7 @@
 // bytes at W = 512) put all 44 rows a vertical step reads into two sets of the L1 and made
 // 512 px wide images 3x slower per pixel than 96 px ones.
 #include "cpu/common.h"
-#include "cpu/size_checks.h"
+#include "size_checks.h"
 
 #include <numeric>
 #include <vector>

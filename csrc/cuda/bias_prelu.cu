@@ -5,6 +5,7 @@
 // dbias and dweight, then one small kernel that adds the partials per channel in a fixed
 // order (deterministic) and writes both gradients in their parameters' dtypes.
 #include "cuda/params.cuh"
+#include "op_checks.h"
 
 namespace fastsr {
 namespace cuda {
@@ -128,9 +129,7 @@ __global__ void bwd_nhwc_kernel(const T* __restrict__ g, const T* __restrict__ x
 }
 
 void check_args(const at::Tensor& x, const at::Tensor& bias, const at::Tensor& weight, const char* op) {
-  check_cuda_activation(x, op, "x");
-  check_channel_param(bias, x, /*allow_shared=*/false, op, "bias");
-  check_channel_param(weight, x, /*allow_shared=*/true, op, "weight");
+  check_bias_prelu_args(x, bias, weight, c10::DeviceType::CUDA, op);
 }
 
 at::Tensor bias_prelu_cuda(const at::Tensor& x_in, const at::Tensor& bias_in, const at::Tensor& weight_in) {

@@ -4,6 +4,7 @@
 // The backward and channel_sum share one pass (WRITE_DX selects whether dx is written) that
 // stores per-block partial channel sums, finished by the deterministic stage-2 kernel.
 #include "cuda/params.cuh"
+#include "op_checks.h"
 
 #include <cmath>
 
@@ -99,16 +100,9 @@ __global__ void sum_nhwc_kernel(const T* __restrict__ g, T* __restrict__ dx,
   }
 }
 
-void check_scale(double scale, const char* op) {
-  TORCH_CHECK_VALUE(std::isfinite(scale), op, ": scale must be finite, got ", scale);
-}
-
 at::Tensor bias_residual_cuda(const at::Tensor& x_in, const at::Tensor& bias_in,
                               const at::Tensor& residual_in, double scale) {
-  check_cuda_activation(x_in, kFwd, "x");
-  check_channel_param(bias_in, x_in, /*allow_shared=*/false, kFwd, "bias");
-  check_same_as(residual_in, x_in, kFwd, "residual", "x");
-  check_scale(scale, kFwd);
+  check_bias_residual_args(x_in, bias_in, residual_in, scale, c10::DeviceType::CUDA, kFwd);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const Layout layout = layout_of(x_in);
   const at::Tensor x = in_layout(x_in, layout);
@@ -181,20 +175,16 @@ at::Tensor scale_and_sum(const at::Tensor& g_in, double scale, bool write_dx, at
 std::tuple<at::Tensor, at::Tensor> bias_residual_backward_cuda(const at::Tensor& grad,
                                                                const at::Tensor& bias,
                                                                double scale) {
-  check_cuda_activation(grad, kBwd, "grad");
+  check_channel_sum_args(grad, "grad", scale, c10::DeviceType::CUDA, kBwd);
   check_channel_param(bias, grad, /*allow_shared=*/false, kBwd, "bias");
-  check_scale(scale, kBwd);
   at::Tensor dbias = at::empty({grad.size(1)}, bias.options());
   at::Tensor dx = scale_and_sum(grad, scale, /*write_dx=*/true, dbias);
   return {dx, dbias};
 }
 
 at::Tensor channel_sum_cuda(const at::Tensor& x, double scale, at::ScalarType dtype) {
-  check_cuda_activation(x, kSum, "x");
-  check_scale(scale, kSum);
-  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf ||
-                       dtype == at::kDouble,
-                   kSum, ": dtype must be a floating dtype, got ", dtype);
+  check_channel_sum_args(x, "x", scale, c10::DeviceType::CUDA, kSum);
+  TORCH_CHECK_TYPE(at::isFloatingType(dtype), kSum, ": dtype must be a floating dtype, got ", dtype);
   at::Tensor out = at::empty({x.size(1)}, x.options().dtype(dtype));
   scale_and_sum(x, scale, /*write_dx=*/false, out);
   return out;

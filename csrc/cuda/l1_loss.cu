@@ -6,6 +6,7 @@
 // writes the 0-D loss. The backward multiplies grad_buf by the incoming gradient read on the
 // device, so no value crosses to the host.
 #include "cuda/common.cuh"
+#include "op_checks.h"
 
 #include <string_view>
 #include <type_traits>
@@ -73,23 +74,6 @@ __global__ void bwd_kernel(const T* __restrict__ grad_loss, const T* __restrict_
   }
 }
 
-enum class Reduction { Mean, Sum, None };
-
-Reduction parse_reduction(std::string_view r) {
-  if (r == "mean") return Reduction::Mean;
-  if (r == "sum") return Reduction::Sum;
-  TORCH_CHECK_VALUE(r == "none", kFwd, ": reduction must be 'mean', 'sum' or 'none', got '",
-                    std::string(r), "'");
-  return Reduction::None;
-}
-
-// The layout walked as flat memory, as on the CPU (fastsr.ops._common.output_format).
-at::MemoryFormat flat_format(const at::Tensor& t) {
-  return t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast)
-             ? at::MemoryFormat::ChannelsLast
-             : at::MemoryFormat::Contiguous;
-}
-
 // Picks the compile-time variant of the forward kernel for the run-time flags.
 template <typename T>
 void launch_fwd(bool grad_on, bool charb, bool none, const T* x, const T* y, T* loss, T* grad,
@@ -114,12 +98,9 @@ void launch_fwd(bool grad_on, bool charb, bool none, const T* x, const T* y, T* 
 std::tuple<at::Tensor, at::Tensor> l1_loss_cuda(const at::Tensor& input_in, const at::Tensor& target_in,
                                                 c10::string_view reduction_str,
                                                 std::optional<double> eps, bool compute_grad) {
-  check_device(input_in, c10::DeviceType::CUDA, kFwd, "input");
-  check_float_dtype(input_in, c10::DeviceType::CUDA, kFwd, "input");
-  check_same_as(target_in, input_in, kFwd, "target", "input");
-  const Reduction reduction = parse_reduction(std::string_view(reduction_str.data(), reduction_str.size()));
-  TORCH_CHECK_VALUE(!eps.has_value() || (std::isfinite(*eps) && *eps > 0), kFwd,
-                    ": eps must be None (L1) or a finite number > 0 (Charbonnier), got ", *eps);
+  check_l1_loss_args(input_in, target_in, eps, c10::DeviceType::CUDA, kFwd);
+  const Reduction reduction =
+      parse_reduction(std::string_view(reduction_str.data(), reduction_str.size()), kFwd);
   const c10::cuda::CUDAGuard guard(input_in.device());
   const at::MemoryFormat fmt = flat_format(input_in);
   const at::Tensor x = input_in.contiguous(fmt), y = target_in.contiguous(fmt);
@@ -154,18 +135,8 @@ std::tuple<at::Tensor, at::Tensor> l1_loss_cuda(const at::Tensor& input_in, cons
 }
 
 at::Tensor l1_loss_backward_cuda(const at::Tensor& grad_loss, const at::Tensor& grad_buf_in) {
-  check_device(grad_buf_in, c10::DeviceType::CUDA, kBwd, "grad_buf");
-  check_float_dtype(grad_buf_in, c10::DeviceType::CUDA, kBwd, "grad_buf");
-  TORCH_CHECK_VALUE(grad_loss.device() == grad_buf_in.device(), kBwd,
-                    ": grad_loss must be on the device of grad_buf (", grad_buf_in.device(),
-                    "), got ", grad_loss.device());
-  TORCH_CHECK_TYPE(grad_loss.scalar_type() == grad_buf_in.scalar_type(), kBwd,
-                   ": grad_loss must have the dtype of grad_buf (", grad_buf_in.scalar_type(),
-                   "), got ", grad_loss.scalar_type());
+  check_l1_loss_backward_args(grad_loss, grad_buf_in, c10::DeviceType::CUDA, kBwd);
   const bool scalar = grad_loss.dim() == 0;
-  TORCH_CHECK_VALUE(scalar || grad_loss.sizes() == grad_buf_in.sizes(), kBwd,
-                    ": grad_loss must be 0-D (reduction mean/sum) or have the shape of grad_buf ",
-                    grad_buf_in.sizes(), " (reduction none), got ", grad_loss.sizes());
   const c10::cuda::CUDAGuard guard(grad_buf_in.device());
   const at::MemoryFormat fmt = flat_format(grad_buf_in);
   const at::Tensor buf = grad_buf_in.contiguous(fmt);

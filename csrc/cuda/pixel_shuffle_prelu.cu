@@ -7,6 +7,7 @@
 // pass over x writing dx and per-block partial sums of g v per input channel; the stage-2
 // kernel adds the r*r input channels of each output channel in a fixed order.
 #include "cuda/params.cuh"
+#include "op_checks.h"
 
 namespace fastsr {
 namespace cuda {
@@ -138,16 +139,7 @@ __global__ void bwd_nhwc_kernel(const T* __restrict__ g, const T* __restrict__ x
 }
 
 void check_args(const at::Tensor& x, const at::Tensor& weight, int64_t r, const char* op) {
-  check_cuda_activation(x, op, "x");
-  TORCH_CHECK_VALUE(r >= 1 && r <= 4096, op, ": upscale_factor must be an integer in [1, 4096], got ", r);
-  TORCH_CHECK_VALUE(x.size(1) % (r * r) == 0, op, ": channels of x (", x.size(1),
-                    ") must be divisible by upscale_factor**2 (", r * r, ")");
-  int64_t out_h = 0, out_w = 0;
-  TORCH_CHECK_VALUE(!c10::mul_overflows(x.size(2), r, &out_h) &&
-                        !c10::mul_overflows(x.size(3), r, &out_w),
-                    op, ": the output size (", x.size(2), " * ", r, ", ", x.size(3), " * ", r,
-                    ") overflows int64");
-  check_channel_param(weight, x, /*allow_shared=*/true, op, "weight", x.size(1) / (r * r));
+  check_pixel_shuffle_prelu_args(x, weight, r, c10::DeviceType::CUDA, op);
 }
 
 at::Tensor pixel_shuffle_prelu_cuda(const at::Tensor& x_in, const at::Tensor& weight_in, int64_t r) {
@@ -193,16 +185,7 @@ std::tuple<at::Tensor, at::Tensor> pixel_shuffle_prelu_backward_cuda(const at::T
   check_args(x_in, weight_in, r, kBwd);
   const int64_t N = x_in.size(0), Cin = x_in.size(1), H = x_in.size(2), W = x_in.size(3);
   const int64_t Co = Cin / (r * r);
-  check_device(grad_in, c10::DeviceType::CUDA, kBwd, "grad");
-  TORCH_CHECK_VALUE(grad_in.device() == x_in.device(), kBwd, ": grad must be on the device of x (",
-                    x_in.device(), "), got ", grad_in.device());
-  TORCH_CHECK_VALUE(grad_in.dim() == 4 && grad_in.size(0) == N && grad_in.size(1) == Co &&
-                        grad_in.size(2) == H * r && grad_in.size(3) == W * r,
-                    kBwd, ": grad must have the output shape [", N, ", ", Co, ", ", H * r, ", ",
-                    W * r, "], got ", grad_in.sizes());
-  TORCH_CHECK_TYPE(grad_in.scalar_type() == x_in.scalar_type(), kBwd,
-                   ": grad must have the dtype of x (", x_in.scalar_type(), "), got ",
-                   grad_in.scalar_type());
+  check_pixel_shuffle_prelu_grad(grad_in, x_in, r, c10::DeviceType::CUDA, kBwd);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const Layout layout = layout_of(x_in);
   const at::Tensor x = in_layout(x_in, layout);
