@@ -109,6 +109,7 @@ def test_sigint_saves_and_exits(tmp_path):
 # Every recipe with a tiny generator / discriminator, on 3 small photographs (2 train, 1 held back).
 from fastsr.train import Trainer, train  # noqa: E402
 from fastsr.train.trainer import native_bf16, resolve_bf16  # noqa: E402
+from fastsr.train.builders import resolve_channels_last  # noqa: E402
 
 _TINY_MODELS = {
     "nonbn_wgan_x4": ["model.generator={name: NonBNResNet, num_blocks: 1, channels: 8}",
@@ -290,15 +291,27 @@ def test_data_false_trainer_for_benchmarks(tmp_path):
         tr.fit()
     logs = tr.train_step(lr, hr)
     assert set(logs) >= {"loss_g", "loss_d", "l_pix", "l_gan", "wasserstein"} and tr.iteration == 1
-    # recommended defaults: fused Adam, allocator tuned, channels_last
+    # recommended defaults: fused Adam, allocator tuned, channels_last with bf16 on a CPU
     assert tr.opt_g.defaults["fused"] and tr.opt_d.defaults["fused"]
     assert allocator_tuned() or not sys.platform.startswith("linux")
+    assert tr.channels_last is tr.bf16
+    tr, _, _ = _bench_trainer("nonbn_wgan_x4", "train.channels_last=true", tmp=tmp_path)
     assert tr.memory_format == torch.channels_last
     conv = next(m for m in tr.G.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     tr2, _, _ = _bench_trainer("nonbn_wgan_x4", "train.fused_optimizer=false", "train.channels_last=false",
                                tmp=tmp_path)
     assert not tr2.opt_g.defaults["fused"] and tr2.memory_format == torch.contiguous_format
+
+
+def test_channels_last_follows_the_hardware():
+    assert resolve_channels_last(True, "cpu", False) is True and resolve_channels_last(False, "cuda", True) is False
+    assert resolve_channels_last("auto", "cpu", True) and not resolve_channels_last("auto", "cpu", False)
+    assert resolve_channels_last("auto", "cuda", False)
+    with pytest.raises(ConfigError, match="train.channels_last"):
+        resolve_channels_last("yes", "cpu", False)
+    with pytest.raises(ConfigError, match="train.channels_last"):
+        load_config("nonbn_x4", ["train.channels_last=maybe"])
 
 
 def test_bf16_option(tmp_path):

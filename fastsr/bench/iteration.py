@@ -144,9 +144,14 @@ def machine_info() -> dict:
                 break
     except OSError:
         pass
+    from fastsr.train.builders import resolve_bf16, resolve_channels_last
+
+    bf16 = resolve_bf16("auto", "cpu")
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            # what `fastsr train` chooses on this machine with the default `auto` settings
+            "train_defaults": {"bf16": bf16, "channels_last": resolve_channels_last("auto", "cpu", bf16)}}
 
 
 # ----------------------------------------------------------------------------- profile
@@ -253,7 +258,9 @@ def markdown(report: dict) -> str:
         f"# fastsr per-iteration benchmark ({RECIPE}: NonBN G + WGAN critic, L1 + 1e-3 WGAN)",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, torch {m['torch']} "
-        f"({m['cpu_capability']}). Batch {s['batch']}, HR crop {s['crop']} px, x4; "
+        f"({m['cpu_capability']}); `fastsr train` defaults chosen here: "
+        f"{', '.join(f'{k} {v}' for k, v in m.get('train_defaults', {}).items()) or 'unrecorded'}. "
+        f"Batch {s['batch']}, HR crop {s['crop']} px, x4; "
         f"{s['rounds']} interleaved rounds x {s['iters']} timed iterations (after {s['warmup']} warm-up) per variant, "
         "each round in a fresh process.",
         "",

@@ -224,6 +224,20 @@ def native_bf16(device) -> bool:
     return False
 
 
+def resolve_channels_last(setting, device, bf16: bool) -> bool:
+    """``train.channels_last`` -> on/off: ``true``/``false`` force it; ``"auto"`` = on for CUDA
+    (cuDNN's NHWC convolutions) and, on a CPU, only together with bf16 autocast. Measured on
+    the 2-core CPUs of this project (one GAN iteration, batch 16, 96 px): fused fp32 NCHW 2.349
+    s vs channels_last 2.394 s on an AMD EPYC with AVX512-BF16 (fp32 NHWC 2 % slower; with bf16
+    NHWC is the fast layout, 1.58 s), and NHWC 9 % slower in fp32 on an Intel Xeon without bf16.
+    """
+    if isinstance(setting, bool):
+        return setting
+    if setting == "auto":
+        return torch.device(device).type == "cuda" or bool(bf16)
+    raise ConfigError(f"train.channels_last must be true, false or auto, got {setting!r}")
+
+
 def resolve_bf16(setting, device) -> bool:
     """``train.bf16`` -> on/off: ``true``/``false`` force it, ``"auto"`` = :func:`native_bf16`.
 

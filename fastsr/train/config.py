@@ -345,9 +345,11 @@ def check_train(cfg: dict) -> None:
             _number(s) is None or _number(s) != int(_number(s)) or _number(s) < 0 for s in steps):
         raise ConfigError(f"train.lr_steps must be a list of non-negative integers (iterations), got {steps!r}")
     t["lr_steps"] = [int(_number(s)) for s in steps]
-    for key in ("train.channels_last", "train.fused_optimizer", "train.tune_allocator", "train.deterministic"):
+    for key in ("train.fused_optimizer", "train.tune_allocator", "train.deterministic"):
         if _get(cfg, key) is not None:
             check_choice(cfg, key, (True, False))
+    if _get(cfg, "train.channels_last") is not None:
+        check_choice(cfg, "train.channels_last", (True, False, "auto"))
     ckw = t.get("compile") or False
     if not isinstance(ckw, (bool, dict)):
         raise ConfigError(f"train.compile must be true, false or a dict of torch.compile arguments, got {ckw!r}")

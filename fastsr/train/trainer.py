@@ -34,8 +34,9 @@ Speed options (``train`` section; fastsr's recommended settings are the defaults
 * ``tune_allocator`` (default true): :func:`fastsr.perf.tune_allocator` once when the
   Trainer is built (glibc keeps freed memory instead of page-faulting it back each
   iteration; no-op off glibc).
-* ``channels_last`` (default true): G, D and the batches in NHWC, the layout the fused
-  layers and oneDNN/cuDNN convolutions are fastest in.
+* ``channels_last`` (default ``auto``): G, D and the batches in NHWC. ``auto`` = on for CUDA
+  and, on a CPU, only when bf16 autocast is on (:func:`builders.resolve_channels_last` has the
+  measurements: in fp32 NCHW is faster on the CPUs measured); ``true`` / ``false`` force it.
 * ``bf16`` (default ``auto``): bfloat16 autocast of G, D and the feature losses (the pixel
   losses and the GAN formulas are computed in float32). ``auto`` = on only where the
   hardware computes bf16 natively (:func:`native_bf16`: CUDA devices with bf16 support;
@@ -277,7 +278,8 @@ class Trainer:
         self.features = builders.build_feature_losses(cfg)
         self.gan, self.gan_weight = builders.build_gan_loss(cfg) or (None, 0.0)
         self._mse = torch.nn.MSELoss()  # the pretraining loss when loss.pixel is null
-        self.memory_format = torch.channels_last if t.get("channels_last") else torch.contiguous_format
+        self.channels_last = builders.resolve_channels_last(t.get("channels_last", "auto"), dev, self.bf16)
+        self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         for m in (self.G, self.D):
             if m is not None:
                 m.to(dev, memory_format=self.memory_format)
