@@ -1,15 +1,13 @@
 """GPU checks of fastsr: the sections of check.py plus the checks of the compiled CUDA kernels
 (call overhead, fp64 gradcheck, opcheck of every op, torch.compile of every fused generator).
-Results to $OUT/gpu.json (check.py's) and $OUT/extra.json.
+Results to $OUT/gpu.json.
 
   bash benchmarks/gpu/run.sh [--smoke]     (QUICK=1: parity, call overhead, kernel table)
 """
-import json
 import os
 import statistics
 import sys
 import time
-import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -21,34 +19,15 @@ from fastsr.ops import _common  # noqa: E402
 
 DEV = check.DEV
 OUT = check.OUT
-X = {}
 
 
-def save():
-    with open(os.path.join(OUT, "extra.json"), "w") as f:
-        json.dump(X, f, indent=1, default=str)
+def part(name, budget_s=600):
+    """check.py's section decorator for a function without the budget arguments: its result
+    goes to $OUT/gpu.json under ``name``."""
+    return lambda fn: check.section(name, budget_s)(lambda budget, t0: fn())
 
 
-def part(name):
-    def deco(fn):
-        def run():
-            t = time.time()
-            print(f"\n=== {name} (t={t - check.T0:.0f}s)", flush=True)
-            try:
-                X[name] = fn()
-            except Exception as e:
-                X[name] = {"error": repr(e)[:500], "trace": traceback.format_exc()[-2500:]}
-                print(X[name]["trace"], flush=True)
-            X[name + "_s"] = round(time.time() - t, 1)
-            print(json.dumps(X[name], default=str)[:3000], flush=True)
-            save()
-        return run
-    return deco
-
-
-def sync():
-    if DEV == "cuda":
-        torch.cuda.synchronize()
+sync = check.sync
 
 
 def wall_us(fn, n=300):

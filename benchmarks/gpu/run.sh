@@ -5,7 +5,7 @@
 # parity of every op vs impl="reference", opcheck, kernel timings vs eager / torch.compile, the GAN
 # iteration variants, inference; plus call overhead, fp64 gradcheck on the device and
 # torch.compile(fullgraph=True) of every fused generator). QUICK=1 runs parity, call overhead and
-# the kernel table only (~40 s on an H200 after the ~45 s build). Results: $OUT/{gpu,extra}.json.
+# the kernel table only (~40 s on an H200 after the ~45 s build). Results: $OUT/gpu.json.
 # --smoke runs tiny shapes on the CPU to test the scripts themselves.
 set -o pipefail
 export PYTHONUNBUFFERED=1 MAX_JOBS=${MAX_JOBS:-16}

@@ -146,15 +146,11 @@ at::Tensor bias_prelu_cuda(const at::Tensor& x_in, const at::Tensor& bias_in, co
   const bool nhwc = layout == Layout::NHWC;
   FASTSR_CUDA_DISPATCH(x.scalar_type(), kFwd, [&] {
     const auto b = ChannelParam<scalar_t>::of(bias), a = ChannelParam<scalar_t>::of(weight);
-    if (fits_32bit(n)) {
-      fwd_kernel<scalar_t, uint32_t><<<grid, kThreads, 0, stream()>>>(
-          x.data_ptr<scalar_t>(), b, a, y.data_ptr<scalar_t>(), static_cast<uint32_t>(n),
-          ChannelOf<uint32_t>(HW, C, nhwc));
-    } else {
-      fwd_kernel<scalar_t, uint64_t><<<grid, kThreads, 0, stream()>>>(
-          x.data_ptr<scalar_t>(), b, a, y.data_ptr<scalar_t>(), static_cast<uint64_t>(n),
-          ChannelOf<uint64_t>(HW, C, nhwc));
-    }
+    with_index_type(n, [&](auto index) {
+      using I = decltype(index);
+      fwd_kernel<scalar_t, I><<<grid, kThreads, 0, stream()>>>(
+          x.data_ptr<scalar_t>(), b, a, y.data_ptr<scalar_t>(), static_cast<I>(n), ChannelOf<I>(HW, C, nhwc));
+    });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return y;

@@ -50,6 +50,13 @@ inline cudaStream_t stream() { return c10::cuda::getCurrentCUDAStream(); }
 // then the kernels index with uint32 and divide with precomputed multipliers.
 inline bool fits_32bit(int64_t numel) { return numel < (int64_t{1} << 31) - (int64_t{1} << 20); }
 
+// Calls f(I{}) with the index type for `numel` elements: uint32_t when it fits, else uint64_t.
+template <typename F>
+inline void with_index_type(int64_t numel, const F& f) {
+  if (fits_32bit(numel)) f(uint32_t{});
+  else f(uint64_t{});
+}
+
 // Channel of flat element `i`: NCHW c = (i / HW) % C, NHWC c = i % C.
 template <typename I>
 struct ChannelOf {

@@ -158,21 +158,14 @@ at::Tensor pixel_shuffle_prelu_cuda(const at::Tensor& x_in, const at::Tensor& we
     const auto a = ChannelParam<scalar_t>::of(weight);
     const scalar_t* xp = x.data_ptr<scalar_t>();
     scalar_t* yp = y.data_ptr<scalar_t>();
-    if (fits_32bit(n)) {
-      using I = uint32_t;
+    with_index_type(n, [&](auto index) {
+      using I = decltype(index);
       const Geometry<I> geo(r, H, W, Co);
       if (nhwc)
         fwd_kernel<scalar_t, I, true><<<grid, kThreads, 0, stream()>>>(xp, a, yp, static_cast<I>(n), geo);
       else
         fwd_kernel<scalar_t, I, false><<<grid, kThreads, 0, stream()>>>(xp, a, yp, static_cast<I>(n), geo);
-    } else {
-      using I = uint64_t;
-      const Geometry<I> geo(r, H, W, Co);
-      if (nhwc)
-        fwd_kernel<scalar_t, I, true><<<grid, kThreads, 0, stream()>>>(xp, a, yp, static_cast<I>(n), geo);
-      else
-        fwd_kernel<scalar_t, I, false><<<grid, kThreads, 0, stream()>>>(xp, a, yp, static_cast<I>(n), geo);
-    }
+    });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return y;
