@@ -226,6 +226,12 @@ def _put(cfg: dict, key: str, value) -> None:
     node[last] = value
 
 
+def _value_and_number(cfg: dict, key: str):
+    """The raw value at dotted ``key`` and its numeric reading (None when not a number)."""
+    value = _get(cfg, key)
+    return value, _number(value)
+
+
 def check_int(cfg: dict, key: str, minimum: int = 1, optional: bool = False) -> int | None:
     """The integer at dotted ``key`` of ``cfg``, at least ``minimum``; stored back as an
     ``int`` (``1e5`` and ``100000.0`` are accepted, ``2.5`` is not). ``optional`` allows null.
@@ -233,10 +239,9 @@ def check_int(cfg: dict, key: str, minimum: int = 1, optional: bool = False) -> 
     Raises:
         ConfigError: naming the key, the value and what is allowed.
     """
-    value = _get(cfg, key)
+    value, num = _value_and_number(cfg, key)
     if value is None and optional:
         return None
-    num = _number(value)
     if num is None or not math.isfinite(num) or num != int(num) or num < minimum:
         allowed = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum,
                                                                             f"an integer >= {minimum}")
@@ -253,10 +258,9 @@ def check_float(cfg: dict, key: str, low: float = 0.0, high: float = math.inf, l
     Raises:
         ConfigError: naming the key, the value and the allowed interval.
     """
-    value = _get(cfg, key)
+    value, num = _value_and_number(cfg, key)
     if value is None and optional:
         return None
-    num = _number(value)
     ok = num is not None and math.isfinite(num) and (num > low if low_open else num >= low) and \
         (num < high if high_open else num <= high)
     if not ok:
