@@ -465,7 +465,7 @@ def _run_export(args, extra) -> int:
 # ---------------------------------------------------------------------------- bench
 def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variants", default="1,2,3,4,5,6,7",
-                   help="comma-separated variants of the per-iteration benchmark (default: all 7, listed in "
+                   help="comma-separated variants of the per-iteration benchmark (default: all 8, listed in "
                         "fastsr.bench.iteration)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (each variant in a fresh process)")
     p.add_argument("--iters", type=int, default=3, help="timed iterations per variant and round")

@@ -1,5 +1,5 @@
 """End-to-end benchmarks behind ``fastsr bench``: the per-iteration GAN training time of
-the EM-distance paper's models in seven variants (BN vs NonBN, eager vs fused, fp32 vs
+the EM-distance paper's models in eight variants (BN vs NonBN, eager vs fused, fp32 vs
 bf16, compiled), inference time, FLOPs, and a
 fused-vs-unfused parity check. See :mod:`fastsr.bench.iteration`."""
 from fastsr.bench.iteration import VARIANTS, run_benchmark

@@ -15,6 +15,8 @@ Variants:
 5. 4 + bf16 autocast
 6. 5 + ``Adam(fused=True)`` + allocator tuning (fastsr's recommended configuration)
 7. NonBN eager under ``torch.compile`` (G and critic)
+8. the recipe's own settings: what ``fastsr train`` does on this machine (``bf16`` and
+   ``channels_last`` are ``auto``: see the report's machine line for what they chose)
 
 Method: every (variant, round) runs in a fresh subprocess (so allocator settings, compile
 caches and memory state never leak between variants); rounds interleave the variants
@@ -48,9 +50,10 @@ class Variant:
     key: str
     label: str
     overrides: dict = field(default_factory=dict)
+    defaults: bool = False  # start from the recipe's own settings instead of everything off
 
     def config_overrides(self) -> list[str]:
-        merged = {**_OFF, **self.overrides}
+        merged = {**({} if self.defaults else _OFF), **self.overrides}
         return [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in merged.items()]
 
 
@@ -65,6 +68,7 @@ VARIANTS: tuple[Variant, ...] = (
             {"model.fused": True, "train.channels_last": True, "train.bf16": True,
              "train.fused_optimizer": True, "train.tune_allocator": True}),
     Variant("7", "NonBN eager + torch.compile", {"train.compile": True}),
+    Variant("8", "`fastsr train` defaults (auto: chosen for this machine)", defaults=True),
 )
 
 
