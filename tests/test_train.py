@@ -449,3 +449,14 @@ def test_lr_consistency_term(tmp_path):
                          (["data.degradation=bicubic_blur", "loss.lr_consistency={weight: 1}"], "data.degradation")):
         with pytest.raises(ConfigError, match=match):
             trainer(*extra)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_model_fused_reaches_the_discriminator(fused):
+    from fastsr.train.builders import build_discriminator
+
+    cfg = load_config("nonbn_wgan_x4", [f"model.fused={str(fused).lower()}"])
+    d = build_discriminator(cfg)
+    assert d.fused is fused and all(m.fused is fused for m in d.convs)
+    cfg = load_config("nonbn_wgan_x4", ["model.discriminator={name: WGANCritic, input_size: 96, fused: false}"])
+    assert build_discriminator(cfg).fused is False  # the discriminator's own setting wins

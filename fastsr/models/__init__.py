@@ -8,8 +8,8 @@ class name (and a few aliases) for :func:`create`::
     d = fastsr.models.create("WGANCritic", input_size=96)
     fastsr.models.list_models()
 
-Generators take ``scale`` and ``fused`` (same state_dict for ``fused=True`` and ``False``;
-setting ``model.fused`` propagates to every submodule). Discriminators return logits /
+Every model takes ``fused`` (same state_dict for ``fused=True`` and ``False``; setting
+``model.fused`` propagates to every submodule), generators also ``scale``. Discriminators return logits /
 critic scores (no sigmoid). :func:`init_weights` re-initialises (PyTorch default or
 N(0, 0.02)); :func:`load_state_dict` loads BasicSR-style checkpoints strictly and lists
 missing / unexpected keys on mismatch. :mod:`fastsr.models.checkpoint` is fastsr's own

@@ -21,8 +21,8 @@ __all__ = [
 
 
 class FusedModule(nn.Module):
-    """Base of the generators: a model-level ``fused`` flag that propagates to every
-    submodule with a ``fused`` attribute (``ResidualBlockNoBN``, ``Upsampler``, ...).
+    """Base of the models: a model-level ``fused`` flag that propagates to every submodule
+    with a ``fused`` attribute (``ResidualBlockNoBN``, ``Upsampler``, ``Conv2d``, ...).
 
     Flipping ``fused`` never changes the parameters or the state_dict; it only selects the
     fused kernels (``True``) or the plain PyTorch modules (``False``).

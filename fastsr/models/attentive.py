@@ -12,6 +12,7 @@ from torch import nn
 
 from fastsr.models._utils import FusedModule, check_input_size, check_scale
 from fastsr.models.registry import register_model
+from fastsr.nn.conv import Conv2d
 
 __all__ = ["ResidualDenseBlock", "ConvGRUCell", "AttentiveGenerator", "BEGANDiscriminator"]
 
@@ -149,7 +150,7 @@ class AttentiveGenerator(FusedModule):
 
 
 @register_model()
-class BEGANDiscriminator(nn.Module):
+class BEGANDiscriminator(FusedModule):
     """BEGAN auto-encoder discriminator (Berthelot et al. 2017; the attentive GAN paper sec. 2.3, eqs. 10-15).
 
     The paper describes "7 conv layers, flatten, FC, sigmoid" but trains it with the BEGAN
@@ -168,6 +169,9 @@ class BEGANDiscriminator(nn.Module):
         in_channels: image channels (3).
         num_feat: n (64).
         hidden: embedding size (64, BEGAN's h).
+        fused: convolutions as :class:`fastsr.nn.Conv2d` (im2col + GEMM for the tiny
+            late-layer outputs on CPU, where that is faster; same parameters, state_dict and
+            values up to float rounding) or plain ``F.conv2d`` (False).
 
     Shape:
         (N, 3, input_size, input_size) in [0, 1] -> reconstruction of the same shape (linear).
@@ -178,7 +182,8 @@ class BEGANDiscriminator(nn.Module):
         ValueError: input_size not a multiple of 8, or an input of another shape.
     """
 
-    def __init__(self, input_size: int = 96, in_channels: int = 3, num_feat: int = 64, hidden: int = 64):
+    def __init__(self, input_size: int = 96, in_channels: int = 3, num_feat: int = 64, hidden: int = 64,
+                 fused: bool = True):
         super().__init__()
         if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 8 or input_size % 8:
             raise ValueError(f"BEGANDiscriminator: input_size must be a multiple of 8, got {input_size!r}")
@@ -187,19 +192,20 @@ class BEGANDiscriminator(nn.Module):
         self.num_feat = num_feat
         self.base = input_size // 8
         n = num_feat
-        enc = [nn.Conv2d(in_channels, n, 3, padding=1), nn.ELU()]
+        enc = [Conv2d(in_channels, n, 3, padding=1), nn.ELU()]
         for k in (1, 2, 3):
-            enc += [nn.Conv2d(k * n, k * n, 3, padding=1), nn.ELU(),
-                    nn.Conv2d(k * n, (k + 1) * n, 3, stride=2, padding=1), nn.ELU()]
+            enc += [Conv2d(k * n, k * n, 3, padding=1), nn.ELU(),
+                    Conv2d(k * n, (k + 1) * n, 3, stride=2, padding=1), nn.ELU()]
         self.encoder = nn.Sequential(*enc)
         self.fc_enc = nn.Linear(4 * n * self.base ** 2, hidden)
         self.fc_dec = nn.Linear(hidden, n * self.base ** 2)
         dec = []
         for _ in range(3):
-            dec += [nn.Conv2d(n, n, 3, padding=1), nn.ELU(), nn.Conv2d(n, n, 3, padding=1), nn.ELU(),
+            dec += [Conv2d(n, n, 3, padding=1), nn.ELU(), Conv2d(n, n, 3, padding=1), nn.ELU(),
                     nn.Upsample(scale_factor=2, mode="nearest")]
-        dec.append(nn.Conv2d(n, in_channels, 3, padding=1))
+        dec.append(Conv2d(n, in_channels, 3, padding=1))
         self.decoder = nn.Sequential(*dec)
+        self.fused = fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input_size("BEGANDiscriminator", x, self.input_size, self.in_channels)

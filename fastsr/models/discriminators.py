@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastsr.models._utils import check_input_size
+from fastsr.models._utils import FusedModule, check_input_size
 from fastsr.models.registry import register_model
+from fastsr.nn.conv import Conv2d
 
 __all__ = ["SRGANDiscriminator", "WGANCritic", "conv_out_size"]
 
@@ -25,7 +26,7 @@ def _check_size(name: str, input_size: int, minimum: int) -> None:
 
 @register_model()
 @register_model("srgan_d")
-class SRGANDiscriminator(nn.Module):
+class SRGANDiscriminator(FusedModule):
     """The SRGAN discriminator (Ledig et al. 2017, Fig. 4 / sec. 2.2).
 
     conv3x3 64 + LeakyReLU(0.2); seven conv3x3-BN-LeakyReLU(0.2) with 64 s2, 128, 128 s2,
@@ -39,6 +40,9 @@ class SRGANDiscriminator(nn.Module):
             512 * ceil(input_size / 16)^2 inputs.
         in_channels: image channels (3).
         num_feat: width of the first conv (64).
+        fused: convolutions as :class:`fastsr.nn.Conv2d` (im2col + GEMM for the tiny
+            late-layer outputs on CPU, where that is faster; same parameters, state_dict and
+            values up to float rounding) or plain ``F.conv2d`` (False).
 
     Shape:
         HR or SR image (N, 3, input_size, input_size), values in [0, 1] (or the range used
@@ -50,21 +54,22 @@ class SRGANDiscriminator(nn.Module):
         ValueError: an input of another shape (the message names ``input_size``).
     """
 
-    def __init__(self, input_size: int = 96, in_channels: int = 3, num_feat: int = 64):
+    def __init__(self, input_size: int = 96, in_channels: int = 3, num_feat: int = 64, fused: bool = True):
         super().__init__()
         _check_size("SRGANDiscriminator", input_size, 2)
         self.input_size = input_size
         self.in_channels = in_channels
-        self.conv_first = nn.Conv2d(in_channels, num_feat, 3, 1, 1)
+        self.conv_first = Conv2d(in_channels, num_feat, 3, 1, 1)
         spec = [(num_feat, 2), (2 * num_feat, 1), (2 * num_feat, 2), (4 * num_feat, 1),
                 (4 * num_feat, 2), (8 * num_feat, 1), (8 * num_feat, 2)]
         layers, c_in, size = [], num_feat, input_size
         for c, s in spec:
-            layers += [nn.Conv2d(c_in, c, 3, s, 1, bias=False), nn.BatchNorm2d(c), nn.LeakyReLU(0.2)]
+            layers += [Conv2d(c_in, c, 3, s, 1, bias=False), nn.BatchNorm2d(c), nn.LeakyReLU(0.2)]
             c_in, size = c, conv_out_size(size, 3, s, 1)
         self.features = nn.Sequential(*layers)
         self.fc1 = nn.Linear(c_in * size * size, 1024)
         self.fc2 = nn.Linear(1024, 1)
+        self.fused = fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input_size("SRGANDiscriminator", x, self.input_size, self.in_channels)
@@ -81,7 +86,7 @@ WGAN_CRITIC_TABLE = (
 
 @register_model()
 @register_model("nonbn_gan_d")
-class WGANCritic(nn.Module):
+class WGANCritic(FusedModule):
     """The critic of the EM-distance GAN (Zhang et al. 2019, sec. 1.3, Fig. 6, Table 2).
 
     Eleven convolutions Conv_D1 ... Conv_D11 (Table 2: 4x4 64/128/256/512/1024/2048 with
@@ -106,6 +111,9 @@ class WGANCritic(nn.Module):
         skip: add Conv_D8's output to Conv_D11's (see above).
         num_feat: width of Conv_D1 (64 in Table 2); every width scales with it
             (``c * num_feat / 64``, exact since every Table 2 width is a multiple of 64), e.g. for small test models.
+        fused: convolutions as :class:`fastsr.nn.Conv2d` (im2col + GEMM for the tiny
+            late-layer outputs on CPU, where that is faster; same parameters, state_dict and
+            values up to float rounding) or plain ``F.conv2d`` (False).
 
     Shape:
         (N, 3, input_size, input_size) in [0, 1] -> (N, 1) unbounded critic scores.
@@ -117,7 +125,7 @@ class WGANCritic(nn.Module):
     """
 
     def __init__(self, input_size: int = 96, in_channels: int = 3, bn: bool = True, skip: bool = False,
-                 num_feat: int = 64):
+                 num_feat: int = 64, fused: bool = True):
         super().__init__()
         _check_size("WGANCritic", input_size, 64)
         if num_feat < 1:
@@ -131,12 +139,13 @@ class WGANCritic(nn.Module):
             c = c * num_feat // 64
             use_bn = bn and i > 0
             pad = 0 if k == 1 else 1
-            convs.append(nn.Conv2d(c_in, c, k, s, pad, bias=not use_bn))
+            convs.append(Conv2d(c_in, c, k, s, pad, bias=not use_bn))
             norms.append(nn.BatchNorm2d(c) if use_bn else nn.Identity())
             c_in, size = c, conv_out_size(size, k, s, pad)
         self.convs = nn.ModuleList(convs)
         self.norms = nn.ModuleList(norms)
         self.fc = nn.Linear(c_in * size * size, 1)
+        self.fused = fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input_size("WGANCritic", x, self.input_size, self.in_channels)

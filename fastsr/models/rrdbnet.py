@@ -8,7 +8,7 @@ from torch import nn
 
 from fastsr.models._utils import FusedModule, check_input_size, check_scale
 from fastsr.models.registry import register_model
-from fastsr.nn.conv import conv_residual
+from fastsr.nn.conv import Conv2d, conv_residual
 
 __all__ = ["ResidualDenseBlock5C", "RRDB", "RRDBNet", "VGGStyleDiscriminator"]
 
@@ -126,7 +126,7 @@ class RRDBNet(FusedModule):
 
 @register_model()
 @register_model("esrgan_d")
-class VGGStyleDiscriminator(nn.Module):
+class VGGStyleDiscriminator(FusedModule):
     """ESRGAN's VGG-style discriminator (BasicSR ``VGGStyleDiscriminator``, same keys).
 
     conv0_0 3x3 + LReLU; conv0_1 4x4 s2 + BN + LReLU; then for i = 1..4: conv{i}_0 3x3 and
@@ -139,6 +139,9 @@ class VGGStyleDiscriminator(nn.Module):
         input_size: 128 (ESRGAN's HR crops) or 256.
         num_in_ch: image channels (3).
         num_feat: base width (64).
+        fused: convolutions as :class:`fastsr.nn.Conv2d` (im2col + GEMM for the tiny
+            late-layer outputs on CPU, where that is faster; same parameters, state_dict and
+            values up to float rounding) or plain ``F.conv2d`` (False).
 
     Shape:
         (N, 3, input_size, input_size) in [0, 1] -> (N, 1) scores (logits).
@@ -149,27 +152,28 @@ class VGGStyleDiscriminator(nn.Module):
         ValueError: ``input_size`` not 128 or 256, or an input of another shape.
     """
 
-    def __init__(self, num_in_ch: int = 3, num_feat: int = 64, input_size: int = 128):
+    def __init__(self, num_in_ch: int = 3, num_feat: int = 64, input_size: int = 128, fused: bool = True):
         super().__init__()
         if input_size not in (128, 256):
             raise ValueError(f"VGGStyleDiscriminator: input_size must be 128 or 256, got {input_size!r}")
         self.input_size = input_size
         self.num_in_ch = num_in_ch
         nf = num_feat
-        self.conv0_0 = nn.Conv2d(num_in_ch, nf, 3, 1, 1, bias=True)
-        self.conv0_1 = nn.Conv2d(nf, nf, 4, 2, 1, bias=False)
+        self.conv0_0 = Conv2d(num_in_ch, nf, 3, 1, 1, bias=True)
+        self.conv0_1 = Conv2d(nf, nf, 4, 2, 1, bias=False)
         self.bn0_1 = nn.BatchNorm2d(nf, affine=True)
         widths = [(nf, 2 * nf), (2 * nf, 4 * nf), (4 * nf, 8 * nf), (8 * nf, 8 * nf)]
         if input_size == 256:
             widths.append((8 * nf, 8 * nf))
         self.num_stages = len(widths)
         for i, (cin, cout) in enumerate(widths, start=1):
-            setattr(self, f"conv{i}_0", nn.Conv2d(cin, cout, 3, 1, 1, bias=False))
+            setattr(self, f"conv{i}_0", Conv2d(cin, cout, 3, 1, 1, bias=False))
             setattr(self, f"bn{i}_0", nn.BatchNorm2d(cout, affine=True))
-            setattr(self, f"conv{i}_1", nn.Conv2d(cout, cout, 4, 2, 1, bias=False))
+            setattr(self, f"conv{i}_1", Conv2d(cout, cout, 4, 2, 1, bias=False))
             setattr(self, f"bn{i}_1", nn.BatchNorm2d(cout, affine=True))
         self.linear1 = nn.Linear(8 * nf * 4 * 4, 100)
         self.linear2 = nn.Linear(100, 1)
+        self.fused = fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input_size("VGGStyleDiscriminator", x, self.input_size, self.num_in_ch)

@@ -11,7 +11,7 @@ from fastsr.models._utils import FusedModule, check_input_size, check_scale
 from fastsr.models.discriminators import conv_out_size
 from fastsr.models.registry import register_model
 from fastsr.nn import ResidualBlockNoBN
-from fastsr.nn.conv import conv_prelu, conv_residual
+from fastsr.nn.conv import Conv2d, conv_prelu, conv_residual
 
 __all__ = ["SharpnessGenerator", "SharpnessDiscriminator"]
 
@@ -75,7 +75,7 @@ class SharpnessGenerator(FusedModule):
 
 
 @register_model()
-class SharpnessDiscriminator(nn.Module):
+class SharpnessDiscriminator(FusedModule):
     """Discriminator of the sharpness GAN (sec. 2.2, Fig. 1): 8 conv-LeakyReLU(0.2)-BN
     layers, then two fully connected layers (Dense 1024, LeakyReLU 0.2, Dense 1).
 
@@ -90,6 +90,9 @@ class SharpnessDiscriminator(nn.Module):
             layer is sized for it.
         in_channels: image channels (3).
         num_feat: width of the first conv (64).
+        fused: convolutions as :class:`fastsr.nn.Conv2d` (im2col + GEMM for the tiny
+            late-layer outputs on CPU, where that is faster; same parameters, state_dict and
+            values up to float rounding) or plain ``F.conv2d`` (False).
 
     Shape:
         (N, 3, input_size, input_size) image in [0, 1] -> (N, 1) logits.
@@ -100,7 +103,7 @@ class SharpnessDiscriminator(nn.Module):
         ValueError: input not of shape (N, in_channels, input_size, input_size).
     """
 
-    def __init__(self, input_size: int = 24, in_channels: int = 3, num_feat: int = 64):
+    def __init__(self, input_size: int = 24, in_channels: int = 3, num_feat: int = 64, fused: bool = True):
         super().__init__()
         if input_size < 2:
             raise ValueError(f"SharpnessDiscriminator: input_size must be >= 2, got {input_size}")
@@ -111,11 +114,12 @@ class SharpnessDiscriminator(nn.Module):
         c_in, size = in_channels, input_size
         for i, c in enumerate(widths):
             stride = 2 if i % 2 else 1
-            layers += [nn.Conv2d(c_in, c, 3, stride, 1), nn.LeakyReLU(0.2), nn.BatchNorm2d(c)]
+            layers += [Conv2d(c_in, c, 3, stride, 1), nn.LeakyReLU(0.2), nn.BatchNorm2d(c)]
             c_in, size = c, conv_out_size(size, 3, stride, 1)
         self.features = nn.Sequential(*layers)
         self.fc1 = nn.Linear(c_in * size * size, 1024)
         self.fc2 = nn.Linear(1024, 1)
+        self.fused = fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input_size("SharpnessDiscriminator", x, self.input_size, self.in_channels)

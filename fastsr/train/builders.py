@@ -60,10 +60,15 @@ def build_generator(spec: dict) -> nn.Module:
 
 
 def build_discriminator(cfg: dict) -> nn.Module | None:
-    """The discriminator of ``model.discriminator``, or None when it is null."""
+    """The discriminator of ``model.discriminator`` (``fused`` follows ``model.fused``), or
+    None when it is null."""
     check_model(cfg)
     spec = cfg["model"].get("discriminator")
-    return _create(spec, "model.discriminator") if spec else None
+    if not spec:
+        return None
+    spec = dict(spec)
+    spec.setdefault("fused", cfg["model"].get("fused", True))
+    return _create(spec, "model.discriminator")
 
 
 def init_weights(module: nn.Module, method: str) -> None:
