@@ -39,6 +39,9 @@ def _trainer(graph: bool, args, tmp: str):
     if args.dry_run:
         sets += ["model.generator={name: NonBNResNet, num_blocks: 1, channels: 8}",
                  "model.discriminator={name: WGANCritic, input_size: 64, num_feat: 1}"]
+    base = load_config(args.recipe, sets)
+    if "input_size" in (base["model"].get("discriminator") or {}):  # the critic's FC layer follows the crop
+        sets.append(f"model.discriminator.input_size={args.crop}")
     cfg = load_config(args.recipe, sets + list(args.set))
     torch.manual_seed(0)
     return Trainer(cfg, tmp, data=False, progress=False, device=args.device), cfg

@@ -55,11 +55,13 @@ class GraphedStep:
     dtype, device and memory format; a later batch that differs in any of these runs
     eagerly through ``fn`` (with a warning, once).
 
-    Failure: any exception while warming up or capturing warns once (naming the phase and
-    the exception), switches this phase to eager execution for good and runs the
-    iteration eagerly -- a failed capture has executed nothing on the device, so the
-    iteration is neither lost nor done twice. (An exception in a warm-up iteration is
-    re-raised when the eager re-run raises it too, as an ordinary training error.)
+    Failure: an exception while setting up the warm-up (the side stream) or while
+    capturing warns once (naming the phase and the exception), switches this phase to
+    eager execution for good and runs the iteration eagerly -- neither has executed any
+    of the iteration on the device (a capture records kernels without running them), so
+    the iteration is neither lost nor done twice. An exception raised by ``fn`` itself in a
+    warm-up iteration is an error of that eager iteration and propagates unchanged, as it
+    would without graphs (re-running it could repeat an optimiser step already made).
 
     Attributes: ``captured`` (a graph is being replayed), ``failure`` (the reason text
     once capture was given up, else None), ``calls`` (iterations run).
@@ -127,11 +129,7 @@ class GraphedStep:
             self.calls += 1
             return self._unpack(self._out.clone())
         if self.calls < self.warmup:
-            try:
-                return self._warm(s_lr, s_hr)
-            except Exception as e:  # the eager re-run below raises a genuine error again
-                self._give_up(e, "warm-up")
-                return self._eager(s_lr, s_hr)
+            return self._warm(s_lr, s_hr)
         try:
             self._record(s_lr, s_hr)
         except Exception as e:
@@ -153,9 +151,15 @@ class GraphedStep:
         return self._stream
 
     def _warm(self, lr, hr) -> Logs:
-        s = self._side_stream()
-        cur = torch.cuda.current_stream(lr.device)
-        s.wait_stream(cur)
+        try:
+            s = self._side_stream()
+            cur = torch.cuda.current_stream(lr.device)
+            s.wait_stream(cur)
+        except Exception as e:  # nothing of the iteration has run yet
+            self._give_up(e, "warm-up")
+            return self._eager(lr, hr)
+        # an error inside fn is an error of this (eager) iteration: it propagates, as it would
+        # without graphs, rather than repeating updates that may have been made already
         with torch.cuda.stream(s):
             out = self.fn(lr, hr)
         cur.wait_stream(s)
@@ -166,7 +170,8 @@ class GraphedStep:
         s = self._side_stream()
         s.wait_stream(torch.cuda.current_stream(lr.device))
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=s):
+        # thread_local: the DataLoader's pin-memory thread may allocate pinned memory meanwhile
+        with torch.cuda.graph(graph, stream=s, capture_error_mode="thread_local"):
             out = self.fn(lr, hr)
             keys = list(out)
             packed = torch.stack([out[k].detach().float().reshape(()) for k in keys]) if keys else \
