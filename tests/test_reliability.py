@@ -216,7 +216,7 @@ def test_error_between_iterations_saves_a_checkpoint(photos, tmp_path, capsys, m
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(photos, tmp_path, capsys, monkeypatch):
-    real_step = Trainer.train_step
+    real_step = Trainer._step  # what fit runs: the losses stay on the device
 
     def step(self, lr, hr):
         logs = real_step(self, lr, hr)
@@ -224,10 +224,10 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(photos, tmp_pa
             with torch.no_grad():
                 for p in self.G.parameters():
                     p.fill_(float("nan"))
-            logs["loss_g"] = float("nan")
+            logs["loss_g"] = torch.full_like(logs["loss_g"], float("nan"))
         return logs
 
-    monkeypatch.setattr(Trainer, "train_step", step)
+    monkeypatch.setattr(Trainer, "_step", step)
     out = tmp_path / "run"
     code, _, err = _cli_train(capsys, photos, out, "--iters", "6")
     _one_line_error(code, err, "non-finite loss at iteration 3", "loss_g=nan", "iteration 2")

@@ -25,7 +25,8 @@ from fastsr.train.config import ConfigError, check_losses, check_model, gan_loss
 __all__ = ["generator_spec", "build_generator", "build_discriminator", "init_weights", "build_pixel_loss",
            "build_lr_consistency_loss",
            "build_feature_losses", "build_gan_loss", "build_optimizer", "build_scheduler", "build_ema",
-           "compile_models", "build_datasets", "make_val_pairs", "native_bf16", "resolve_bf16"]
+           "compile_models", "build_datasets", "make_val_pairs", "native_bf16", "resolve_bf16",
+           "resolve_cuda_graph", "hold_lr_in_tensor", "portable_state"]
 
 
 # ---------------------------------------------------------------------------- models
@@ -182,6 +183,56 @@ def build_scheduler(optimizer: torch.optim.Optimizer, train_cfg: dict):
                                                 train_cfg["lr_gamma"])
 
 
+def hold_lr_in_tensor(optimizer: torch.optim.Optimizer, capturable: bool) -> None:
+    """Make ``optimizer`` replayable inside a CUDA graph (the trainer's graph-ready mode).
+
+    Each param group's ``lr`` becomes a 0-d float32 tensor on its parameters' device: a
+    captured optimiser kernel reads the learning rate from that memory, and torch's LR
+    schedulers write a tensor ``lr`` in place (``fill_`` in
+    ``torch.optim.lr_scheduler._update_param_group_val``), so MultiStepLR's decay reaches
+    the replays. ``capturable`` sets Adam/AdamW's ``capturable`` flag (CUDA only: its
+    bookkeeping stays on the device) and moves the ``step`` counters of existing state to
+    the parameters' device. Call it after loading a state dict too (loading replaces the
+    groups' values).
+
+    Raises:
+        ConfigError: ``capturable`` for an optimiser without that option.
+    """
+    for group in optimizer.param_groups:
+        if capturable and "capturable" not in group:
+            raise ConfigError(f"train.cuda_graph: {type(optimizer).__name__} has no capturable mode")
+        dev = group["params"][0].device
+        lr = group["lr"]
+        group["lr"] = (lr.detach().clone() if isinstance(lr, torch.Tensor) else torch.tensor(float(lr))) \
+            .to(device=dev, dtype=torch.float32).reshape(())
+        if "capturable" in group:
+            group["capturable"] = bool(capturable)
+        if capturable:
+            for p in group["params"]:
+                st = optimizer.state.get(p, {})
+                if isinstance(st.get("step"), torch.Tensor):
+                    st["step"] = st["step"].to(device=p.device, dtype=torch.float32)
+
+
+def _plain(value):
+    """A tensor learning rate as a float (one host read, at save time), other values as is."""
+    return float(value) if isinstance(value, torch.Tensor) and value.numel() == 1 else value
+
+
+def portable_state(optimizer: torch.optim.Optimizer, scheduler) -> tuple[dict, dict]:
+    """``(optimizer.state_dict(), scheduler.state_dict())`` with the learning rates as
+    floats and ``capturable`` off, so a checkpoint written with ``train.cuda_graph`` on loads
+    anywhere (:func:`hold_lr_in_tensor` turns them back after loading)."""
+    osd = optimizer.state_dict()
+    osd["param_groups"] = [{**g, **{k: _plain(g[k]) for k in ("lr", "initial_lr") if k in g},
+                            **({"capturable": False} if "capturable" in g else {})} for g in osd["param_groups"]]
+    ssd = dict(scheduler.state_dict())
+    for k in ("base_lrs", "_last_lr"):
+        if isinstance(ssd.get(k), list):
+            ssd[k] = [_plain(v) for v in ssd[k]]
+    return osd, ssd
+
+
 def build_ema(model: nn.Module) -> nn.Module:
     """A frozen copy of ``model`` in eval mode, to hold its exponential moving average."""
     ema = copy.deepcopy(model).eval()
@@ -241,6 +292,54 @@ def resolve_channels_last(setting, device, bf16: bool) -> bool:
     if setting == "auto":
         return torch.device(device).type == "cuda" or bool(bf16)
     raise ConfigError(f"train.channels_last must be true, false or auto, got {setting!r}")
+
+
+def resolve_cuda_graph(setting, device, *, distributed: bool = False, compiled: bool = False,
+                       optimizer: str = "adam", models=()) -> bool:
+    """``train.cuda_graph`` -> on/off: whether each training phase's iteration is captured
+    and replayed as a CUDA graph (:class:`fastsr.train.graphs.GraphedStep`).
+
+    ``"auto"`` = on when all of these hold, else off:
+
+    * ``device`` is CUDA (graphs are a CUDA feature);
+    * one process: DDP all-reduces gradients from autograd hooks with host-side bucket
+      bookkeeping, which a captured backward does not replay;
+    * ``train.compile`` off: torch.compile's guards run Python on every call, outside
+      anything a replay repeats (its ``mode="reduce-overhead"`` brings its own graphs);
+    * ``train.optimizer`` is adam or adamw, which fastsr builds ``capturable`` (their step
+      counters and bias corrections live on the device). ``rmsprop`` is built as torch's
+      plain RMSprop, whose capturable mode fastsr does not set up or test, so it stays eager;
+    * no module of ``models`` sets ``data_dependent_control_flow = True`` (a forward that
+      branches on tensor values records only the branch taken at capture; none of fastsr's
+      models does).
+
+    ``True`` forces it on and ``False`` off.
+
+    Raises:
+        ConfigError: ``True`` where it cannot work (not a CUDA device, DDP, ``train.compile``,
+            rmsprop, a model with data-dependent control flow), naming ``train.cuda_graph``
+            and the reason; any value other than true, false, auto.
+    """
+    if not isinstance(setting, bool) and setting != "auto":
+        raise ConfigError(f"train.cuda_graph must be true, false or auto, got {setting!r}")
+    if setting is False:
+        return False
+    dynamic = [type(m).__name__ for root in models if root is not None for m in root.modules()
+               if getattr(m, "data_dependent_control_flow", False)]
+    reasons = []
+    if torch.device(device).type != "cuda":
+        reasons.append(f"the device is {torch.device(device).type}, CUDA graphs need a CUDA device")
+    if distributed:
+        reasons.append("training runs in several processes (DDP)")
+    if compiled:
+        reasons.append("train.compile is on")
+    if optimizer not in ("adam", "adamw"):
+        reasons.append(f"train.optimizer is {optimizer} (only adam and adamw are built capturable)")
+    if dynamic:
+        reasons.append(f"{dynamic[0]} has data-dependent control flow")
+    if setting is True and reasons:
+        raise ConfigError(f"train.cuda_graph is true but {'; '.join(reasons)}: use auto or false")
+    return not reasons
 
 
 def resolve_bf16(setting, device) -> bool:

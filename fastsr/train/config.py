@@ -313,7 +313,9 @@ def check_data(cfg: dict) -> None:
 def check_train(cfg: dict) -> None:
     """``train``: iteration counts, the discriminator schedule, the optimiser (finite
     positive learning rates, betas in [0, 1), milestones), ``ema_decay`` in [0, 1), the speed
-    options (``bf16``, ``compile``, ...) and the ``log`` intervals (positive integers).
+    options (``bf16``, ``compile``, ``cuda_graph`` and the combinations of them that cannot
+    work; the device-dependent part of ``cuda_graph`` is checked by
+    :func:`fastsr.train.builders.resolve_cuda_graph`, ...) and the ``log`` intervals (positive integers).
 
     Raises:
         ConfigError: the first bad value, naming its key.
@@ -357,6 +359,15 @@ def check_train(cfg: dict) -> None:
     ckw = t.get("compile") or False
     if not isinstance(ckw, (bool, dict)):
         raise ConfigError(f"train.compile must be true, false or a dict of torch.compile arguments, got {ckw!r}")
+    graph = t.get("cuda_graph", "auto")
+    if not (isinstance(graph, bool) or graph == "auto"):
+        raise ConfigError(f"train.cuda_graph must be auto, true or false, got {graph!r}")
+    if graph is True and ckw is not False:
+        raise ConfigError("train.cuda_graph is true but train.compile is on: a replayed CUDA graph skips "
+                          "torch.compile's guards; set one of them to false (or cuda_graph to auto)")
+    if graph is True and t.get("optimizer", "adam") not in ("adam", "adamw"):
+        raise ConfigError(f"train.cuda_graph is true but train.optimizer is {t.get('optimizer')!r}: only adam and "
+                          "adamw are built capturable; use auto or false")
     for key in ("log.every", "log.val_every", "log.save_every"):
         check_int(cfg, key)
     check_choice(cfg, "log.keep_weights", (True, False))

@@ -45,6 +45,21 @@ Speed options (``train`` section; fastsr's recommended settings are the defaults
   backward runs on the uncompiled D). ``true`` uses torch.compile's defaults (inductor); a
   dict is passed as its keyword arguments (``{mode: max-autotune}``,
   ``{backend: aot_eager}``, ...). Costs compile time at the start.
+* ``cuda_graph`` (default ``auto``): each phase's whole iteration (G step, D step(s), WGAN
+  clipping or gradient penalty, BEGAN's k_t, gradient clipping, the Adam/AdamW steps, the
+  EMA, and the learning rate of the schedule) is recorded once as a CUDA graph and
+  replayed with the batch copied into static buffers (:mod:`fastsr.train.graphs`), one
+  graph per phase (pixel pretraining, adversarial), after 3 eager warm-up iterations
+  that count as training. It removes the per-kernel launch cost that dominates the
+  papers' small models on a GPU. ``auto`` = on for CUDA with one process, ``compile``
+  off, adam/adamw and no model with data-dependent control flow
+  (:func:`builders.resolve_cuda_graph` gives the reasons); ``true`` forces it (a
+  ConfigError where it cannot work, e.g. on a CPU); ``false`` keeps eager iterations.
+  When on, the optimisers are built ``capturable`` with the learning rates in device
+  tensors (MultiStepLR fills them in place between replays), gradients are zeroed in
+  place, and autocast runs without its weight cache. A capture that fails (an op that
+  syncs with the host, an unsupported kernel) warns once with the reason and that phase
+  continues eagerly; the iteration is not lost.
 * ``model.fused`` (default true): fastsr's fused layers in G (same weights either way).
 
 Reproducibility: seeded torch/numpy/random; the data stream depends only on the seed and the
@@ -81,7 +96,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import random
 import shutil
@@ -107,6 +121,7 @@ from fastsr.train.builders import native_bf16, resolve_bf16
 from fastsr.train.checkpoint import CheckpointError, load_state, rng_state, save_state, set_rng_state
 from fastsr.train.config import check_config, dump_config
 from fastsr.train.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
+from fastsr.train.graphs import GraphedStep
 
 __all__ = ["Trainer", "train", "make_val_pairs", "native_bf16", "resolve_bf16"]
 
@@ -170,13 +185,21 @@ class Trainer:
     Raises:
         ConfigError: any bad config value (:func:`fastsr.train.config.check_config`) or
             constructor argument of a model or loss.
+        ConfigError: also ``train.cuda_graph: true`` where it cannot work
+            (:func:`fastsr.train.builders.resolve_cuda_graph`).
         CheckpointError: ``resume`` without a consistent checkpoint; a bad ``init_from``;
             weights of another architecture or size (``init_from`` or ``resume``).
         UserError: ``out_dir`` holds files and neither ``resume`` nor ``overwrite`` is set;
             both are set; ``out_dir`` is a file.
 
     Attributes used by drivers of :meth:`train_step`: ``device``, ``memory_format``,
-    ``bf16`` (resolved), ``iteration`` (iterations done), ``G``, ``D``, ``gan``.
+    ``bf16`` (resolved), ``cuda_graph`` (resolved: iterations captured and replayed as CUDA
+    graphs, see the module docstring), ``iteration`` (iterations done), ``G``, ``D``, ``gan``.
+
+    ``train.cuda_graph``: on a CUDA device with one process, ``auto`` records each training
+    phase's iteration as a CUDA graph after 3 eager warm-up iterations and replays it;
+    batches must then keep their shape (a batch of another shape runs eagerly, with a
+    warning). ``true`` on a CPU, with DDP, ``train.compile`` or rmsprop is a ConfigError.
 
     Benchmark use (one full iteration per call, nothing written to ``out_dir``)::
 
@@ -220,6 +243,11 @@ class Trainer:
                                                                      with_val=self.dist.is_main)
         self._bicubic = None
         self._build_models()
+        self.cuda_graph = builders.resolve_cuda_graph(
+            t.get("cuda_graph", "auto"), dev, distributed=self.dist.enabled, compiled=bool(t.get("compile")),
+            optimizer=t.get("optimizer", "adam"), models=(self.G, self.D))
+        self.graph_ready = False
+        self._graphs = None
         self._build_optimizers()
         self.start_iter = 0
         if resume:
@@ -230,6 +258,8 @@ class Trainer:
                 self.G_ema.load_state_dict(self.G.state_dict())
         self.iteration = self.start_iter
         self._wrap_models()
+        if self.cuda_graph:
+            self._enter_graph_mode(capture=True)
 
     _RUN_FILES = ("config.yaml", "log.jsonl", "checkpoints")
 
@@ -313,10 +343,25 @@ class Trainer:
         self.G_train, self.D_train, self.D_frozen = builders.compile_models(self.G_train, self.D_train, self.D,
                                                                             self.cfg["train"])
 
+    def _enter_graph_mode(self, capture: bool) -> None:
+        """Graph-ready iterations: the learning rates held in device tensors (Adam/AdamW
+        ``capturable`` when ``capture``), gradients zeroed in place, autocast without its
+        weight cache, and each phase's iteration run by a :class:`GraphedStep` -- captured
+        as a CUDA graph when ``capture``, else eagerly through the same static buffers (the
+        path the CPU tests compare with the plain one). Call it before the first iteration."""
+        for opt in (self.opt_g, self.opt_d):
+            if opt is not None:
+                builders.hold_lr_in_tensor(opt, capturable=capture)
+        self.graph_ready, self.cuda_graph = True, bool(capture)
+        self._graphs = {}
+
     def autocast(self):
-        """The bf16 autocast context of G, D and the feature losses (a no-op when off)."""
+        """The bf16 autocast context of G, D and the feature losses (a no-op when off).
+        Graph-ready iterations run it without its cache of cast weights, which a CUDA graph
+        replay would not refresh."""
         if self.bf16:
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
+                                  cache_enabled=not self.graph_ready)
         return contextlib.nullcontext()
 
     # ------------------------------------------------------------------ checkpoints
@@ -341,14 +386,14 @@ class Trainer:
         ema = self.G_ema.state_dict() if self.G_ema is not None else None
         if self.cfg["log"].get("keep_weights", True):
             save_generator(self.ckpt_dir / f"g_{iteration:07d}.safetensors", params, ema, meta)
+        opt_g, sched_g = builders.portable_state(self.opt_g, self.sched_g)
+        opt_d, sched_d = builders.portable_state(self.opt_d, self.sched_d) if self.opt_d is not None else (None, None)
         state = {
             "iteration": iteration,
             "generator": {k: v.detach().cpu() for k, v in params.items()},
             "generator_ema": {k: v.detach().cpu() for k, v in ema.items()} if ema is not None else None,
             "discriminator": self.D.state_dict() if self.D is not None else None,
-            "opt_g": self.opt_g.state_dict(), "sched_g": self.sched_g.state_dict(),
-            "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
-            "sched_d": self.sched_d.state_dict() if self.sched_d is not None else None,
+            "opt_g": opt_g, "sched_g": sched_g, "opt_d": opt_d, "sched_d": sched_d,
             "gan": self.gan.state_dict() if self.gan is not None else None,
             "rng": rng_state(),
         }
@@ -410,7 +455,11 @@ class Trainer:
         Pixel-pretraining phase (``iteration < train.pretrain_iters``, or no GAN): one G
         update on the pixel loss. Adversarial phase: one G update (the only G forward of
         the iteration), then ``train.d_steps`` D updates on ``sr.detach()`` (see the module
-        docstring). Then the LR schedulers step and ``iteration`` increases by one.
+        docstring). Then the LR schedulers step and ``iteration`` increases by one. With
+        ``train.cuda_graph`` on, the iteration is a CUDA graph replay (after the warm-up).
+
+        This is :meth:`_step` plus one device-to-host read of all the logged scalars (one
+        sync); :meth:`fit` calls :meth:`_step` and reads back only at log points.
 
         Args:
             lr: (N, 3, h, w) float LR batch in [0, 1].
@@ -421,24 +470,52 @@ class Trainer:
             ``{"loss_g", "l_pix", ...}`` and in the adversarial phase ``"l_gan"``,
             ``"loss_d"`` and the GAN loss's statistics (``k_t`` for BEGAN, ...).
         """
+        return self._readback(self._step(lr, hr))[0]
+
+    def _step(self, lr: torch.Tensor, hr: torch.Tensor) -> dict:
+        """:meth:`train_step` without the host read: the logged scalars as 0-d float32
+        tensors on ``self.device``. Nothing in it waits for the device (no ``.item()``, no
+        branch on a tensor value), so the host runs ahead and queues the next iteration."""
         lr = lr.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         hr = hr.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         adversarial = self.gan is not None and self.iteration >= self.pretrain
-        sr, logs = self._g_step(lr, hr, adversarial)
-        if adversarial:
-            logs.update(self._d_steps(hr, sr.detach()))
-        self.sched_g.step()
+        if self._graphs is not None:
+            phase = "adversarial" if adversarial else "pixel"
+            runner = self._graphs.get(phase)
+            if runner is None:
+                self._graphs.clear()  # phases do not come back: free the other one's graph memory
+                runner = self._graphs[phase] = GraphedStep(
+                    lambda a, b, adv=adversarial: self._iteration(a, b, adv), capture=self.cuda_graph, name=phase)
+            logs = runner(lr, hr)
+        else:
+            logs = self._iteration(lr, hr, adversarial)
+        self.sched_g.step()  # fills a tensor LR in place: the next replay reads the new value
         if self.sched_d is not None:
             with warnings.catch_warnings():  # D's LR follows absolute iterations, pretraining included
                 warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
                 self.sched_d.step()
         self.iteration += 1
-        keys = list(logs)  # one device sync for all the logged scalars
-        values = torch.stack([logs[k].detach().float().reshape(()) for k in keys]).tolist() if keys else []
-        return dict(zip(keys, values))
+        return logs
+
+    def _iteration(self, lr, hr, adversarial: bool) -> dict:
+        """The updates of one iteration (what a CUDA graph records): G step, then D steps."""
+        sr, logs = self._g_step(lr, hr, adversarial)
+        if adversarial:
+            logs.update(self._d_steps(hr, sr.detach()))
+        return {k: v.detach().float().reshape(()) for k, v in logs.items()}
+
+    @staticmethod
+    def _readback(logs: dict, flag: torch.Tensor | None = None) -> tuple[dict, bool]:
+        """``(logs as floats, flag as bool)`` in one device-to-host copy."""
+        keys = list(logs)
+        parts = [logs[k].detach().float().reshape(()) for k in keys]
+        if flag is not None:
+            parts.append(flag.float().reshape(()))
+        values = torch.stack(parts).tolist() if parts else []
+        return dict(zip(keys, values[:len(keys)])), bool(flag is not None and values[-1])
 
     def _g_step(self, lr, hr, adversarial: bool):
-        self.opt_g.zero_grad(set_to_none=True)
+        self.opt_g.zero_grad(set_to_none=not self.graph_ready)
         logs = {}
         if adversarial:
             self.D.requires_grad_(False)
@@ -487,7 +564,7 @@ class Trainer:
         self.D.requires_grad_(True)
         gan, logs = self.gan, {}
         for _ in range(self.d_steps):
-            self.opt_d.zero_grad(set_to_none=True)
+            self.opt_d.zero_grad(set_to_none=not self.graph_ready)
             with self.autocast():
                 if self.d_joint_batch:
                     real_out, fake_out = self._joint(self.D_train, hr, fake)
@@ -564,8 +641,16 @@ class Trainer:
                 keep.append(line + "\n")
         atomic_write(path, "".join(keep).encode())
 
-    def _non_finite(self, it: int, logs: dict) -> NonFiniteLossError:
+    def _non_finite(self, it: int, logs: dict, since: int | None = None) -> NonFiniteLossError:
+        """The error for a non-finite loss found by the read-back of iteration ``it``; ``logs``
+        are that iteration's losses, ``since`` the iteration of the previous read-back (the
+        first non-finite value came after it)."""
         shown = ", ".join(f"{k}={v:.4g}" for k, v in logs.items())
+        if since is not None and since < it - 1:
+            where = (f"found at iteration {it} ({shown}; the first non-finite value came after iteration {since}, "
+                     "where the losses were last read back)")
+        else:
+            where = f"at iteration {it} ({shown})"
         if self.saved_iteration is not None:
             kept = (f"the newest checkpoint, iteration {self.saved_iteration} in {self.ckpt_dir}, is the last good "
                     "state: continue from it with --resume, e.g. with a lower train.lr_g / train.lr_d or with "
@@ -574,13 +659,20 @@ class Trainer:
             kept = (f"no checkpoint had been saved yet (the first save comes at iteration "
                     f"{self.cfg['log']['save_every']}): start again with a lower train.lr_g / train.lr_d or with "
                     "train.grad_clip")
-        return NonFiniteLossError(f"non-finite loss at iteration {it} ({shown}): training stopped; {kept}")
+        return NonFiniteLossError(f"non-finite loss {where}: training stopped; {kept}")
 
-    def _save_on_error(self, error: BaseException, it: int) -> None:
+    def _save_on_error(self, error: BaseException, it: int, bad: torch.Tensor | None = None) -> None:
         """Save iteration ``it`` (finished, so consistent) before ``error`` propagates, and say
-        so in a note of the error."""
+        so in a note of the error; nothing is saved when the device-side flag ``bad`` says a
+        loss since the start was non-finite."""
         if not self.dist.is_main or it in (self.saved_iteration, self.start_iter):
             return  # nothing new since the last save or the start
+        try:
+            if bad is not None and bool(bad):
+                error.add_note(f"no checkpoint saved: a loss up to iteration {it} was non-finite")
+                return
+        except Exception:
+            return  # the device itself failed: its state cannot be trusted
         try:
             self.save(it)
         except Exception as e:
@@ -594,9 +686,18 @@ class Trainer:
         ("finished" | "interrupted"), ``iteration``, ``seconds``, ``sec_per_iter`` and the last
         validation metrics.
 
+        The iterations do not wait for the device: the losses stay there, and a device-side
+        flag collects whether any logged loss was NaN or infinite. Both are read back (one
+        sync) only every ``log.every`` iterations, before each validation and save, before
+        the save of an interrupted run, and at the end; the progress bar counts every
+        iteration and shows the losses of those read-backs.
+
         Raises:
-            NonFiniteLossError: a NaN or infinite loss (nothing is saved after it; the message
-                names the newest checkpoint, the last good state).
+            NonFiniteLossError: a NaN or infinite loss, found at the next read-back (the
+                message names that iteration and, when read-backs are further apart than
+                one iteration, the previous read-back after which it came). No checkpoint
+                is saved once it happened, so the newest one (named in the message) is the
+                last good state.
             Exception: any other error between iterations (an unreadable training image, a
                 full disk) propagates after a checkpoint of the last finished iteration is
                 saved (see the error's note); an error inside an iteration saves nothing.
@@ -623,6 +724,20 @@ class Trainer:
                        dynamic_ncols=True, file=sys.stderr)
         it = start = self.iteration
         status, last_val = "finished", {}
+        # Losses stay on the device between read-backs: ``bad`` collects "some logged loss
+        # was NaN/inf" per iteration without a host sync; it is read with the losses at log
+        # points, before validations and saves, and at the end.
+        bad = torch.zeros((), dtype=torch.bool, device=dev)
+        checked, logs_t = it, {}
+
+        def read_back() -> dict:
+            nonlocal checked
+            logs, nonfinite = self._readback(logs_t, bad)
+            if nonfinite:
+                raise self._non_finite(it, logs, checked)
+            checked = it
+            return logs
+
         t0 = time.perf_counter()
         self.G_train.train()
         if self.D is not None:
@@ -644,20 +759,27 @@ class Trainer:
                         raise
                     adversarial = self.gan is not None and it >= self.pretrain
                     in_step = True
-                    logs = self.train_step(batch["lr"], batch["hr"])
+                    logs_t = self._step(batch["lr"], batch["hr"])
+                    if logs_t:
+                        bad.logical_or_(~torch.isfinite(torch.stack(list(logs_t.values()))).all())
                     in_step = False
                     it = self.iteration
-                    if not all(math.isfinite(v) for v in logs.values() if isinstance(v, float)):
-                        raise self._non_finite(it, logs)
                     if bar is not None:
                         bar.update(1)
-                        bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()
-                                         if k in ("loss_g", "loss_d", "l_pix")})
-                    if it % int(lg["every"]) == 0 or it == self.total:
+                    log_now = it % int(lg["every"]) == 0 or it == self.total
+                    val_now = it % int(lg["val_every"]) == 0 or it == self.total
+                    save_now = it % int(lg["save_every"]) == 0 or it == self.total
+                    if not (log_now or val_now or save_now):
+                        continue
+                    logs = read_back()
+                    if log_now:
+                        if bar is not None:
+                            bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()
+                                             if k in ("loss_g", "loss_d", "l_pix")})
+                        lr_g = self.opt_g.param_groups[0]["lr"]
                         self._log({"iter": it, "phase": "gan" if adversarial else "pixel",
-                                   "lr_g": self.opt_g.param_groups[0]["lr"], **logs,
-                                   "time": round(time.perf_counter() - t0, 3)})
-                    if it % int(lg["val_every"]) == 0 or it == self.total:
+                                   "lr_g": float(lr_g), **logs, "time": round(time.perf_counter() - t0, 3)})
+                    if val_now:
                         if self.dist.is_main:
                             last_val = self.validate()
                             self._log({"iter": it, **last_val})
@@ -667,7 +789,7 @@ class Trainer:
                                           f"(bicubic {last_val['val_psnr_bicubic']:.2f}), "
                                           f"SSIM {last_val['val_ssim']:.4f}, mean error R G B {err} levels")
                         barrier(self.dist)
-                    if it % int(lg["save_every"]) == 0 or it == self.total:
+                    if save_now:
                         self.save(it)
                         barrier(self.dist)
             except Exception as e:
@@ -675,9 +797,16 @@ class Trainer:
                     bar.close()
                 # inside train_step the state may be half-updated, after a non-finite loss it is bad
                 if not in_step and not isinstance(e, NonFiniteLossError):
-                    self._save_on_error(e, it)
+                    self._save_on_error(e, it, bad)
                 raise
             if status == "interrupted":
+                if it > checked:
+                    try:
+                        read_back()  # never save a state that came after a non-finite loss
+                    except NonFiniteLossError:
+                        if bar is not None:
+                            bar.close()
+                        raise
                 self.save(it)
         if bar is not None:
             bar.close()
