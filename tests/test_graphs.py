@@ -17,7 +17,7 @@ from fastsr.errors import ConfigError, NonFiniteLossError
 from fastsr.models.checkpoint import read_metadata
 from fastsr.train import Trainer, load_config
 from fastsr.train.builders import resolve_cuda_graph
-from fastsr.train.graphs import GraphedStep
+from fastsr.graphs import GraphedStep
 
 REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -296,7 +296,7 @@ def test_graphed_step_eager_uses_static_buffers():
     assert out["a"].item() == pytest.approx((hr.mean() - lr.mean()).item())
     step(torch.rand(2, 3, 4, 4), torch.rand(2, 3, 16, 16))
     assert calls[0] == calls[1] and calls[0][0] != lr.data_ptr()  # the same static buffers each time
-    with pytest.warns(UserWarning, match="differs from the first"):
+    with pytest.warns(UserWarning, match="differ from the first"):
         out = step(torch.rand(1, 3, 4, 4), torch.rand(1, 3, 16, 16))
     assert step.calls == 3 and len(calls) == 3 and not step.captured
     with warnings.catch_warnings():
@@ -319,7 +319,7 @@ def test_failed_capture_warns_once_and_loses_no_iteration(monkeypatch):
 
     monkeypatch.setattr(GraphedStep, "_warm", warm)
     monkeypatch.setattr(GraphedStep, "_record", record)
-    step = GraphedStep(fn, capture=True, warmup=2, name="adversarial")
+    step = GraphedStep(fn, capture=True, warmup=2, name="the adversarial phase")
     batch = (torch.rand(2, 3, 4, 4), torch.rand(2, 3, 16, 16))
     step(*batch), step(*batch)
     with pytest.warns(RuntimeWarning, match="adversarial phase runs without a CUDA graph: capture failed "

@@ -16,7 +16,7 @@ PKG = Path(fastsr.__file__).resolve().parent
 # Lower layers first; a module may import from its own layer or any lower one.
 # ops and kernels register into each other's custom ops and are outside this check.
 LAYERS = [
-    {"errors", "_deprecation", "_extension", "perf"},
+    {"errors", "_deprecation", "_extension", "perf", "graphs"},
     {"ops"},
     {"nn", "data", "metrics"},
     {"models", "losses"},

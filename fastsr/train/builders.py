@@ -297,7 +297,7 @@ def resolve_channels_last(setting, device, bf16: bool) -> bool:
 def resolve_cuda_graph(setting, device, *, distributed: bool = False, compiled: bool = False,
                        optimizer: str = "adam", models=()) -> bool:
     """``train.cuda_graph`` -> on/off: whether each training phase's iteration is captured
-    and replayed as a CUDA graph (:class:`fastsr.train.graphs.GraphedStep`).
+    and replayed as a CUDA graph (:class:`fastsr.graphs.GraphedStep`).
 
     ``"auto"`` = on when all of these hold, else off:
 

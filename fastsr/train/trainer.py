@@ -48,7 +48,7 @@ Speed options (``train`` section; fastsr's recommended settings are the defaults
 * ``cuda_graph`` (default ``auto``): each phase's whole iteration (G step, D step(s), WGAN
   clipping or gradient penalty, BEGAN's k_t, gradient clipping, the Adam/AdamW steps, the
   EMA, and the learning rate of the schedule) is recorded once as a CUDA graph and
-  replayed with the batch copied into static buffers (:mod:`fastsr.train.graphs`), one
+  replayed with the batch copied into static buffers (:mod:`fastsr.graphs`), one
   graph per phase (pixel pretraining, adversarial), after 3 eager warm-up iterations
   that count as training. It removes the per-kernel launch cost that dominates the
   papers' small models on a GPU. ``auto`` = on for CUDA with one process, ``compile``
@@ -113,6 +113,7 @@ from torch.utils.data import DataLoader
 from fastsr.data import IterationBatchSampler
 from fastsr.evaluate import evaluate
 from fastsr.errors import NonFiniteLossError, UserError
+from fastsr.graphs import GraphedStep
 from fastsr.models.checkpoint import (atomic_write, load_generator_weights, load_weights, read_metadata,
                                       remove_temp_files, save_generator)
 from fastsr.ops._common import output_format
@@ -121,7 +122,6 @@ from fastsr.train.builders import native_bf16, resolve_bf16
 from fastsr.train.checkpoint import CheckpointError, load_state, rng_state, save_state, set_rng_state
 from fastsr.train.config import check_config, dump_config
 from fastsr.train.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
-from fastsr.train.graphs import GraphedStep
 
 __all__ = ["Trainer", "train", "make_val_pairs", "native_bf16", "resolve_bf16"]
 
@@ -485,7 +485,8 @@ class Trainer:
             if runner is None:
                 self._graphs.clear()  # phases do not come back: free the other one's graph memory
                 runner = self._graphs[phase] = GraphedStep(
-                    lambda a, b, adv=adversarial: self._iteration(a, b, adv), capture=self.cuda_graph, name=phase)
+                    lambda a, b, adv=adversarial: self._iteration(a, b, adv), capture=self.cuda_graph,
+                    name=f"train.cuda_graph: the {phase} phase")
             logs = runner(lr, hr)
         else:
             logs = self._iteration(lr, hr, adversarial)
