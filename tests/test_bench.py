@@ -147,3 +147,88 @@ def test_bench_quick_smoke_on_cpu(tmp_path):
     md = (out / "iteration.md").read_text()
     assert "model.generator.num_blocks=1" in md and "| 2 | NonBN eager fp32 NCHW |" in md
     assert (out / "iteration.png").stat().st_size > 0
+
+
+# ----------------------------------------------------------------------------- kernel benchmarks
+def _benchmarks_module(name):
+    import importlib
+    import sys
+
+    from _cli_util import REPO
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+
+
+class _FakeBenchmark:
+    def __init__(self):
+        self.extra_info, self.calls = {}, []
+
+    def pedantic(self, fn, **kw):
+        self.calls.append(("pedantic", kw))
+        for _ in range(kw["rounds"]):
+            fn()
+
+    def __call__(self, fn):
+        self.calls.append(("auto", {}))
+        fn()
+
+
+def test_kernel_benchmarks_time_cuda_rows_with_events(monkeypatch):
+    """common.measure on CUDA (torch.cuda faked): event statistics in extra_info, and
+    pytest-benchmark's rounds each end with a synchronize; on the CPU it is pytest-benchmark."""
+    common = _benchmarks_module("common")
+    from test_perf import _FakeCuda
+
+    fake = _FakeCuda()
+    for name in ("Event", "is_available", "synchronize", "reset_peak_memory_stats", "max_memory_allocated"):
+        monkeypatch.setattr(torch.cuda, name, getattr(fake, name))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA Fake GPU")
+    monkeypatch.setattr(common, "CUDA_WARMUP", 2)
+    monkeypatch.setattr(common, "CUDA_ITERS", 5)
+    monkeypatch.setattr(common, "CUDA_SYNC_ROUNDS", 3)
+
+    def fn():
+        fake.log.append("call")
+        fake.gpu_ms += 2.0
+
+    bm = _FakeBenchmark()
+    common.measure(bm, fn, "cuda")
+    timed = fake.log[:fake.log.index("synchronize", 4) + 1]
+    assert timed == ["call"] * 2 + ["synchronize", "reset_peak"] + ["record", "call", "record"] * 5 + ["synchronize"]
+    info = bm.extra_info
+    assert info["device"] == "cuda" and info["cuda"]["n"] == 5 and info["cuda"]["gpu"] == "NVIDIA Fake GPU"
+    assert math.isclose(info["cuda"]["median_s"], 0.002) and info["cuda"]["peak_mib"] == 3.5
+    # then pytest-benchmark's rounds (the fake runs the 3 timed ones), each one call then a synchronize
+    assert bm.calls == [("pedantic", {"rounds": 3, "iterations": 1, "warmup_rounds": 1})]
+    assert fake.log[len(timed):] == ["call", "synchronize"] * 3
+
+    cpu = _FakeBenchmark()
+    common.measure(cpu, lambda: None, "cpu", pedantic={"rounds": 2, "iterations": 1})
+    common.measure(cpu, lambda: None, "cpu")
+    assert cpu.calls == [("pedantic", {"rounds": 2, "iterations": 1}), ("auto", {})]
+    assert cpu.extra_info == {"device": "cpu"}
+
+
+def test_kernel_table_names_the_device_of_every_row(tmp_path):
+    kt = _benchmarks_module("kernel_table")
+
+    def bench(impl, device, median, cuda=None):
+        extra = {"device": device, "bytes": 4_000_000, **({"cuda": cuda} if cuda else {})}
+        return {"group": "bias_prelu fwd (16, 64, 24, 24) torch.float32", "name": f"test_epilogue[{impl}]",
+                "params": {"impl": impl}, "extra_info": extra, "stats": {"min": median * 0.9, "median": median}}
+
+    ev = lambda med: {"n": 100, "min_s": med * 0.95, "median_s": med, "p20_s": med * 0.97, "p80_s": med * 1.04,
+                      "peak_mib": 12.0, "device": "cuda", "gpu": "NVIDIA Fake GPU"}
+    data = {"benchmarks": [bench("fastsr", "cpu", 0.004), bench("eager", "cpu", 0.008),
+                           # pytest-benchmark's synchronized host times are larger: the table uses the events
+                           bench("fastsr", "cuda", 0.5, ev(0.00002)), bench("eager", "cuda", 0.5, ev(0.00004))]}
+    (tmp_path / "k.json").write_text(json.dumps(data))
+    out = kt.table(kt.rows_by_group([tmp_path / "k.json"]))
+    assert "torch.float32 on cpu\n" in out and "torch.float32 on cuda (NVIDIA Fake GPU)" in out
+    assert "| fastsr | cpu | 3.600 | 4.000 | - | - | 1.0 | 2.00 | - |" in out
+    assert "| fastsr | cuda | 0.019 | 0.020 | 0.019-0.021 | 12 | 200.0 | 2.00 | - |" in out
+    assert "| eager | cuda | 0.038 | 0.040 | 0.039-0.042 | 12 | 100.0 | 1.00 | - |" in out
