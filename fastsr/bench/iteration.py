@@ -395,8 +395,8 @@ def markdown(report: dict) -> str:
                      f"{spread} |{peak} {r['speedup_vs_1']:.2f} | {r['speedup_vs_2']:.2f} | {g} | {gs} |")
     if report.get("inference"):
         lines += ["", f"## Inference (NonBN generator, x4, batch 1, {m['gpu'] if cuda else 'CPU'})", "",
-                  f"| LR size | variant | min {unit} | median {unit} | p20-p80 {unit} |" + (" peak MiB |" if cuda else "")
-                  + " x vs eager |",
+                  f"| LR size | variant | min {unit} | median {unit} | p20-p80 {unit} |"
+                  + (" peak MiB |" if cuda else "") + " x vs eager |",
                   "|---|---|---|---|---|" + ("---|" if cuda else "") + "---|"]
         eager = {r["size"]: r["median"] for r in report["inference"] if r["variant"] == "eager fp32"}
         for r in report["inference"]:
@@ -432,7 +432,8 @@ def bar_chart(report: dict, path: Path) -> None:
     ys = list(range(len(rows))[::-1])
     err = None
     if all("p20_s" in r for r in rows):  # p20-p80 as an asymmetric error bar around the median
-        err = [[md - r["p20_s"] * scale for md, r in zip(med, rows)], [r["p80_s"] * scale - md for md, r in zip(med, rows)]]
+        err = [[md - r["p20_s"] * scale for md, r in zip(med, rows)],
+               [r["p80_s"] * scale - md for md, r in zip(med, rows)]]
     ax.barh(ys, med, xerr=err, color="#4c72b0", ecolor="#999999", label="median (bar: p20-p80)")
     ax.scatter(mins, ys, color="black", marker="|", s=200, label="min", zorder=3)
     ax.set_yticks(ys, labels)
