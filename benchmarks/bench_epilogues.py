@@ -1,17 +1,18 @@
 """Conv epilogues: fastsr vs eager vs torch.compile, forward and forward+backward.
 
 Issue targets on a 2-core CPU: fwd+bwd >= 3x eager, >= 1.5x torch.compile, and >= 60 % of
-the bandwidth of a plain copy of the same bytes.
+the bandwidth of a plain copy of the same bytes. On CUDA (when available) the shapes are the
+paper's training batch and a 4x larger batch of 4x larger maps.
 """
 import pytest
 import torch
 import torch.nn.functional as F
-from common import compiled, copy_fn, fwd_bwd, run_benchmark
+from common import DEVICES, cases, compiled, copy_fn, fwd_bwd, run_benchmark
 
 from fastsr.nn import ResidualBlockNoBN
 from fastsr.ops import bias_prelu, bias_residual
 
-SHAPES = [(16, 64, 24, 24), (1, 64, 128, 128)]
+SHAPES = {"cpu": [(16, 64, 24, 24), (1, 64, 128, 128)], "cuda": [(16, 64, 24, 24), (64, 64, 96, 96)]}
 DTYPES = [torch.float32, torch.bfloat16]
 
 
@@ -23,9 +24,9 @@ def eager_bias_residual(x, b, r):
     return r + (x + b.view(1, -1, 1, 1))
 
 
-def _tensors(shape, dtype, n):
+def _tensors(shape, dtype, n, device):
     torch.manual_seed(0)
-    return [torch.randn(shape, dtype=dtype, requires_grad=True) for _ in range(n)]
+    return [torch.randn(shape, dtype=dtype).to(device).requires_grad_() for _ in range(n)]
 
 
 def _impls(kind):
@@ -42,12 +43,13 @@ def _impls(kind):
 @pytest.mark.parametrize("kind", ["bias_prelu", "bias_residual"])
 @pytest.mark.parametrize("pass_", ["fwd", "fwd+bwd"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_epilogue(benchmark, shape, dtype, pass_, kind, impl):
-    (x, r, g) = _tensors(shape, dtype, 3)
+@pytest.mark.parametrize("case", cases(SHAPES))
+def test_epilogue(benchmark, case, dtype, pass_, kind, impl):
+    device, shape = case
+    (x, r, g) = _tensors(shape, dtype, 3, device)
     C = shape[1]
-    b = torch.randn(C, requires_grad=True)
-    w = torch.full((C,), 0.25, requires_grad=True)
+    b = torch.randn(C, device=device, requires_grad=True)
+    w = torch.full((C,), 0.25, device=device, requires_grad=True)
     second = w if kind == "bias_prelu" else r
     numel, esize = x.numel(), x.element_size()
     # Minimum traffic of the fused kernels, in tensors of x's size:
@@ -56,23 +58,26 @@ def test_epilogue(benchmark, shape, dtype, pass_, kind, impl):
                ("bias_residual", "fwd"): 3, ("bias_residual", "fwd+bwd"): 4}[(kind, pass_)]
     nbytes = tensors * numel * esize
     if impl == "copy":
-        fn = copy_fn(nbytes)
+        fn = copy_fn(nbytes, device)
     else:
         op = _impls(kind)[impl]
         if pass_ == "fwd":
             fn = lambda: op(x.detach(), b.detach(), second.detach())  # noqa: E731
         else:
             fn = fwd_bwd(op, [x, b, second], g.detach())
-    run_benchmark(benchmark, fn, group=f"{kind} {pass_} {tuple(shape)} {dtype}", name=impl, nbytes=nbytes)
+    run_benchmark(benchmark, fn, group=f"{kind} {pass_} {tuple(shape)} {dtype}", name=impl, nbytes=nbytes,
+                  device=device)
 
 
 @pytest.mark.parametrize("impl", ["fused", "unfused", "unfused+compile"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_residual_block(benchmark, dtype, impl):
+@pytest.mark.parametrize("device", DEVICES)
+def test_residual_block(benchmark, device, dtype, impl):
     torch.manual_seed(0)
-    block = ResidualBlockNoBN(64, fused=impl == "fused").to(dtype)
+    block = ResidualBlockNoBN(64, fused=impl == "fused").to(device=device, dtype=dtype)
     fn_block = compiled(block) if impl == "unfused+compile" else block
-    x = torch.randn(16, 64, 24, 24, dtype=dtype, requires_grad=True)
+    x = torch.randn(16, 64, 24, 24, dtype=dtype).to(device).requires_grad_()
     g = torch.randn_like(x)
     fn = fwd_bwd(lambda t: fn_block(t), [x], g)
-    run_benchmark(benchmark, fn, group=f"ResidualBlockNoBN fwd+bwd 16x64x24x24 {dtype}", name=impl, nbytes=0)
+    run_benchmark(benchmark, fn, group=f"ResidualBlockNoBN fwd+bwd 16x64x24x24 {dtype}", name=impl, nbytes=0,
+                  device=device)

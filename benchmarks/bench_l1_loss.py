@@ -1,15 +1,16 @@
 """L1 / Charbonnier loss forward and forward+backward: fastsr vs eager vs torch.compile.
 
-Shape 16x3x96x96: an SRGAN/ESRGAN training batch of 96x96 HR crops.
+Shape 16x3x96x96: an SRGAN/ESRGAN training batch of 96x96 HR crops (on CUDA also 16x3x256x256).
 Run with ``pytest benchmarks/bench_l1_loss.py --benchmark-only``.
 """
 import pytest
 import torch
 import torch.nn.functional as F
+from common import cases, measure
 
 from fastsr.ops import l1_loss
 
-SHAPE = (16, 3, 96, 96)
+SHAPES = {"cpu": [(16, 3, 96, 96)], "cuda": [(16, 3, 96, 96), (16, 3, 256, 256)]}
 
 
 def _eager(x, y, eps):
@@ -36,12 +37,14 @@ def _fn(impl, eps):
 @pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
 @pytest.mark.parametrize("eps", [None, 1e-3], ids=["l1", "charbonnier"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_l1_loss(benchmark, dtype, eps, mode, impl):
+@pytest.mark.parametrize("case", cases(SHAPES))
+def test_l1_loss(benchmark, case, dtype, eps, mode, impl):
+    device, shape = case
     kind = "l1" if eps is None else "charbonnier"
-    benchmark.group = f"{kind} {mode} {'x'.join(map(str, SHAPE))} {str(dtype)[6:]}"
+    benchmark.group = f"{kind} {mode} {'x'.join(map(str, shape))} {str(dtype)[6:]}"
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(SHAPE, generator=g).to(dtype)
-    y = torch.rand(SHAPE, generator=g).to(dtype)
+    x = torch.rand(shape, generator=g).to(device=device, dtype=dtype)
+    y = torch.rand(shape, generator=g).to(device=device, dtype=dtype)
     fn = _fn(impl, eps)
     if mode == "fwd":
         def run():
@@ -53,4 +56,4 @@ def test_l1_loss(benchmark, dtype, eps, mode, impl):
         def run():
             return torch.autograd.grad(fn(x, y), x)
     run()  # compile / warm up outside the timing
-    benchmark(run)
+    measure(benchmark, run, device)

@@ -11,12 +11,14 @@ kornia-rs, numpy); its benchmarks are skipped when it is not installed.
 """
 import pytest
 import torch
+from common import cases, measure
 
 from fastsr.ops import ssim, ssim_reference
 
 pytorch_msssim = pytest.importorskip("pytorch_msssim")
 
-SHAPES = [(16, 3, 96, 96), (1, 3, 512, 512), (1, 1, 512, 512)]
+SHAPES = {"cpu": [(16, 3, 96, 96), (1, 3, 512, 512), (1, 1, 512, 512)],
+          "cuda": [(16, 3, 96, 96), (16, 3, 256, 256), (1, 3, 2048, 2048)]}
 IMPLS = ["fastsr", "eager", "compile", "pytorch-msssim", "kornia"]
 
 
@@ -49,19 +51,20 @@ def _impl(name):
     raise ValueError(name)
 
 
-def _images(shape):
+def _images(shape, device):
     g = torch.Generator().manual_seed(0)
     hr = torch.rand(shape, generator=g)
     sr = (hr + 0.05 * torch.randn(shape, generator=g)).clamp(0, 1)
-    return sr, hr
+    return sr.to(device), hr.to(device)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("pass_", ["fwd", "fwd+bwd"])
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_ssim(benchmark, shape, pass_, impl):
+@pytest.mark.parametrize("case", cases(SHAPES))
+def test_ssim(benchmark, case, pass_, impl):
+    device, shape = case
     fn = _impl(impl)
-    sr, hr = _images(shape)
+    sr, hr = _images(shape, device)
     if pass_ == "fwd":
         def run():
             with torch.no_grad():
@@ -77,4 +80,4 @@ def test_ssim(benchmark, shape, pass_, impl):
     benchmark.group = f"SSIM {pass_} {'x'.join(map(str, shape))} float32"
     benchmark.name = impl
     rounds = 10 if shape[-1] >= 512 else 20
-    benchmark.pedantic(run, rounds=rounds, iterations=1, warmup_rounds=1)
+    measure(benchmark, run, device, pedantic={"rounds": rounds, "iterations": 1, "warmup_rounds": 1})

@@ -464,15 +464,23 @@ def _run_export(args, extra) -> int:
 
 # ---------------------------------------------------------------------------- bench
 def _add_bench(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--variants", default="1,2,3,4,5,6,7",
+    p.add_argument("--variants",
                    help="comma-separated variants of the per-iteration benchmark (default: all 8, listed in "
                         "fastsr.bench.iteration)")
+    p.add_argument("--device", choices=["cpu", "cuda"],
+                   help="where the trainer and the inference rows run (default: cuda when available, as for "
+                        "fastsr train); on cuda each iteration is timed with CUDA events and the report names "
+                        "the GPU and its peak memory")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (each variant in a fresh process)")
     p.add_argument("--iters", type=int, default=3, help="timed iterations per variant and round")
     p.add_argument("--warmup", type=int, default=2, help="untimed iterations before timing")
     p.add_argument("--batch", type=int, default=16, help="batch size (paper: 16)")
     p.add_argument("--crop", type=int, default=96, help="HR crop side in pixels (paper: 96)")
-    p.add_argument("--quick", action="store_true", help="batch 4, 64 px, 1 round, 2 iterations: a smoke run")
+    p.add_argument("--quick", action="store_true",
+                   help="batch 4, 64 px, 1 round, 2 iterations, inference on one 32 px image: a smoke run")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override applied to every variant after its own settings, e.g. --set "
+                        "model.generator.num_blocks=4 (repeatable)")
     p.add_argument("--no-inference", action="store_true", help="skip the inference timings")
     p.add_argument("--no-parity", action="store_true", help="skip the fused-vs-unfused parity check")
     p.add_argument("--out", default="benchmarks/results", metavar="DIR",
@@ -485,15 +493,18 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
 def _run_bench(args, extra: list[str]) -> int:
     if extra:
         raise UserError(f"unrecognized arguments: {' '.join(extra)}")
-    from fastsr.bench.iteration import run_benchmark
+    from fastsr.bench.iteration import resolve_device, run_benchmark
 
+    device = resolve_device(args.device)  # `--device cuda` without CUDA: one line, before any work
     for name in ("rounds", "iters", "batch", "crop"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.warmup < 0:
         raise UserError(f"--warmup must be >= 0, got {args.warmup}")
+    inference_sizes = None
     if args.quick:
         args.batch, args.crop, args.rounds, args.iters, args.warmup = 4, 64, 1, 2, 1
+        inference_sizes = (32,)
     if args.crop % 4:
         raise UserError(f"--crop must be a multiple of the scale 4, got {args.crop}")
     if args.profile:
@@ -502,13 +513,15 @@ def _run_bench(args, extra: list[str]) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         for key in [v.strip() for v in args.profile.split(",") if v.strip()]:
-            table = profile_variant(key, batch=args.batch, crop=args.crop)
+            table = profile_variant(key, batch=args.batch, crop=args.crop, device=device, overrides=args.overrides)
             (out / f"profile_variant{key}.txt").write_text(table)
             print(table)
         return 0
-    run_benchmark(variants=[v.strip() for v in args.variants.split(",") if v.strip()], rounds=args.rounds,
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
+    run_benchmark(variants=variants, rounds=args.rounds,
                   iters=args.iters, warmup=args.warmup, batch=args.batch, crop=args.crop,
-                  inference=not args.no_inference, parity=not args.no_parity, out_dir=args.out)
+                  inference=not args.no_inference, parity=not args.no_parity, out_dir=args.out, device=device,
+                  overrides=args.overrides, inference_sizes=inference_sizes)
     return 0
 
 

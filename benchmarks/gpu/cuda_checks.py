@@ -16,6 +16,7 @@ import torch  # noqa: E402
 
 from fastsr import ops  # noqa: E402
 from fastsr.ops import _common  # noqa: E402
+from fastsr.perf import time_fn  # noqa: E402
 
 DEV = check.DEV
 OUT = check.OUT
@@ -27,18 +28,10 @@ def part(name, budget_s=600):
     return lambda fn: check.section(name, budget_s)(lambda budget, t0: fn())
 
 
-sync = check.sync
-
-
 def wall_us(fn, n=300):
-    for _ in range(20):
-        fn()
-    sync()
-    t = time.perf_counter()
-    for _ in range(n):
-        fn()
-    sync()
-    return (time.perf_counter() - t) / n * 1e6
+    """Median us per call of ``n`` back-to-back calls after 20 warm-up calls (fastsr.perf.time_fn:
+    CUDA events around each call; for a launch-bound call the interval is its host cost)."""
+    return time_fn(fn, DEV, iters=n, warmup=20).median_s * 1e6
 
 
 @part("which_kernels")

@@ -20,10 +20,18 @@ Variants:
 
 Method: every (variant, round) runs in a fresh subprocess (so allocator settings, compile
 caches and memory state never leak between variants); rounds interleave the variants
-(1..7, 1..7, ...); each subprocess runs ``warmup`` untimed iterations then ``iters`` timed
-ones. The report gives min and median seconds per iteration over all timed iterations.
-GFLOP per iteration comes from :class:`torch.utils.flop_counter.FlopCounterMode` on one
-eager iteration (convolutions and matmuls, forward and backward, from their shapes).
+(1..8, 1..8, ...); each subprocess builds the Trainer on the benchmark's device, moves the
+batch there once, runs ``warmup`` untimed iterations then ``iters`` timed ones with
+:func:`fastsr.perf.time_fn` (CPU: ``time.perf_counter`` around each iteration; CUDA: CUDA
+events around each iteration and one synchronize after the last, plus the peak memory
+allocated during the timed iterations). The report gives min, median and the 20th / 80th
+percentiles of the time per iteration over all timed iterations of all rounds, and on CUDA
+the largest peak memory of the rounds. GFLOP per iteration comes from
+:class:`torch.utils.flop_counter.FlopCounterMode` on one eager iteration (convolutions and
+matmuls, forward and backward, from their shapes).
+
+Device: ``device=None`` (the default of :func:`run_benchmark` and ``fastsr bench``) is CUDA
+when available, else the CPU -- the device ``fastsr train`` picks by default.
 """
 from __future__ import annotations
 
@@ -31,13 +39,15 @@ import argparse
 import json
 import os
 import platform
-import statistics
+import re
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from fastsr.errors import UserError
+from fastsr.perf import Timing, time_fn
 
 RECIPE = "nonbn_wgan_x4"
 
@@ -76,16 +86,35 @@ def _variant(key: str) -> Variant:
     for v in VARIANTS:
         if v.key == key:
             return v
-    raise ValueError(f"unknown variant {key!r}; expected one of {[v.key for v in VARIANTS]}")
+    raise UserError(f"unknown benchmark variant {key!r}; expected one of {', '.join(v.key for v in VARIANTS)}")
 
 
-def build_trainer(overrides: list[str], batch: int, crop: int, out_dir: str):
-    """A :class:`~fastsr.train.Trainer` for the benchmark recipe with ``overrides``."""
+def resolve_device(device: str | None) -> str:
+    """``None`` -> "cuda" when CUDA is available, else "cpu"; "cpu" / "cuda" as given.
+
+    Raises:
+        UserError: ``device`` not None, "cpu" or "cuda"; "cuda" when CUDA is not available.
+    """
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise UserError(f"--device must be cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        why = "torch was built without CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+        raise UserError(f"--device cuda: CUDA is not available ({why}; torch {torch.__version__})")
+    return device
+
+
+def build_trainer(overrides: list[str], batch: int, crop: int, out_dir: str, device: str | None = None):
+    """A :class:`~fastsr.train.Trainer` for the benchmark recipe with ``overrides`` on
+    ``device`` ("cpu", "cuda", or None: CUDA when available)."""
     from fastsr.train import Trainer, load_config
 
     cfg = load_config(RECIPE, [*overrides, f"data.batch_size={batch}", f"data.crop_size={crop}",
                                f"model.discriminator.input_size={crop}", "train.pretrain_iters=0"])
-    return Trainer(cfg, out_dir, data=False, progress=False)
+    return Trainer(cfg, out_dir, data=False, progress=False, device=device)
 
 
 def fixed_batch(batch: int, crop: int, scale: int = 4):
@@ -101,20 +130,21 @@ def fixed_batch(batch: int, crop: int, scale: int = 4):
     return torch.stack([it["lr"] for it in items]), torch.stack([it["hr"] for it in items])
 
 
-def worker(variant: Variant, iters: int, warmup: int, batch: int, crop: int, count_flops: bool) -> dict:
-    """Runs in the subprocess: times ``iters`` iterations after ``warmup``."""
+def worker(variant: Variant, iters: int, warmup: int, batch: int, crop: int, count_flops: bool,
+           device: str = "cpu", extra: tuple[str, ...] = ()) -> dict:
+    """Runs in the subprocess: times ``iters`` iterations after ``warmup`` on ``device``.
+
+    The batch is moved to the device (in the Trainer's memory format) once, before timing:
+    the iteration excludes the host-to-device copy of its batch, which a data loader with
+    pinned memory overlaps with the previous iteration. ``extra``: config overrides applied
+    after the variant's own."""
     import torch
 
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = build_trainer(variant.config_overrides(), batch, crop, tmp)
-        lr, hr = fixed_batch(batch, crop)
-        for _ in range(warmup):
-            trainer.train_step(lr, hr)
-        times = []
-        for _ in range(iters):
-            t0 = time.perf_counter()
-            trainer.train_step(lr, hr)
-            times.append(time.perf_counter() - t0)
+        trainer = build_trainer([*variant.config_overrides(), *extra], batch, crop, tmp, device)
+        lr, hr = (t.to(trainer.device).contiguous(memory_format=trainer.memory_format)
+                  for t in fixed_batch(batch, crop))
+        timing = time_fn(lambda: trainer.train_step(lr, hr), trainer.device, iters=iters, warmup=warmup)
         flops = None
         if count_flops:
             from torch.utils.flop_counter import FlopCounterMode
@@ -122,13 +152,14 @@ def worker(variant: Variant, iters: int, warmup: int, batch: int, crop: int, cou
             with FlopCounterMode(display=False) as counter:
                 trainer.train_step(lr, hr)
             flops = counter.get_total_flops()
-    return {"variant": variant.key, "times": times, "flops": flops, "threads": torch.get_num_threads()}
+    return {"variant": variant.key, "times": list(timing.times_s), "peak_mib": timing.peak_mib,
+            "device": timing.device, "flops": flops, "threads": torch.get_num_threads()}
 
 
 def _run_worker(variant: Variant, args) -> dict:
     cmd = [sys.executable, "-m", "fastsr.bench.iteration", "--worker", variant.key,
            "--iters", str(args.iters), "--warmup", str(args.warmup), "--batch", str(args.batch),
-           "--crop", str(args.crop)]
+           "--crop", str(args.crop), "--device", args.device, *(f"--set={o}" for o in args.extra)]
     if args.count_flops and variant.key not in ("7",):  # FLOPs are counted on eager code
         cmd.append("--count-flops")
     out = subprocess.run(cmd, capture_output=True, text=True)
@@ -137,7 +168,26 @@ def _run_worker(variant: Variant, args) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def machine_info() -> dict:
+def _nvidia_driver() -> str | None:
+    """The NVIDIA driver version (from the kernel module, else ``nvidia-smi``), or None."""
+    try:
+        m = re.search(r"Kernel Module\s+([\d.]+)", Path("/proc/driver/nvidia/version").read_text())
+        if m:
+            return m.group(1)
+    except OSError:
+        pass
+    try:
+        from torch.utils import collect_env
+
+        return collect_env.get_nvidia_driver_version(collect_env.run)
+    except Exception:  # no nvidia-smi, or its output changed: the report says "unknown"
+        return None
+
+
+def machine_info(device: str = "cpu") -> dict:
+    """The host (CPU model, cores, torch threads and version, ISA) and, for ``device``
+    "cuda", the GPU (name, compute capability, memory in GiB, CUDA and driver versions),
+    with the ``auto`` settings ``fastsr train`` resolves on that device."""
     import torch
 
     cpu = platform.processor()
@@ -150,64 +200,92 @@ def machine_info() -> dict:
         pass
     from fastsr.train.builders import resolve_bf16, resolve_channels_last
 
-    bf16 = resolve_bf16("auto", "cpu")
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+    bf16 = resolve_bf16("auto", device)
+    info = {"device": device, "cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            # what `fastsr train` chooses on this machine with the default `auto` settings
-            "train_defaults": {"bf16": bf16, "channels_last": resolve_channels_last("auto", "cpu", bf16)}}
+            # what `fastsr train` chooses on this device with the default `auto` settings
+            "train_defaults": {"bf16": bf16, "channels_last": resolve_channels_last("auto", device, bf16)}}
+    if device == "cuda":
+        idx = torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(idx)
+        info.update(gpu=torch.cuda.get_device_name(idx), gpu_capability=".".join(map(str, (props.major, props.minor))),
+                    gpu_memory_gib=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda,
+                    driver=_nvidia_driver(), cudnn=torch.backends.cudnn.version())
+    return info
 
 
 # ----------------------------------------------------------------------------- profile
-def profile_variant(key: str, batch: int = 16, crop: int = 96, iters: int = 2, row_limit: int = 25) -> str:
-    """Where the time of one iteration of variant ``key`` goes: a torch.profiler table of
-    self CPU time per op (averaged over ``iters`` iterations after one warm-up)."""
+def profile_variant(key: str, batch: int = 16, crop: int = 96, iters: int = 2, row_limit: int = 25,
+                    device: str = "cpu", overrides=()) -> str:
+    """Where the time of one iteration of variant ``key`` goes on ``device``: a torch.profiler
+    table of self time per op, sorted by CPU time on a CPU and by device time on CUDA (where
+    CPU time is the launch cost), over ``iters`` iterations after one warm-up; ``overrides``
+    as in :func:`run_benchmark`."""
     import torch
 
+    cuda = device == "cuda"
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = build_trainer(_variant(key).config_overrides(), batch, crop, tmp)
-        lr, hr = fixed_batch(batch, crop)
+        trainer = build_trainer([*_variant(key).config_overrides(), *overrides], batch, crop, tmp, device)
+        lr, hr = (t.to(trainer.device).contiguous(memory_format=trainer.memory_format)
+                  for t in fixed_batch(batch, crop))
         trainer.train_step(lr, hr)
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        with torch.profiler.profile(activities=activities) as prof:
             for _ in range(iters):
                 trainer.train_step(lr, hr)
-    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=row_limit)
-    return f"variant {key} ({_variant(key).label}), batch {batch}, {crop} px, {iters} iterations\n{table}"
+    sort = "self_device_time_total" if cuda else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=sort, row_limit=row_limit)
+    return f"variant {key} ({_variant(key).label}) on {device}, batch {batch}, {crop} px, {iters} iterations\n{table}"
 
 
 # ----------------------------------------------------------------------------- inference
-def inference_benchmark(sizes=(128, 256), repeats: int = 5) -> list[dict]:
-    """NonBN generator (16 blocks, x4) on one LR image: eager vs fused vs fused+cl+bf16.
+#: LR sides of the inference rows per device (CUDA: the sizes of the GPU targets)
+INFERENCE_SIZES = {"cpu": (128, 256), "cuda": (256, 512)}
+#: timed calls and warm-up calls of each inference row per device
+INFERENCE_REPEATS = {"cpu": (5, 1), "cuda": (20, 3)}
 
-    The bf16 variant casts the weights to bfloat16 once (autocast would re-cast every conv
-    weight on every call) and returns the SR image in float32."""
+
+def inference_benchmark(sizes=None, repeats: int | None = None, device: str = "cpu") -> list[dict]:
+    """NonBN generator (16 blocks, x4) on one LR image on ``device``: eager vs fused vs
+    fused+cl+bf16. ``sizes`` default to ``INFERENCE_SIZES[device]``, ``repeats`` (timed
+    calls) to ``INFERENCE_REPEATS[device]``.
+
+    One call converts the LR image (already on the device) to the variant's dtype and
+    layout, runs G and returns the SR image in float32. The bf16 variant casts the weights
+    to bfloat16 once (autocast would re-cast every conv weight on every call). Rows: LR
+    side, variant, and :meth:`fastsr.perf.Timing.summary` in seconds (CUDA: peak MiB)."""
     import torch
 
     from fastsr.models import create
 
+    sizes = sizes or INFERENCE_SIZES[device]
+    timed, warm = INFERENCE_REPEATS[device]
     rows = []
     torch.manual_seed(0)
     for size in sizes:
-        x = torch.rand(1, 3, size, size)
+        x = torch.rand(1, 3, size, size).to(device)
         for name, fused, cl, bf16 in (("eager fp32", False, False, False), ("fused fp32", True, False, False),
                                       ("fused+channels_last+bf16", True, True, True)):
             g = create("NonBNResNet", scale=4, fused=fused).eval()
             fmt = torch.channels_last if cl else torch.contiguous_format
             dtype = torch.bfloat16 if bf16 else torch.float32
-            g = g.to(dtype=dtype, memory_format=fmt)
-            times = []
+            g = g.to(device=device, dtype=dtype, memory_format=fmt)
             with torch.inference_mode():
-                g(x.to(dtype).contiguous(memory_format=fmt))
-                for _ in range(repeats):
-                    t0 = time.perf_counter()
-                    g(x.to(dtype).contiguous(memory_format=fmt)).float()
-                    times.append(time.perf_counter() - t0)
-            rows.append({"size": size, "variant": name, "min": min(times), "median": statistics.median(times)})
+                t = time_fn(lambda: g(x.to(dtype).contiguous(memory_format=fmt)).float(), device,
+                            iters=repeats or timed, warmup=warm)
+            rows.append({"size": size, "variant": name, **_row_stats(t)})
+            del g
     return rows
 
 
+def _row_stats(t: Timing) -> dict:
+    """A Timing's statistics under the short keys of the report rows (seconds, MiB)."""
+    return {"n": t.n, "min": t.min_s, "median": t.median_s, "p20": t.p20_s, "p80": t.p80_s, "peak_mib": t.peak_mib}
+
+
 # ----------------------------------------------------------------------------- parity
-def parity_check(iters: int = 5, batch: int = 4, crop: int = 64) -> dict:
+def parity_check(iters: int = 5, batch: int = 4, crop: int = 64, device: str = "cpu") -> dict:
     """Fused vs unfused after ``iters`` iterations from the same seed and batches (fp32):
     max relative difference of the logged losses and of every parameter of G and the critic."""
     import torch
@@ -217,7 +295,7 @@ def parity_check(iters: int = 5, batch: int = 4, crop: int = 64) -> dict:
         runs = {}
         for fused in (False, True):
             tr = build_trainer([*_variant("2").config_overrides(), f"model.fused={str(fused).lower()}"],
-                               batch, crop, os.path.join(tmp, str(fused)))
+                               batch, crop, os.path.join(tmp, str(fused)), device)
             lr, hr = fixed_batch(batch, crop)
             logs = [tr.train_step(lr, hr) for _ in range(iters)]
             runs[fused] = (logs, tr)
@@ -231,22 +309,28 @@ def parity_check(iters: int = 5, batch: int = 4, crop: int = 64) -> dict:
                 d = ((pu - pf).abs().max() / pu.abs().max().clamp_min(1e-12)).item()
                 worst = max(worst, d)
         results["param_max_rel_diff"] = worst
-        results["iters"], results["batch"], results["crop"] = iters, batch, crop
+        results["iters"], results["batch"], results["crop"], results["device"] = iters, batch, crop, device
     return results
 
 
 # ----------------------------------------------------------------------------- report
 def summarize(runs: list[dict], flops: dict) -> list[dict]:
+    """One row per variant from the workers' results: statistics of all its timed iterations
+    (seconds), the largest peak memory of its rounds (MiB, CUDA; else None), speed-ups of the
+    medians vs variants 1 and 2, GFLOP per iteration and GFLOP/s at the median."""
     rows = []
     by = {v.key: [t for r in runs if r["variant"] == v.key for t in r["times"]] for v in VARIANTS}
-    med = {k: statistics.median(t) for k, t in by.items() if t}
+    stats = {k: Timing.from_times(t) for k, t in by.items() if t}
+    med = {k: st.median_s for k, st in stats.items()}
     for v in VARIANTS:
-        t = by.get(v.key)
-        if not t:
+        if v.key not in stats:
             continue
+        st = stats[v.key]
+        peaks = [r["peak_mib"] for r in runs if r["variant"] == v.key and r.get("peak_mib") is not None]
         f = flops.get(v.key) or flops.get("2")
         rows.append({
-            "variant": v.key, "label": v.label, "n": len(t), "min_s": min(t), "median_s": med[v.key],
+            "variant": v.key, "label": v.label, "n": st.n, "min_s": st.min_s, "median_s": st.median_s,
+            "p20_s": st.p20_s, "p80_s": st.p80_s, "peak_mib": max(peaks) if peaks else None,
             "speedup_vs_1": med.get("1", float("nan")) / med[v.key],
             "speedup_vs_2": med.get("2", float("nan")) / med[v.key],
             "gflop": f / 1e9 if f else None,
@@ -255,38 +339,75 @@ def summarize(runs: list[dict], flops: dict) -> list[dict]:
     return rows
 
 
+def machine_line(m: dict) -> str:
+    """The report's description of the machine: the GPU (name, capability, memory, CUDA,
+    driver, cuDNN, torch) for a CUDA report, the CPU for a CPU one."""
+    defaults = ", ".join(f"{k} {v}" for k, v in m.get("train_defaults", {}).items()) or "unrecorded"
+    host = f"{m['cpu']}, {m['cores']} cores, {m['threads']} torch threads"
+    if m.get("device") == "cuda":
+        return (f"GPU: {m['gpu']} (compute capability {m['gpu_capability']}, {m['gpu_memory_gib']} GiB), "
+                f"CUDA {m['cuda']}, driver {m.get('driver') or 'unknown'}, cuDNN {m.get('cudnn') or 'unknown'}, "
+                f"torch {m['torch']}; host {host}. `fastsr train` defaults chosen on this GPU: {defaults}.")
+    return (f"Machine: {host}, torch {m['torch']} ({m['cpu_capability']}); "
+            f"`fastsr train` defaults chosen here: {defaults}.")
+
+
+def _unit(device: str) -> tuple[str, float]:
+    """Time unit of the tables: seconds on a CPU (an iteration takes seconds), milliseconds on CUDA."""
+    return ("ms", 1e3) if device == "cuda" else ("s", 1.0)
+
+
+def _spread(lo: float, hi: float, scale: float) -> str:
+    return f"{lo * scale:.3f}-{hi * scale:.3f}"
+
+
 def markdown(report: dict) -> str:
+    """The report as Markdown: the machine (the GPU on CUDA), the settings, the iteration
+    table (min, median, p20-p80; on CUDA milliseconds and peak MiB), inference and parity."""
     m = report["machine"]
     s = report["settings"]
+    device = s.get("device", m.get("device", "cpu"))
+    cuda = device == "cuda"
+    unit, scale = _unit(device)
+    clock = ("CUDA events around each iteration, one synchronize after the last" if cuda
+             else "time.perf_counter around each iteration")
     lines = [
-        f"# fastsr per-iteration benchmark ({RECIPE}: NonBN G + WGAN critic, L1 + 1e-3 WGAN)",
+        f"# fastsr per-iteration benchmark on {m['gpu'] if cuda else 'the CPU'} "
+        f"({RECIPE}: NonBN G + WGAN critic, L1 + 1e-3 WGAN)",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, torch {m['torch']} "
-        f"({m['cpu_capability']}); `fastsr train` defaults chosen here: "
-        f"{', '.join(f'{k} {v}' for k, v in m.get('train_defaults', {}).items()) or 'unrecorded'}. "
-        f"Batch {s['batch']}, HR crop {s['crop']} px, x4; "
+        f"{machine_line(m)} Batch {s['batch']}, HR crop {s['crop']} px, x4; "
         f"{s['rounds']} interleaved rounds x {s['iters']} timed iterations (after {s['warmup']} warm-up) per variant, "
-        "each round in a fresh process.",
+        f"each round in a fresh process; {clock}. "
+        + (f"Overrides of every variant: {', '.join(f'`{o}`' for o in s['overrides'])}. " if s.get("overrides") else "")
+        + "p20-p80: 20th to 80th percentile"
+        + ("; peak MiB: largest `torch.cuda.max_memory_allocated` of the timed iterations." if cuda else "."),
         "",
-        "| # | variant | min s/it | median s/it | x vs 1 | x vs 2 | GFLOP/it | GFLOP/s |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| # | variant | min {unit}/it | median {unit}/it | p20-p80 {unit}/it |" + (" peak MiB |" if cuda else "")
+        + " x vs 1 | x vs 2 | GFLOP/it | GFLOP/s |",
+        "|---|---|---|---|---|" + ("---|" if cuda else "") + "---|---|---|---|",
     ]
     for r in report["iteration"]:
         g = f"{r['gflop']:.0f}" if r["gflop"] else "-"
         gs = f"{r['gflops_per_s']:.0f}" if r["gflops_per_s"] else "-"
-        lines.append(f"| {r['variant']} | {r['label']} | {r['min_s']:.3f} | {r['median_s']:.3f} | "
-                     f"{r['speedup_vs_1']:.2f} | {r['speedup_vs_2']:.2f} | {g} | {gs} |")
+        spread = _spread(r["p20_s"], r["p80_s"], scale) if "p20_s" in r else "-"
+        peak = (f" {r['peak_mib']:.0f} |" if r.get("peak_mib") is not None else " - |") if cuda else ""
+        lines.append(f"| {r['variant']} | {r['label']} | {r['min_s'] * scale:.3f} | {r['median_s'] * scale:.3f} | "
+                     f"{spread} |{peak} {r['speedup_vs_1']:.2f} | {r['speedup_vs_2']:.2f} | {g} | {gs} |")
     if report.get("inference"):
-        lines += ["", "## Inference (NonBN generator, x4, batch 1)", "",
-                  "| LR size | variant | min s | median s | x vs eager |", "|---|---|---|---|---|"]
+        lines += ["", f"## Inference (NonBN generator, x4, batch 1, {m['gpu'] if cuda else 'CPU'})", "",
+                  f"| LR size | variant | min {unit} | median {unit} | p20-p80 {unit} |"
+                  + (" peak MiB |" if cuda else "") + " x vs eager |",
+                  "|---|---|---|---|---|" + ("---|" if cuda else "") + "---|"]
         eager = {r["size"]: r["median"] for r in report["inference"] if r["variant"] == "eager fp32"}
         for r in report["inference"]:
-            lines.append(f"| {r['size']}x{r['size']} | {r['variant']} | {r['min']:.3f} | {r['median']:.3f} | "
-                         f"{eager[r['size']] / r['median']:.2f} |")
+            spread = _spread(r["p20"], r["p80"], scale) if "p20" in r else "-"
+            peak = (f" {r['peak_mib']:.0f} |" if r.get("peak_mib") is not None else " - |") if cuda else ""
+            lines.append(f"| {r['size']}x{r['size']} | {r['variant']} | {r['min'] * scale:.3f} | "
+                         f"{r['median'] * scale:.3f} | {spread} |{peak} {eager[r['size']] / r['median']:.2f} |")
     if report.get("parity"):
         p = report["parity"]
         losses = ", ".join(f"{k} {v:.1e}" for k, v in p["loss_max_rel_diff"].items())
-        lines += ["", "## Numerical parity (fused vs unfused, fp32)", "",
+        lines += ["", f"## Numerical parity (fused vs unfused, fp32, {p.get('device', 'cpu')})", "",
                   f"After {p['iters']} iterations from the same seed and batches (batch {p['batch']}, "
                   f"{p['crop']} px): max relative loss difference {losses}; max relative parameter "
                   f"difference {p['param_max_rel_diff']:.1e}."]
@@ -300,19 +421,27 @@ def bar_chart(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = report["iteration"]
+    s = report["settings"]
+    m = report["machine"]
+    device = s.get("device", m.get("device", "cpu"))
+    unit, scale = _unit(device)
     fig, ax = plt.subplots(figsize=(9, 4.5))
     labels = [f"{r['variant']}. {r['label']}" for r in rows]
-    med = [r["median_s"] for r in rows]
-    mins = [r["min_s"] for r in rows]
-    ys = range(len(rows))[::-1]
-    ax.barh(list(ys), med, color="#4c72b0", label="median")
-    ax.scatter(mins, list(ys), color="black", marker="|", s=200, label="min", zorder=3)
-    ax.set_yticks(list(ys), labels)
-    ax.set_xlabel("seconds per GAN iteration (lower is better)")
-    s = report["settings"]
-    ax.set_title(f"{RECIPE}: batch {s['batch']}, {s['crop']} px HR, x4 — {report['machine']['cpu']}", fontsize=9)
-    for y, m in zip(ys, med):
-        ax.text(m, y, f" {m:.2f}", va="center", fontsize=8)
+    med = [r["median_s"] * scale for r in rows]
+    mins = [r["min_s"] * scale for r in rows]
+    ys = list(range(len(rows))[::-1])
+    err = None
+    if all("p20_s" in r for r in rows):  # p20-p80 as an asymmetric error bar around the median
+        err = [[md - r["p20_s"] * scale for md, r in zip(med, rows)],
+               [r["p80_s"] * scale - md for md, r in zip(med, rows)]]
+    ax.barh(ys, med, xerr=err, color="#4c72b0", ecolor="#999999", label="median (bar: p20-p80)")
+    ax.scatter(mins, ys, color="black", marker="|", s=200, label="min", zorder=3)
+    ax.set_yticks(ys, labels)
+    ax.set_xlabel(f"{'milliseconds' if unit == 'ms' else 'seconds'} per GAN iteration (lower is better)")
+    where = m["gpu"] if device == "cuda" else m["cpu"]
+    ax.set_title(f"{RECIPE}: batch {s['batch']}, {s['crop']} px HR, x4 — {where}", fontsize=9)
+    for y, md in zip(ys, med):
+        ax.text(md, y, f" {md:.2f}", va="center", fontsize=8)
     ax.set_xlim(0, max(med) * 1.12)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     fig.tight_layout()
@@ -322,12 +451,25 @@ def bar_chart(report: dict, path: Path) -> None:
 
 def run_benchmark(variants=None, rounds: int = 3, iters: int = 3, warmup: int = 2, batch: int = 16,
                   crop: int = 96, inference: bool = True, parity: bool = True, count_flops: bool = True,
-                  out_dir="benchmarks/results", log=print) -> dict:
-    """Runs the benchmark and writes ``iteration.json``, ``iteration.md`` and ``iteration.png``
-    to ``out_dir``. Returns the report dict."""
+                  out_dir="benchmarks/results", log=print, device: str | None = None,
+                  overrides=(), inference_sizes=None) -> dict:
+    """Runs the benchmark on ``device`` and writes ``iteration.json``, ``iteration.md`` and
+    ``iteration.png`` to ``out_dir``. Returns the report dict.
+
+    ``device``: "cpu", "cuda", or None for CUDA when available (:func:`resolve_device`).
+    ``overrides``: config overrides (``KEY=VALUE``) applied to every variant after its own
+    settings (e.g. a smaller generator for a smoke run). ``inference_sizes``: LR sides of the
+    inference rows (default :data:`INFERENCE_SIZES` of the device).
+
+    Raises:
+        UserError: "cuda" when CUDA is not available; an unknown device or variant.
+        RuntimeError: a worker subprocess failed (its stderr's end in the message).
+    """
+    device = resolve_device(device)
     keys = list(variants or [v.key for v in VARIANTS])
     chosen = [_variant(k) for k in keys]
-    args = argparse.Namespace(iters=iters, warmup=warmup, batch=batch, crop=crop, count_flops=count_flops)
+    args = argparse.Namespace(iters=iters, warmup=warmup, batch=batch, crop=crop, count_flops=count_flops,
+                              device=device, extra=list(overrides))
     runs, flops = [], {}
     for rnd in range(rounds):
         for v in chosen:
@@ -336,17 +478,19 @@ def run_benchmark(variants=None, rounds: int = 3, iters: int = 3, warmup: int = 
             runs.append(r)
             if r.get("flops"):
                 flops[v.key] = r["flops"]
-            log(f"round {rnd + 1}/{rounds} variant {v.key} ({v.label}): "
-                + ", ".join(f"{t:.3f}" for t in r["times"]) + " s/it")
-    report = {"machine": machine_info(),
-              "settings": {"rounds": rounds, "iters": iters, "warmup": warmup, "batch": batch, "crop": crop},
+            unit, scale = _unit(device)
+            log(f"round {rnd + 1}/{rounds} variant {v.key} ({v.label}) on {device}: "
+                + ", ".join(f"{t * scale:.3f}" for t in r["times"]) + f" {unit}/it")
+    report = {"machine": machine_info(device),
+              "settings": {"rounds": rounds, "iters": iters, "warmup": warmup, "batch": batch, "crop": crop,
+                           "device": device, "overrides": list(overrides)},
               "iteration": summarize(runs, flops), "raw": runs}
     if inference:
         log("inference ...")
-        report["inference"] = inference_benchmark()
+        report["inference"] = inference_benchmark(inference_sizes, device=device)
     if parity:
         log("parity ...")
-        report["parity"] = parity_check()
+        report["parity"] = parity_check(device=device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "iteration.json").write_text(json.dumps(report, indent=2))
@@ -365,8 +509,10 @@ def _main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--crop", type=int, default=96)
     p.add_argument("--count-flops", action="store_true")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--set", dest="extra", action="append", default=[])
     a = p.parse_args(argv)
-    res = worker(_variant(a.worker), a.iters, a.warmup, a.batch, a.crop, a.count_flops)
+    res = worker(_variant(a.worker), a.iters, a.warmup, a.batch, a.crop, a.count_flops, a.device, tuple(a.extra))
     print(json.dumps(res))
     return 0
 
