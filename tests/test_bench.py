@@ -87,7 +87,7 @@ def test_machine_info_on_cuda_names_the_gpu(monkeypatch):
     m = iteration.machine_info("cuda")
     assert m["device"] == "cuda" and m["gpu"] == "NVIDIA Fake GPU" and m["gpu_capability"] == "9.0"
     assert m["gpu_memory_gib"] == 139.7 and m["cuda"] == "13.0" and m["driver"] == "580.1"
-    assert m["train_defaults"] == {"bf16": True, "channels_last": True}  # what fastsr train picks on CUDA
+    assert m["train_defaults"] == {"bf16": True, "channels_last": True, "cuda_graph": True}  # fastsr train on CUDA
     assert "NVIDIA Fake GPU (compute capability 9.0, 139.7 GiB), CUDA 13.0, driver 580.1" in iteration.machine_line(m)
 
 

@@ -1,7 +1,7 @@
 """Per-iteration training benchmark of the EM-distance GAN (Zhang et al. 2019) models.
 
-One iteration is exactly what ``fastsr train`` does per generator update
-(:meth:`fastsr.train.Trainer.train_step`): G forward, L1 + 1e-3 WGAN generator loss (eq. 8),
+One iteration is exactly what ``fastsr train`` does per generator update (the trainer's
+step without the host read of the losses, as in ``fit``): G forward, L1 + 1e-3 WGAN generator loss (eq. 8),
 G backward + Adam step, critic forward/backward on HR and SR.detach() with the WGAN loss
 (eq. 9) + Adam step + weight clipping. Batch 16, 96 px HR crops, x4 (96 -> 24 px LR), as in
 the paper, from the ``nonbn_wgan_x4`` recipe.
@@ -52,7 +52,7 @@ from fastsr.perf import Timing, time_fn
 RECIPE = "nonbn_wgan_x4"
 
 _OFF = {"model.fused": False, "train.channels_last": False, "train.bf16": False,
-        "train.fused_optimizer": False, "train.tune_allocator": False, "train.compile": False}
+        "train.fused_optimizer": False, "train.tune_allocator": False, "train.compile": False, "train.cuda_graph": False}
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,9 @@ def worker(variant: Variant, iters: int, warmup: int, batch: int, crop: int, cou
         trainer = build_trainer([*variant.config_overrides(), *extra], batch, crop, tmp, device)
         lr, hr = (t.to(trainer.device).contiguous(memory_format=trainer.memory_format)
                   for t in fixed_batch(batch, crop))
-        timing = time_fn(lambda: trainer.train_step(lr, hr), trainer.device, iters=iters, warmup=warmup)
+        # _step is the iteration as `fastsr train` runs it: the losses stay on the device (the
+        # timer's synchronisation ends each timed call), train_step would add a host read
+        timing = time_fn(lambda: trainer._step(lr, hr), trainer.device, iters=iters, warmup=warmup)
         flops = None
         if count_flops:
             from torch.utils.flop_counter import FlopCounterMode
@@ -198,14 +200,15 @@ def machine_info(device: str = "cpu") -> dict:
                 break
     except OSError:
         pass
-    from fastsr.train.builders import resolve_bf16, resolve_channels_last
+    from fastsr.train.builders import resolve_bf16, resolve_channels_last, resolve_cuda_graph
 
     bf16 = resolve_bf16("auto", device)
     info = {"device": device, "cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             # what `fastsr train` chooses on this device with the default `auto` settings
-            "train_defaults": {"bf16": bf16, "channels_last": resolve_channels_last("auto", device, bf16)}}
+            "train_defaults": {"bf16": bf16, "channels_last": resolve_channels_last("auto", device, bf16),
+                               "cuda_graph": resolve_cuda_graph("auto", device)}}
     if device == "cuda":
         idx = torch.cuda.current_device()
         props = torch.cuda.get_device_properties(idx)
