@@ -136,6 +136,22 @@ def _load_model(checkpoint, weights: str, device):
     return model, detected.scale, str(detected)
 
 
+_CUDA_GRAPH_HELP = ("replay the model as a CUDA graph per tile shape (one kernel launch per tile after the "
+                    "first): auto = on for CUDA with --tile, on = also without tiles (one graph per image size)")
+
+
+def _graphed(model, setting: str, device: str, tile):
+    """``model`` wrapped in :class:`fastsr.graphs.GraphedModule` when ``--cuda-graph``
+    (auto: CUDA and tiles) says so."""
+    if setting == "on" and device != "cuda":
+        raise UserError("--cuda-graph on needs a CUDA device (--device cuda)")
+    if setting == "off" or device != "cuda" or (setting == "auto" and not tile):
+        return model
+    from fastsr.graphs import GraphedModule
+
+    return GraphedModule(model)
+
+
 # ---------------------------------------------------------------------------- eval
 def _add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", metavar="CKPT",
@@ -150,6 +166,7 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop", type=int, default=128, help="side of the side-by-side crops in HR pixels (>= 1)")
     p.add_argument("--tile", type=int, default=0, help="LR tile size (0 = whole image)")
     p.add_argument("--tile-pad", type=int, default=16)
+    p.add_argument("--cuda-graph", choices=["auto", "on", "off"], default="auto", help=_CUDA_GRAPH_HELP)
     p.add_argument("--device", choices=["cpu", "cuda"])
 
 
@@ -226,6 +243,7 @@ def _run_eval(args, extra) -> int:
             write_image(sr, out / f"{safe}_SR.png")
             write_image(_side_by_side([bic, sr, hr], args.crop), out / f"{safe}_bicubic_SR_HR.png")
 
+    model = _graphed(model, args.cuda_graph, device, args.tile)
     result = evaluate(model, pairs, scale, tile=args.tile, tile_pad=args.tile_pad, on_image=on_image)
     print(result.table(title=f"x{scale}, Y channel, crop_border={scale} ({Path(checkpoint).name}: {description})"))
     return 0
@@ -275,6 +293,7 @@ def _add_upscale(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suffix", default="", help="added to each output file name's stem, e.g. _x4")
     p.add_argument("--skip-existing", action="store_true", help="skip inputs whose output file exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--cuda-graph", choices=["auto", "on", "off"], default="auto", help=_CUDA_GRAPH_HELP)
     p.add_argument("--device", choices=["cpu", "cuda"])
 
 
@@ -383,7 +402,7 @@ def _run_upscale(args, extra) -> int:
         if args.scale is not None and args.scale != scale:
             raise UserError(f"--scale {args.scale} does not match the model's scale {scale} (use --outscale for "
                             "another final scale, or --bicubic)")
-        model.eval()
+        model = _graphed(model.eval(), args.cuda_graph, device, args.tile)
     else:
         model, scale = None, 4 if args.scale is None else args.scale
         if scale < 1:

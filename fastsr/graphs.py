@@ -237,11 +237,16 @@ class GraphedModule(nn.Module):
     @staticmethod
     def _key(x: torch.Tensor) -> tuple:
         dev = x.device.type
-        amp = (torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev)) if dev == "cuda" else None
-        return (*GraphedStep._layout(x), amp, torch.is_inference_mode_enabled())
+        return (*GraphedStep._layout(x), torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev),
+                torch.is_inference_mode_enabled())
+
+    @staticmethod
+    def _graphable(x) -> bool:
+        """Whether a call on ``x`` is replayed: a CUDA tensor, without autograd."""
+        return isinstance(x, torch.Tensor) and x.device.type == "cuda" and not torch.is_grad_enabled()
 
     def forward(self, x: torch.Tensor) -> Any:
-        if not isinstance(x, torch.Tensor) or x.device.type != "cuda" or torch.is_grad_enabled():
+        if not self._graphable(x):
             return self.module(x)
         key = self._key(x)
         step = self._steps.pop(key, None)

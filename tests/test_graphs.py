@@ -383,3 +383,58 @@ def test_graph_check_dry_run():
                        env={**__import__("os").environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
     assert p.returncode == 0, p.stdout + p.stderr
     assert "dry run" in p.stdout and "median" in p.stdout
+
+
+# ---------------------------------------------------------------------------- inference
+def test_graphed_module_passes_through_on_a_cpu_and_keeps_the_state_dict():
+    from fastsr.graphs import GraphedModule
+    from fastsr.models import create
+
+    g = create("NonBNResNet", scale=2, num_blocks=1, channels=8).eval()
+    wrapped = GraphedModule(g)
+    assert list(wrapped.state_dict()) == [f"module.{k}" for k in g.state_dict()]
+    x = torch.rand(1, 3, 12, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(wrapped(x), g(x), rtol=0, atol=0)
+    assert not wrapped._steps  # nothing graphed off CUDA
+    with pytest.raises(ValueError, match="max_graphs"):
+        GraphedModule(g, max_graphs=0)
+    with pytest.raises(TypeError, match="nn.Module"):
+        GraphedModule(lambda x: x)
+
+
+def test_graphed_module_keeps_one_step_per_shape_and_drops_the_oldest(monkeypatch):
+    """The bookkeeping, with every call treated as graphable (on a CPU the steps' warm-up
+    fails and they run eagerly, each with one warning)."""
+    from fastsr.graphs import GraphedModule
+
+    calls = []
+
+    class Net(torch.nn.Module):
+        def forward(self, x):
+            calls.append(tuple(x.shape))
+            return 2 * x
+
+    wrapped = GraphedModule(Net(), max_graphs=2)
+    monkeypatch.setattr(GraphedModule, "_graphable", staticmethod(lambda x: True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for side in (4, 5, 4, 6):
+            x = torch.rand(1, 3, side, side)
+            torch.testing.assert_close(wrapped(x), 2 * x)
+    assert calls == [(1, 3, 4, 4), (1, 3, 5, 5), (1, 3, 4, 4), (1, 3, 6, 6)]
+    assert [k[0] for k in wrapped._steps] == [(1, 3, 4, 4), (1, 3, 6, 6)]  # 5x5 was the least recent
+
+
+@CUDA
+def test_graphed_module_replays_equal_eager_on_cuda():
+    from fastsr.graphs import GraphedModule
+    from fastsr.models import create
+
+    g = create("NonBNResNet", scale=4, num_blocks=2, channels=16).cuda().eval()
+    wrapped = GraphedModule(g)
+    with torch.inference_mode():
+        for side in (16, 16, 16, 20, 20, 20):
+            x = torch.rand(2, 3, side, side, device="cuda")
+            torch.testing.assert_close(wrapped(x), g(x), rtol=1e-5, atol=1e-5)
+    assert all(step.captured and step.failure is None for step in wrapped._steps.values())

@@ -301,6 +301,8 @@ def test_upscale_skips_too_large_images_in_a_folder(files, tmp_path):
     (["{in}/gray.png", "-o", "{tmp}/o", "--checkpoint", "{d}/nan.pth"], "NaN/Inf"),
     (["{in}/gray.png", "-o", "{tmp}/o", "--precision", "fp16", "--device", "cpu", "--checkpoint", "{d}/tiny.pth"],
      "fp16 needs a CUDA"),
+    (["{in}/gray.png", "-o", "{tmp}/o", "--cuda-graph", "on", "--device", "cpu", "--checkpoint", "{d}/tiny.pth"],
+     "--cuda-graph on needs a CUDA device"),
     (["{in}/gray.png", "-o", "{tmp}/o", "--tile", "16", "--tile-pad", "8", "--bicubic"], "--tile 16"),
 ])
 def test_upscale_user_errors(files, tmp_path, args, needle):
