@@ -129,9 +129,12 @@ def auto_tile(model: nn.Module, channels: int = 3, tile_pad: int = 16, precision
 
 
 def _autocast(dev: torch.device, precision: str):
+    """Autocast for ``precision``, without autocast's cache of cast weights: a forward uses
+    each weight once, and a CUDA graph replay (:class:`fastsr.graphs.GraphedModule`) must
+    not read a cached copy that the end of an earlier autocast region freed."""
     if precision == "fp32":
         return nullcontext()
-    return torch.autocast(device_type=dev.type, dtype=_DTYPES[precision])
+    return torch.autocast(device_type=dev.type, dtype=_DTYPES[precision], cache_enabled=False)
 
 
 def _is_oom(e: BaseException) -> bool:
