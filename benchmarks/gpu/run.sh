@@ -6,6 +6,8 @@
 # iteration variants, inference; plus call overhead, fp64 gradcheck on the device and
 # torch.compile(fullgraph=True) of every fused generator). QUICK=1 runs parity, call overhead and
 # the kernel table only (~40 s on an H200 after the ~45 s build). Results: $OUT/gpu.json.
+# GRAPHS=1 then runs the CUDA tests of tests/test_graphs.py (graph replay == eager) and
+# graph_check.py (GAN iteration A-E and inference with CUDA graphs; ~2 min on an H200).
 # --smoke runs tiny shapes on the CPU to test the scripts themselves.
 set -o pipefail
 export PYTHONUNBUFFERED=1 MAX_JOBS=${MAX_JOBS:-16}
@@ -22,3 +24,8 @@ fi
 echo "build $(( $(date +%s) - t ))s"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 timeout "${CHECK_S:-480}" python3 "$HERE/cuda_checks.py" "$@" 2>&1 | tee "$OUT/check.log"
+if [ -n "$GRAPHS" ] && [ "$1" != "--smoke" ]; then
+  timeout "${GRAPH_S:-300}" python3 -m pytest -q -x -p no:cacheprovider tests/test_graphs.py -k "cuda or graphed" \
+    2>&1 | tail -15 | tee "$OUT/graph_tests.log"
+  timeout "${GRAPH_S:-300}" python3 "$HERE/graph_check.py" 2>&1 | tee "$OUT/graph_check.log"
+fi
