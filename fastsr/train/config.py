@@ -24,8 +24,8 @@ from fastsr.errors import ConfigError
 
 __all__ = ["ConfigError", "CONFIG_DIR", "list_configs", "load_config", "apply_overrides", "merge",
            "dump_config", "check_config", "check_model", "check_data", "check_losses", "check_train", "check_int",
-           "check_float", "check_choice", "PIXEL_LOSSES",
-           "OPTIMIZERS"]
+           "check_float", "check_choice", "compile_kwargs", "PIXEL_LOSSES",
+           "OPTIMIZERS", "COMPILE_MODES"]
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 FREE_SECTIONS = ("model.generator", "model.discriminator", "loss.pixel", "loss.perceptual", "loss.texture",
@@ -35,6 +35,8 @@ FREE_SECTIONS = ("model.generator", "model.discriminator", "loss.pixel", "loss.p
 PIXEL_LOSSES = ("l1", "mse", "charbonnier", "ssim")
 #: ``train.optimizer`` values
 OPTIMIZERS = ("adam", "adamw", "rmsprop")
+#: ``train.compile`` mode strings: torch.compile's ``mode`` values
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def list_configs() -> list[str]:
@@ -354,12 +356,33 @@ def check_train(cfg: dict) -> None:
             check_choice(cfg, key, (True, False))
     if _get(cfg, "train.channels_last") is not None:
         check_choice(cfg, "train.channels_last", (True, False, "auto"))
-    ckw = t.get("compile") or False
-    if not isinstance(ckw, (bool, dict)):
-        raise ConfigError(f"train.compile must be true, false or a dict of torch.compile arguments, got {ckw!r}")
+    compile_kwargs(t.get("compile"))
     for key in ("log.every", "log.val_every", "log.save_every"):
         check_int(cfg, key)
     check_choice(cfg, "log.keep_weights", (True, False))
+
+
+def compile_kwargs(value) -> dict | None:
+    """The torch.compile keyword arguments a ``train.compile`` value stands for: ``None``
+    (no compile) for ``false`` or unset, ``{}`` (torch.compile's defaults) for ``true``,
+    ``{"mode": value}`` for a mode string of :data:`COMPILE_MODES`, a copy of a dict of
+    torch.compile arguments.
+
+    Raises:
+        ConfigError: any other value, naming ``train.compile`` and the accepted values.
+    """
+    if value is None or value is False:
+        return None
+    if value is True:
+        return {}
+    if isinstance(value, str) and value in COMPILE_MODES:
+        return {"mode": value}
+    if isinstance(value, dict):
+        return dict(value)  # checked by torch.compile itself (fastsr.train.builders.compile_models)
+    raise ConfigError(
+        f"train.compile must be true, false, a mode ({', '.join(COMPILE_MODES)}) "
+        f"or a dict of torch.compile arguments, got {value!r}"
+    )
 
 
 def check_config(cfg: dict) -> None:
