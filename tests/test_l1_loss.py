@@ -146,16 +146,20 @@ def test_autograd_is_the_cpp_node_and_runs_no_python():
         node = loss.grad_fn
         assert "CppNode" in node.name() and "L1Loss" in node.name(), node.name()
         assert not buf.requires_grad  # grad_buf is not differentiable
-        frames.clear()
-        sys.setprofile(profile)
-        try:
-            dx, dy = node(gout)[:2]  # the node's C++ backward, without Python's autograd.backward
-        finally:
-            sys.setprofile(None)
-        assert frames == []
         _, (dx_r, dy_r) = _run(l1_loss_reference, x, y, reduction, eps, gout)
-        torch.testing.assert_close(dx, dx_r, rtol=2.0**-22, atol=1e-9)
-        torch.testing.assert_close(dy, dy_r, rtol=2.0**-22, atol=1e-9)
+        # The node's backward called directly (no Python autograd.backward around it): the
+        # kernel path (grad mode off), and the differentiable one (create_graph=True).
+        for grad_mode in (False, True):
+            frames.clear()
+            with torch.set_grad_enabled(grad_mode):
+                sys.setprofile(profile)
+                try:
+                    dx, dy = node(gout, None)
+                finally:
+                    sys.setprofile(None)
+            assert frames == [] and dx.requires_grad == grad_mode
+            torch.testing.assert_close(dx, dx_r, rtol=2.0**-22, atol=1e-9)
+            torch.testing.assert_close(dy, dy_r, rtol=2.0**-22, atol=1e-9)
     dump = torch._C._dispatch_dump("fastsr::l1_loss")
     autograd = [line for line in dump.splitlines() if line.startswith("Autograd")]
     assert autograd and all("csrc/autograd/l1_loss.cpp" in line for line in autograd), dump
