@@ -144,3 +144,8 @@ def _l1_loss_backward_fake(grad_loss, grad_buf):
             f"got {tuple(grad_loss.shape)}"
         )
     return _flat_like(grad_buf)
+
+
+# Autograd is registered in C++ (csrc/autograd/l1_loss.cpp) for the Autograd key, so a
+# forward+backward runs no Python; its backward calls fastsr::l1_loss_backward through the
+# dispatcher: the C++ kernel on CPU, the CUDA kernel (compiled or Triton) on CUDA, the fake here.
