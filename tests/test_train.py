@@ -344,7 +344,8 @@ def test_compile_accepts_a_mode(monkeypatch):
     from fastsr.train import builders
     from fastsr.train.config import COMPILE_MODES, compile_kwargs
 
-    assert compile_kwargs(None) is None and compile_kwargs(False) is None and compile_kwargs(True) == {}
+    assert compile_kwargs(None) is None and compile_kwargs(False) is None and compile_kwargs({}) is None
+    assert compile_kwargs(True) == {}
     assert compile_kwargs({"backend": "aot_eager"}) == {"backend": "aot_eager"}
     for mode in COMPILE_MODES:
         cfg = load_config("nonbn_x4", [f"train.compile={mode}"])

@@ -364,14 +364,15 @@ def check_train(cfg: dict) -> None:
 
 def compile_kwargs(value) -> dict | None:
     """The torch.compile keyword arguments a ``train.compile`` value stands for: ``None``
-    (no compile) for ``false`` or unset, ``{}`` (torch.compile's defaults) for ``true``,
-    ``{"mode": value}`` for a mode string of :data:`COMPILE_MODES`, a copy of a dict of
-    torch.compile arguments.
+    (no compile) for ``false``, unset or an empty dict (every false value is off, as the
+    trainer's ``bool(train.compile)`` reads it), ``{}`` (torch.compile's defaults) for
+    ``true``, ``{"mode": value}`` for a mode string of :data:`COMPILE_MODES`, a copy of a
+    non-empty dict of torch.compile arguments.
 
     Raises:
         ConfigError: any other value, naming ``train.compile`` and the accepted values.
     """
-    if value is None or value is False:
+    if value is None or value is False or (isinstance(value, dict) and not value):
         return None
     if value is True:
         return {}
