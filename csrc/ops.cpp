@@ -1,7 +1,7 @@
 // The schemas of every fastsr op, in one place. Kernels register implementations for
 // these names per dispatch key: CPU in csrc/cpu/<family>.cpp, CUDA in csrc/cuda/<family>.cu
 // (when built with CUDA; kernels/<family>.py registers Triton launchers from Python for the
-// families without one), Autograd in csrc/autograd/<family>.cpp (l1_loss's from Python),
+// families without one), Autograd in csrc/autograd/<family>.cpp,
 // and the fake implementations from Python (fastsr/ops/<family>.py).
 #include <Python.h>
 #include <torch/library.h>

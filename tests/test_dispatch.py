@@ -14,6 +14,14 @@ def test_every_family_has_a_cpu_kernel():
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fastsr::{family}", "CPU"), family
 
 
+def test_every_family_has_a_cpp_autograd():
+    # Autograd of every op is C++ (csrc/autograd/<family>.cpp): no Python formula per call.
+    for family in _common.FAMILIES:
+        dump = torch._C._dispatch_dump(f"fastsr::{family}")
+        lines = [line for line in dump.splitlines() if line.startswith("Autograd")]
+        assert lines and all(f"csrc/autograd/{family}.cpp" in line for line in lines), dump
+
+
 def test_compiled_cuda_kernels_match_the_build():
     # A CPU build of torch cannot build the CUDA kernels; a CUDA build with nvcc builds all
     # families but SSIM (whose CUDA kernel is Triton's).

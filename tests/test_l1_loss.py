@@ -10,6 +10,7 @@ Tolerances from the arithmetic:
   gradient, rounded again: two roundings, rtol 2^-7.
 """
 import importlib.util
+import sys
 
 import pytest
 import torch
@@ -120,6 +121,65 @@ def test_eval_does_not_compute_the_gradient():
     loss, _ = OP(x, y, "mean", None, False)
     with pytest.raises(RuntimeError, match="compute_grad=False"):
         loss.backward()
+
+
+def test_autograd_is_the_cpp_node_and_runs_no_python():
+    """The graph node is the C++ autograd Function (csrc/autograd/l1_loss.cpp) and neither the
+    forward's autograd wrapper nor the backward runs any Python code."""
+    x, y = _pair((1, 3, 4, 4), torch.float32, "contiguous")
+    xr, yr = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
+    frames = []
+
+    def profile(frame, event, arg):
+        if event == "call":
+            frames.append(f"{frame.f_code.co_filename}:{frame.f_code.co_name}")
+
+    for reduction, eps, gout in (("mean", None, torch.tensor(1.0)), ("sum", 0.1, torch.tensor(2.0)),
+                                 ("none", None, torch.randn(1, 3, 4, 4))):
+        sys.setprofile(profile)
+        try:
+            loss, buf = OP(xr, yr, reduction, eps, True)
+        finally:
+            sys.setprofile(None)
+        # only torch.ops' own call wrapper runs Python: no autograd wrapper of torch.library
+        assert all("torch/_ops.py" in f for f in frames), frames
+        node = loss.grad_fn
+        assert "CppNode" in node.name() and "L1Loss" in node.name(), node.name()
+        assert not buf.requires_grad  # grad_buf is not differentiable
+        _, (dx_r, dy_r) = _run(l1_loss_reference, x, y, reduction, eps, gout)
+        # The node's backward called directly (no Python autograd.backward around it): the
+        # kernel path (grad mode off), and the differentiable one (create_graph=True).
+        for grad_mode in (False, True):
+            frames.clear()
+            with torch.set_grad_enabled(grad_mode):
+                sys.setprofile(profile)
+                try:
+                    dx, dy = node(gout, None)
+                finally:
+                    sys.setprofile(None)
+            assert frames == [] and dx.requires_grad == grad_mode
+            torch.testing.assert_close(dx, dx_r, rtol=2.0**-22, atol=1e-9)
+            torch.testing.assert_close(dy, dy_r, rtol=2.0**-22, atol=1e-9)
+    dump = torch._C._dispatch_dump("fastsr::l1_loss")
+    autograd = [line for line in dump.splitlines() if line.startswith("Autograd")]
+    assert autograd and all("csrc/autograd/l1_loss.cpp" in line for line in autograd), dump
+
+
+def test_no_graph_node_without_grad():
+    """Inference: with grad mode off or nothing requiring grad the op runs below autograd, no
+    node is recorded, and the result is the same."""
+    x, y = _pair((2, 3, 4, 4), torch.float32, "contiguous")
+    xr = x.clone().requires_grad_(True)
+    want = l1_loss_reference(x, y)
+    with torch.no_grad():
+        loss, buf = OP(xr, y, "mean", None, True)
+    assert loss.grad_fn is None and not loss.requires_grad and buf.numel() == x.numel()
+    with torch.inference_mode():
+        out = l1_loss(xr, y)
+    assert out.grad_fn is None and out.is_inference()
+    for out in (OP(x, y, "mean", None, False)[0], l1_loss(x, y), loss):
+        assert out.grad_fn is None
+        torch.testing.assert_close(out, want, rtol=x.numel() * 2.0**-24, atol=0)
 
 
 def test_empty_input_gives_torch_results():
@@ -252,9 +312,10 @@ def test_returned_buffer_accumulates_correctly():
     loss = l1_loss(x, y)
     loss.backward(retain_graph=True)
     first = x.grad.clone()
+    loss.backward(retain_graph=True)
     loss.backward()
     l1_loss(x, y).backward()
-    torch.testing.assert_close(x.grad, 3 * first, rtol=0, atol=0)
+    torch.testing.assert_close(x.grad, 4 * first, rtol=0, atol=0)
     torch.testing.assert_close(first, torch.sign(x - y).detach() / x.numel(), rtol=0, atol=0)
 
 

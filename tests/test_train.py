@@ -340,6 +340,44 @@ def test_compile_option(tmp_path):
         assert a[k] == pytest.approx(b[k], rel=1e-3, abs=1e-5), k
 
 
+def test_compile_accepts_a_mode(monkeypatch):
+    from fastsr.train import builders
+    from fastsr.train.config import COMPILE_MODES, compile_kwargs
+
+    assert compile_kwargs(None) is None and compile_kwargs(False) is None and compile_kwargs({}) is None
+    assert compile_kwargs(True) == {}
+    assert compile_kwargs({"backend": "aot_eager"}) == {"backend": "aot_eager"}
+    for mode in COMPILE_MODES:
+        cfg = load_config("nonbn_x4", [f"train.compile={mode}"])
+        assert cfg["train"]["compile"] == mode and compile_kwargs(mode) == {"mode": mode}
+    for bad in ("fast", "reduce_overhead", "0", 1, [1]):
+        with pytest.raises(ConfigError, match=r"train\.compile must be .*reduce-overhead"):
+            load_config("nonbn_x4", [f"train.compile={bad}"])
+    # the mode string reaches torch.compile as its `mode`, for G and both Ds
+    seen = []
+    monkeypatch.setattr(builders.torch, "compile", lambda m, **kw: seen.append(kw) or m)
+    G, D = torch.nn.Conv2d(1, 1, 1), torch.nn.Conv2d(1, 1, 1)
+    assert builders.compile_models(G, D, D, {"compile": "max-autotune"}) == (G, D, D)
+    assert seen == [{"mode": "max-autotune"}] * 3
+    assert builders.compile_models(G, D, D, {"compile": False}) == (G, D, D) and len(seen) == 3
+    monkeypatch.undo()
+    # an argument torch.compile refuses is a ConfigError naming the key
+    with pytest.raises(ConfigError, match="train.compile"):
+        builders.compile_models(G, D, D, {"compile": {"mode": "warp-speed"}})
+
+
+def test_compile_reduce_overhead_trains(tmp_path):
+    """reduce-overhead (CUDA graphs on CUDA; on a CPU Inductor as in the default mode) runs a
+    train step of a tiny generator and gives the eager losses."""
+    tr, lr, hr = _bench_trainer("srresnet_x4", "train.compile=reduce-overhead", "train.bf16=false",
+                                tmp=tmp_path / "c")
+    assert hasattr(tr.G_train, "_orig_mod")
+    ref, _, _ = _bench_trainer("srresnet_x4", "train.bf16=false", tmp=tmp_path / "e")
+    a, b = tr.train_step(lr, hr), ref.train_step(lr, hr)
+    for k in ("loss_g", "l_pix"):
+        assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6), k
+
+
 def test_ema_of_generator(tmp_path):
     tr, lr, hr = _bench_trainer("srresnet_x4", "train.ema_decay=0.5", tmp=tmp_path)
     g0 = {k: v.detach().clone() for k, v in tr.G.named_parameters()}

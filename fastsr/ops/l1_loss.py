@@ -24,6 +24,10 @@ Double backward (``create_graph=True``, e.g. a gradient penalty): the backward i
 computed with differentiable torch ops, the same formulas as the reference, from d
 recomputed: the forward also keeps references to ``input`` and ``target`` (no copies).
 
+Autograd: C++ ``csrc/autograd/l1_loss.cpp`` (registered for the Autograd dispatch key, so a
+forward+backward runs no Python beyond :func:`l1_loss` itself); when nothing requires grad
+it calls the kernel without creating a graph node.
+
 Kernels: C++ ``csrc/cpu/l1_loss.cpp`` (CPU), CUDA C++ ``csrc/cuda/l1_loss.cu`` (CUDA, when
 fastsr._C is built with CUDA; else Triton ``kernels/l1_loss.py``),
 :func:`l1_loss_reference` (plain PyTorch; fallback and test oracle).
@@ -142,59 +146,6 @@ def _l1_loss_backward_fake(grad_loss, grad_buf):
     return _flat_like(grad_buf)
 
 
-def _setup_context(ctx, inputs, output):
-    input, target, reduction, eps, compute_grad = inputs
-    loss, grad_buf = output
-    ctx.mark_non_differentiable(grad_buf)
-    ctx.compute_grad = compute_grad
-    ctx.reduction, ctx.eps = reduction, eps
-    # The double backward recomputes d = input - target (references, not copies).
-    ctx.save_for_backward(grad_buf, *((input, target) if compute_grad else ()))
-
-
-def _is_one(t: torch.Tensor) -> bool:
-    """True when ``t`` is a plain eager CPU scalar equal to 1 (checked without tracing it:
-    under torch.compile or any tensor subclass the backward always scales)."""
-    return (
-        type(t) is torch.Tensor
-        and not torch.compiler.is_compiling()
-        and t.dim() == 0
-        and t.device.type == "cpu"
-        and t.item() == 1.0
-    )
-
-
-def _backward(ctx, grad_loss, _grad_buf_grad):
-    if not ctx.compute_grad:
-        raise RuntimeError(
-            "fastsr::l1_loss was called with compute_grad=False, so it has no gradient; "
-            "call fastsr.ops.l1_loss, which sets it when input or target requires grad"
-        )
-    grad_buf, *operands = ctx.saved_tensors
-    if torch.is_grad_enabled():
-        # create_graph=True: a backward that autograd can differentiate again.
-        dinput = _differentiable_backward(ctx, grad_loss, operands)
-    elif _is_one(grad_loss):
-        dinput = grad_buf  # the forward already computed it (Liger-Kernel style)
-    else:
-        dinput = torch.ops.fastsr.l1_loss_backward(grad_loss, grad_buf)
-    dtarget = torch.neg(dinput) if ctx.needs_input_grad[1] else None
-    return (dinput if ctx.needs_input_grad[0] else None), dtarget, None, None, None
-
-
-def _differentiable_backward(ctx, grad_loss, operands):
-    """d loss / d input as differentiable torch ops, the reference's backward: dl/dd
-    (``sign(d)``, or ``d / sqrt(d**2 + eps**2)``) recomputed from the saved input and target
-    in the accumulation dtype, times ``grad_loss`` (and 1 / numel for 'mean'). The result is
-    connected to input and target as the reference's is (for L1 with derivative 0)."""
-    input, target = operands
-    acc = _common.acc_dtype(input.dtype)
-    d = input.to(acc) - target.to(acc)
-    dl = torch.sign(d) if ctx.eps is None else d / torch.sqrt(d * d + float(ctx.eps) ** 2)
-    g = grad_loss.to(acc)
-    if ctx.reduction == "mean":
-        g = g / input.numel()
-    return (dl * g).to(input.dtype)
-
-
-torch.library.register_autograd("fastsr::l1_loss", _backward, setup_context=_setup_context)
+# Autograd is registered in C++ (csrc/autograd/l1_loss.cpp) for the Autograd key, so a
+# forward+backward runs no Python; its backward calls fastsr::l1_loss_backward through the
+# dispatcher: the C++ kernel on CPU, the CUDA kernel (compiled or Triton) on CUDA, the fake here.

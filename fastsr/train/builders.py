@@ -20,7 +20,7 @@ from fastsr import nn as fnn
 from fastsr._deprecation import moved_names
 from fastsr.data import HRImageDataset, degrade, list_images, read_image, sample_images
 from fastsr.errors import UserError
-from fastsr.train.config import ConfigError, check_losses, check_model, gan_loss_key
+from fastsr.train.config import ConfigError, check_losses, check_model, compile_kwargs, gan_loss_key
 
 __all__ = ["generator_spec", "build_generator", "build_discriminator", "init_weights", "build_pixel_loss",
            "build_lr_consistency_loss",
@@ -243,16 +243,20 @@ def build_ema(model: nn.Module) -> nn.Module:
 
 def compile_models(G_train, D_train, D, train_cfg: dict):
     """``train.compile``: ``(G_train, D_train, D_frozen)`` compiled with torch.compile's
-    keyword arguments (``true`` = its defaults), or unchanged (``D_frozen = D``) when off."""
-    ckw = train_cfg.get("compile") or False
-    if ckw is False:
+    keyword arguments (``true`` = its defaults, a mode string = ``{mode: ...}``, see
+    :func:`fastsr.train.config.compile_kwargs`), or unchanged (``D_frozen = D``) when off.
+
+    Raises:
+        ConfigError: a ``train.compile`` value or argument torch.compile does not accept.
+    """
+    ckw = compile_kwargs(train_cfg.get("compile"))
+    if ckw is None:
         return G_train, D_train, D
-    ckw = {} if ckw is True else ckw
     try:
         G_train = torch.compile(G_train, **ckw)
         if D is not None:
             return G_train, torch.compile(D_train, **ckw), torch.compile(D, **ckw)
-    except TypeError as e:
+    except (TypeError, RuntimeError) as e:  # torch.compile is lazy: these are argument errors
         raise ConfigError(f"train.compile: {e}") from None
     return G_train, D_train, D
 

@@ -24,8 +24,8 @@ from fastsr.errors import ConfigError
 
 __all__ = ["ConfigError", "CONFIG_DIR", "list_configs", "load_config", "apply_overrides", "merge",
            "dump_config", "check_config", "check_model", "check_data", "check_losses", "check_train", "check_int",
-           "check_float", "check_choice", "PIXEL_LOSSES",
-           "OPTIMIZERS"]
+           "check_float", "check_choice", "compile_kwargs", "PIXEL_LOSSES",
+           "OPTIMIZERS", "COMPILE_MODES"]
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 FREE_SECTIONS = ("model.generator", "model.discriminator", "loss.pixel", "loss.perceptual", "loss.texture",
@@ -35,6 +35,8 @@ FREE_SECTIONS = ("model.generator", "model.discriminator", "loss.pixel", "loss.p
 PIXEL_LOSSES = ("l1", "mse", "charbonnier", "ssim")
 #: ``train.optimizer`` values
 OPTIMIZERS = ("adam", "adamw", "rmsprop")
+#: ``train.compile`` mode strings: torch.compile's ``mode`` values
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def list_configs() -> list[str]:
@@ -356,13 +358,11 @@ def check_train(cfg: dict) -> None:
             check_choice(cfg, key, (True, False))
     if _get(cfg, "train.channels_last") is not None:
         check_choice(cfg, "train.channels_last", (True, False, "auto"))
-    ckw = t.get("compile") or False
-    if not isinstance(ckw, (bool, dict)):
-        raise ConfigError(f"train.compile must be true, false or a dict of torch.compile arguments, got {ckw!r}")
+    ckw = compile_kwargs(t.get("compile"))
     graph = t.get("cuda_graph", "auto")
     if not (isinstance(graph, bool) or graph == "auto"):
         raise ConfigError(f"train.cuda_graph must be auto, true or false, got {graph!r}")
-    if graph is True and ckw is not False:
+    if graph is True and ckw is not None:
         raise ConfigError("train.cuda_graph is true but train.compile is on: a replayed CUDA graph skips "
                           "torch.compile's guards; set one of them to false (or cuda_graph to auto)")
     if graph is True and t.get("optimizer", "adam") not in ("adam", "adamw"):
@@ -371,6 +371,30 @@ def check_train(cfg: dict) -> None:
     for key in ("log.every", "log.val_every", "log.save_every"):
         check_int(cfg, key)
     check_choice(cfg, "log.keep_weights", (True, False))
+
+
+def compile_kwargs(value) -> dict | None:
+    """The torch.compile keyword arguments a ``train.compile`` value stands for: ``None``
+    (no compile) for ``false``, unset or an empty dict (every false value is off, as the
+    trainer's ``bool(train.compile)`` reads it), ``{}`` (torch.compile's defaults) for
+    ``true``, ``{"mode": value}`` for a mode string of :data:`COMPILE_MODES`, a copy of a
+    non-empty dict of torch.compile arguments.
+
+    Raises:
+        ConfigError: any other value, naming ``train.compile`` and the accepted values.
+    """
+    if value is None or value is False or (isinstance(value, dict) and not value):
+        return None
+    if value is True:
+        return {}
+    if isinstance(value, str) and value in COMPILE_MODES:
+        return {"mode": value}
+    if isinstance(value, dict):
+        return dict(value)  # checked by torch.compile itself (fastsr.train.builders.compile_models)
+    raise ConfigError(
+        f"train.compile must be true, false, a mode ({', '.join(COMPILE_MODES)}) "
+        f"or a dict of torch.compile arguments, got {value!r}"
+    )
 
 
 def check_config(cfg: dict) -> None:
