@@ -54,14 +54,16 @@ constexpr const char* kOp = "fastsr::ssim";
 constexpr int64_t kMoments = 4;
 constexpr int64_t kMaxWindow = 63;  // ring slots are indexed through a fixed array
 
-template <typename A> struct vec;
-template <> struct vec<float> {
-  typedef float type __attribute__((vector_size(64)));
-  static constexpr int64_t L = 16;
-};
-template <> struct vec<double> {
-  typedef double type __attribute__((vector_size(64)));
-  static constexpr int64_t L = 8;
+// GCC generic vectors of B bytes. The tile loops are compiled once per ISA with the width
+// of its registers (64 bytes for AVX-512, 32 for AVX2, 16 otherwise): a generic vector wider
+// than the hardware's is split through the stack, which made the AVX2 build run the 64-byte
+// code ~10x slower than the AVX-512 build. Row buffers are padded for the widest (kVecBytes),
+// a multiple of every narrower width, so one Dims serves every build.
+constexpr int kVecBytes = 64;
+template <typename A, int B = kVecBytes>
+struct vec {
+  typedef A type __attribute__((vector_size(B)));
+  static constexpr int64_t L = B / static_cast<int64_t>(sizeof(A));
 };
 
 template <typename V, typename A>
@@ -156,10 +158,10 @@ struct Scratch {
 };
 
 // Input row r -> products -> horizontal pass into moment ring slot r % (win + 1).
-template <typename T, typename A>
+template <int B, typename T, typename A>
 FASTSR_INLINE void moments_row(const Plane<T, A>& P, const Dims& d, Scratch<A>& s, int64_t r) {
-  using V = typename vec<A>::type;
-  constexpr int64_t L = vec<A>::L;
+  using V = typename vec<A, B>::type;
+  constexpr int64_t L = vec<A, B>::L;
   const int64_t win = P.win, ringk = (win + 1) * d.RPo;
   A* __restrict__ xr = s.xr.data();
   A* __restrict__ yr = s.yr.data();
@@ -193,13 +195,13 @@ FASTSR_INLINE void moments_row(const Plane<T, A>& P, const Dims& d, Scratch<A>& 
 // SSIM of one vector of map positions from its four moments: added to `rowsum` (valid
 // lanes only) and, when `mdst` is given, the derivative maps [B, Cxy, A_x if gx, A_y if gy]
 // stored at mdst + k * MP + jb (valid lanes only, so the zero padding around them stays zero).
-template <typename A>
-FASTSR_INLINE void ssim_vec(typename vec<A>::type mx, typename vec<A>::type my, typename vec<A>::type eq,
-                            typename vec<A>::type ep, A c1, A c2, int64_t nvalid,
-                            typename vec<A>::type& rowsum, A* __restrict__ mdst, int64_t MP, bool gx,
+template <int B, typename A>
+FASTSR_INLINE void ssim_vec(typename vec<A, B>::type mx, typename vec<A, B>::type my, typename vec<A, B>::type eq,
+                            typename vec<A, B>::type ep, A c1, A c2, int64_t nvalid,
+                            typename vec<A, B>::type& rowsum, A* __restrict__ mdst, int64_t MP, bool gx,
                             bool gy) {
-  using V = typename vec<A>::type;
-  constexpr int64_t L = vec<A>::L;
+  using V = typename vec<A, B>::type;
+  constexpr int64_t L = vec<A, B>::L;
   const V mxx = mx * mx, myy = my * my, mxy = mx * my;
   const V a1 = A(2) * mxy + c1, b1 = mxx + myy + c1;
   const V a2 = A(2) * (ep - mxy) + c2, b2 = (eq - mxx - myy) + c2;
@@ -212,16 +214,16 @@ FASTSR_INLINE void ssim_vec(typename vec<A>::type mx, typename vec<A>::type my, 
   }
   if (mdst) {
     const V rb1 = b2 * inv;          // 1 / B1
-    const V B = -sv * (b1 * inv);    // dS/dsigma_x^2 = -S / B2
+    const V Bm = -sv * (b1 * inv);   // dS/dsigma_x^2 = -S / B2
     const V Cm = A(2) * a1 * inv;    // dS/dsigma_xy = 2 A1 / (B1 B2)
     const V a2inv = A(2) * a2 * inv;
     V out[4];
     int64_t k = 0;
-    out[k++] = B;
+    out[k++] = Bm;
     out[k++] = Cm;
     // dS/dmu_x = 2 mu_y A2 / (B1 B2) - 2 mu_x S / B1
-    if (gx) out[k++] = my * a2inv - A(2) * mx * (sv * rb1 + B) - my * Cm;
-    if (gy) out[k++] = mx * a2inv - A(2) * my * (sv * rb1 + B) - mx * Cm;
+    if (gx) out[k++] = my * a2inv - A(2) * mx * (sv * rb1 + Bm) - my * Cm;
+    if (gy) out[k++] = mx * a2inv - A(2) * my * (sv * rb1 + Bm) - mx * Cm;
     for (int64_t kk = 0; kk < k; ++kk) {
       A* dst = mdst + kk * MP;
       if (nvalid == L) {
@@ -236,11 +238,11 @@ FASTSR_INLINE void ssim_vec(typename vec<A>::type mx, typename vec<A>::type my, 
 // Map row i (ring holds input rows i .. i + win - 1): the SSIM row sum, and -- when
 // `mdst` is given -- the derivative maps [B, Cxy, A_x if gx, A_y if gy] at mdst + k * MP
 // (valid positions only, so the zero padding around them stays zero).
-template <typename T, typename A>
+template <int B, typename T, typename A>
 FASTSR_INLINE double ssim_row(const Plane<T, A>& P, const Dims& d, Scratch<A>& s, int64_t i,
                               A* __restrict__ mdst, bool gx, bool gy) {
-  using V = typename vec<A>::type;
-  constexpr int64_t L = vec<A>::L;
+  using V = typename vec<A, B>::type;
+  constexpr int64_t L = vec<A, B>::L;
   const int64_t win = P.win, R = win + 1, ringk = R * d.RPo, Wo = d.Wo;
   const A* __restrict__ g = P.g;
   const A* __restrict__ ring = s.mring.data();
@@ -258,7 +260,7 @@ FASTSR_INLINE double ssim_row(const Plane<T, A>& P, const Dims& d, Scratch<A>& s
       eq += ga * vload<V>(q + 2 * ringk);
       ep += ga * vload<V>(q + 3 * ringk);
     }
-    ssim_vec<A>(mx, my, eq, ep, c1, c2, std::min<int64_t>(L, Wo - jb), rowsum, mdst ? mdst + jb : nullptr,
+    ssim_vec<B, A>(mx, my, eq, ep, c1, c2, std::min<int64_t>(L, Wo - jb), rowsum, mdst ? mdst + jb : nullptr,
                 d.MP, gx, gy);
   }
   double rs = 0.0;
@@ -271,11 +273,11 @@ FASTSR_INLINE double ssim_row(const Plane<T, A>& P, const Dims& d, Scratch<A>& s
 // bound by loads, not FMAs, on this CPU). Row sums go to rs[0], rs[1]. (Kept apart from
 // ssim_row: a single template over the row count, as grad_rows is, measured 7-14 % slower
 // here -- the accumulator arrays are not kept in registers as well as named variables.)
-template <typename T, typename A>
+template <int B, typename T, typename A>
 FASTSR_INLINE void ssim_row2(const Plane<T, A>& P, const Dims& d, Scratch<A>& s, int64_t i,
                              A* __restrict__ mdst0, A* __restrict__ mdst1, bool gx, bool gy, double* rs) {
-  using V = typename vec<A>::type;
-  constexpr int64_t L = vec<A>::L;
+  using V = typename vec<A, B>::type;
+  constexpr int64_t L = vec<A, B>::L;
   const int64_t win = P.win, R = win + 1, ringk = R * d.RPo, Wo = d.Wo;
   const A* __restrict__ g = P.g;
   const A* __restrict__ ring = s.mring.data();
@@ -305,8 +307,8 @@ FASTSR_INLINE void ssim_row2(const Plane<T, A>& P, const Dims& d, Scratch<A>& s,
       q1 += gb * vload<V>(q + 2 * ringk), p1 += gb * vload<V>(q + 3 * ringk);
     }
     const int64_t nvalid = std::min<int64_t>(L, Wo - jb);
-    ssim_vec<A>(x0, y0, q0, p0, P.c1, P.c2, nvalid, sum0, mdst0 ? mdst0 + jb : nullptr, d.MP, gx, gy);
-    ssim_vec<A>(x1, y1, q1, p1, P.c1, P.c2, nvalid, sum1, mdst1 ? mdst1 + jb : nullptr, d.MP, gx, gy);
+    ssim_vec<B, A>(x0, y0, q0, p0, P.c1, P.c2, nvalid, sum0, mdst0 ? mdst0 + jb : nullptr, d.MP, gx, gy);
+    ssim_vec<B, A>(x1, y1, q1, p1, P.c1, P.c2, nvalid, sum1, mdst1 ? mdst1 + jb : nullptr, d.MP, gx, gy);
   }
   rs[0] = rs[1] = 0.0;
   for (int64_t l = 0; l < L; ++l) rs[0] += sum0[l], rs[1] += sum1[l];
@@ -314,11 +316,11 @@ FASTSR_INLINE void ssim_row2(const Plane<T, A>& P, const Dims& d, Scratch<A>& s,
 
 // 'full' horizontal filtering of map row q (held in mpad row pair `half`) into gradient
 // ring slot q % (win + 1): out[j] = sum_b g[b] M[j - b], all maps in one loop.
-template <typename T, typename A>
+template <int B, typename T, typename A>
 FASTSR_INLINE void maps_row(const Plane<T, A>& P, const Dims& d, Scratch<A>& s, int64_t q, int64_t half,
                             bool gx, bool gy) {
-  using V = typename vec<A>::type;
-  constexpr int64_t L = vec<A>::L;
+  using V = typename vec<A, B>::type;
+  constexpr int64_t L = vec<A, B>::L;
   const int64_t win = P.win, R = win + 1, ringk = R * d.RPi;
   const int64_t kx = 2, ky = gx ? 3 : 2;  // map index of A_x, A_y
   const A* __restrict__ g = P.g;
@@ -346,11 +348,11 @@ FASTSR_INLINE void maps_row(const Plane<T, A>& P, const Dims& d, Scratch<A>& s, 
 // Image rows p0 .. p0 + NR - 1 (NR = 1 or 2) of the gradient from gradient ring rows
 // p - win + 1 .. p ('full' vertical filtering); two rows share their win - 1 common ring
 // rows' loads, as in ssim_row2.
-template <int NR, typename T, typename A>
+template <int B, int NR, typename T, typename A>
 FASTSR_INLINE void grad_rows(const Plane<T, A>& P, const Dims& d, Scratch<A>& s, int64_t p0, bool gx,
                              bool gy) {
-  using V = typename vec<A>::type;
-  constexpr int64_t L = vec<A>::L;
+  using V = typename vec<A, B>::type;
+  constexpr int64_t L = vec<A, B>::L;
   const int64_t win = P.win, R = win + 1, ringk = R * d.RPi, W = P.W, WP = d.WP;
   const int64_t kx = 2, ky = gx ? 3 : 2;
   const A* __restrict__ g = P.g;
@@ -395,18 +397,18 @@ FASTSR_INLINE void grad_rows(const Plane<T, A>& P, const Dims& d, Scratch<A>& s,
 }
 
 // SSIM map rows [i0, i1): row sums only.
-template <typename T, typename A>
+template <int B, typename T, typename A>
 FASTSR_INLINE void value_tile_impl(const Plane<T, A>& P, const Dims& d, Scratch<A>& s, int64_t i0,
                                    int64_t i1) {
   int64_t next_in = i0;  // next input row for the moment ring
   for (int64_t i = i0; i < i1;) {
     const bool two = i + 1 < i1;
-    for (; next_in < i + P.win + int64_t(two); ++next_in) moments_row(P, d, s, next_in);
+    for (; next_in < i + P.win + int64_t(two); ++next_in) moments_row<B>(P, d, s, next_in);
     if (two) {
-      ssim_row2(P, d, s, i, static_cast<A*>(nullptr), static_cast<A*>(nullptr), false, false, P.rowsum + i);
+      ssim_row2<B>(P, d, s, i, static_cast<A*>(nullptr), static_cast<A*>(nullptr), false, false, P.rowsum + i);
       i += 2;
     } else {
-      P.rowsum[i] = ssim_row(P, d, s, i, static_cast<A*>(nullptr), false, false);
+      P.rowsum[i] = ssim_row<B>(P, d, s, i, static_cast<A*>(nullptr), false, false);
       i += 1;
     }
   }
@@ -414,7 +416,7 @@ FASTSR_INLINE void value_tile_impl(const Plane<T, A>& P, const Dims& d, Scratch<
 
 // Image rows [p0, p1) of the gradient, and the row sums of the map rows in [p0, p1).
 // Rows go in pairs (map rows q, q + 1, then image rows q, q + 1) where both exist.
-template <typename T, typename A>
+template <int B, typename T, typename A>
 FASTSR_INLINE void grad_tile_impl(const Plane<T, A>& P, const Dims& d, Scratch<A>& s, int64_t p0,
                                   int64_t p1) {
   const int64_t win = P.win, R = win + 1, Ho = P.H - win + 1;
@@ -427,20 +429,20 @@ FASTSR_INLINE void grad_tile_impl(const Plane<T, A>& P, const Dims& d, Scratch<A
     const bool two = q + 1 < p1;
     // map rows q (and q + 1) -> horizontal 'full' filtering into the gradient ring
     if (two && is_map_row(q) && is_map_row(q + 1)) {
-      for (; next_in < q + win + 1; ++next_in) moments_row(P, d, s, next_in);
+      for (; next_in < q + win + 1; ++next_in) moments_row<B>(P, d, s, next_in);
       double rs[2];
-      ssim_row2(P, d, s, q, mdst0, mdst1, gx, gy, rs);
+      ssim_row2<B>(P, d, s, q, mdst0, mdst1, gx, gy, rs);
       if (q >= p0) P.rowsum[q] = rs[0];  // rows above p0 belong to the previous tile
       if (q + 1 >= p0) P.rowsum[q + 1] = rs[1];
-      maps_row(P, d, s, q, 0, gx, gy);
-      maps_row(P, d, s, q + 1, 1, gx, gy);
+      maps_row<B>(P, d, s, q, 0, gx, gy);
+      maps_row<B>(P, d, s, q + 1, 1, gx, gy);
     } else {
       for (int64_t u = q; u < q + 1 + int64_t(two); ++u) {
         if (is_map_row(u)) {
-          for (; next_in < u + win; ++next_in) moments_row(P, d, s, next_in);
-          const double rs = ssim_row(P, d, s, u, mdst0, gx, gy);
+          for (; next_in < u + win; ++next_in) moments_row<B>(P, d, s, next_in);
+          const double rs = ssim_row<B>(P, d, s, u, mdst0, gx, gy);
           if (u >= p0) P.rowsum[u] = rs;
-          maps_row(P, d, s, u, 0, gx, gy);
+          maps_row<B>(P, d, s, u, 0, gx, gy);
         } else {
           A* h = s.gring.data() + pos_mod(u, R) * d.RPi;
           for (int64_t k = 0; k < d.K; ++k) std::memset(h + k * R * d.RPi, 0, sizeof(A) * d.WP);
@@ -449,28 +451,50 @@ FASTSR_INLINE void grad_tile_impl(const Plane<T, A>& P, const Dims& d, Scratch<A
     }
     // image rows q (and q + 1)
     if (two && q >= p0) {
-      grad_rows<2>(P, d, s, q, gx, gy);
+      grad_rows<B, 2>(P, d, s, q, gx, gy);
     } else {
-      if (q >= p0) grad_rows<1>(P, d, s, q, gx, gy);
-      if (two && q + 1 >= p0) grad_rows<1>(P, d, s, q + 1, gx, gy);
+      if (q >= p0) grad_rows<B, 1>(P, d, s, q, gx, gy);
+      if (two && q + 1 >= p0) grad_rows<B, 1>(P, d, s, q + 1, gx, gy);
     }
     q += two ? 2 : 1;
   }
 }
 
 // ---- per-ISA entry points -------------------------------------------------------------------
-#define FASTSR_DEFINE_FOR(T, A)                                                                      \
-  FASTSR_MULTIVERSION void value_tile(const Plane<T, A>& P, const Dims& d, Scratch<A>& s, int64_t i0, \
-                                      int64_t i1) {                                                  \
-    value_tile_impl(P, d, s, i0, i1);                                                                \
-  }                                                                                                  \
-  FASTSR_MULTIVERSION void grad_tile(const Plane<T, A>& P, const Dims& d, Scratch<A>& s, int64_t p0,  \
-                                     int64_t p1) {                                                   \
-    grad_tile_impl(P, d, s, p0, p1);                                                                 \
+// Each ISA build gets its own vector width (see vec), so these are per-ISA functions chosen
+// once at run time rather than FASTSR_MULTIVERSION clones of one body.
+#define FASTSR_TILE_ARGS(T, A) const Plane<T, A>&P, const Dims&d, Scratch<A>&s, int64_t r0, int64_t r1
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+int simd_level() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("x86-64-v4") ? 4 : __builtin_cpu_supports("x86-64-v3") ? 3 : 1;
+}
+#define FASTSR_DEFINE_TILE(T, A, NAME, IMPL)                                                        \
+  __attribute__((target("arch=x86-64-v4"))) void NAME##_v4(FASTSR_TILE_ARGS(T, A)) {               \
+    IMPL<64>(P, d, s, r0, r1);                                                                      \
+  }                                                                                                 \
+  __attribute__((target("arch=x86-64-v3"))) void NAME##_v3(FASTSR_TILE_ARGS(T, A)) {               \
+    IMPL<32>(P, d, s, r0, r1);                                                                      \
+  }                                                                                                 \
+  void NAME##_v1(FASTSR_TILE_ARGS(T, A)) { IMPL<16>(P, d, s, r0, r1); }                             \
+  void NAME(FASTSR_TILE_ARGS(T, A)) {                                                               \
+    static const int level = simd_level();                                                          \
+    if (level == 4) return NAME##_v4(P, d, s, r0, r1);                                              \
+    if (level == 3) return NAME##_v3(P, d, s, r0, r1);                                              \
+    NAME##_v1(P, d, s, r0, r1);                                                                     \
   }
+#else
+#define FASTSR_DEFINE_TILE(T, A, NAME, IMPL) \
+  void NAME(FASTSR_TILE_ARGS(T, A)) { IMPL<16>(P, d, s, r0, r1); }
+#endif
+#define FASTSR_DEFINE_FOR(T, A)                          \
+  FASTSR_DEFINE_TILE(T, A, value_tile, value_tile_impl) \
+  FASTSR_DEFINE_TILE(T, A, grad_tile, grad_tile_impl)
 FASTSR_DEFINE_FOR(float, float)
 FASTSR_DEFINE_FOR(bf16_t, float)
 FASTSR_DEFINE_FOR(double, double)
+#undef FASTSR_DEFINE_TILE
+#undef FASTSR_TILE_ARGS
 #undef FASTSR_DEFINE_FOR
 
 // ---- checks and shared setup ----------------------------------------------------------------
