@@ -158,9 +158,9 @@ def compile_generators():
 @part("iteration_paper")
 def iteration_paper():
     b, c = (16, 96) if not check.SMOKE else (2, 64)
-    labels = os.environ.get("ITER_VARIANTS", "2,2b,3,6,7,8").split(",")
+    labels = os.environ.get("ITER_VARIANTS", "2,2b,2c,3,6,9,7,8").split(",")
     return check.time_iterations(b, c, float(os.environ.get("ITER_BUDGET", 100)), time.time(), labels=set(labels),
-                                 iters=10 if not check.SMOKE else 1, warmup=3 if not check.SMOKE else 1)
+                                 iters=10 if not check.SMOKE else 1, warmup=5 if not check.SMOKE else 1)
 
 
 @part("kernels_quick")
