@@ -11,7 +11,6 @@ import warnings
 
 import pytest
 import torch
-from PIL import Image
 
 from fastsr.errors import ConfigError, NonFiniteLossError
 from fastsr.models.checkpoint import read_metadata
@@ -36,24 +35,7 @@ BEGAN = ["model.generator={name: AttentiveGenerator, channels: 8, num_steps: 1, 
          "data.crop_size=32", "data.batch_size=2", "train.bf16=false"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    from fastsr.data import sample_images
-
-    root = tmp_path_factory.mktemp("photos")
-    for name, x in sample_images("all")[:3]:
-        h, w = x.shape[-2:]
-        x = x[:, (h - 96) // 2:(h + 96) // 2, (w - 96) // 2:(w + 96) // 2]
-        Image.fromarray((x.permute(1, 2, 0) * 255).round().byte().numpy()).save(root / f"{name}.png")
-    return root
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------- no host sync

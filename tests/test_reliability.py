@@ -9,7 +9,6 @@ import math
 
 import pytest
 import torch
-from PIL import Image
 
 from fastsr import cli
 from fastsr.errors import CheckpointError, ConfigError, NonFiniteLossError, UserError
@@ -24,24 +23,7 @@ TINY = ["model.generator={name: NonBNResNet, num_blocks: 1, channels: 8}",
         "log.save_every=2"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    from fastsr.data import sample_images
-
-    root = tmp_path_factory.mktemp("photos")
-    for name, x in sample_images("all")[:3]:
-        h, w = x.shape[-2:]
-        x = x[:, (h - 96) // 2:(h + 96) // 2, (w - 96) // 2:(w + 96) // 2]
-        Image.fromarray((x.permute(1, 2, 0) * 255).round().byte().numpy()).save(root / f"{name}.png")
-    return root
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(*extra):

@@ -130,13 +130,7 @@ _SMALL_RUN = ["train.iters=2", "data.batch_size=2", "data.num_workers=0", "data.
               "log.every=1", "log.val_every=2", "log.save_every=2"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: OpenMP threads only add overhead (and stall when the cores are shared)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -152,21 +146,6 @@ def vgg19_weights(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FASTSR_VGG19_WEIGHTS", str(path))
         yield path
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    from PIL import Image
-
-    from fastsr.data import sample_images
-
-    root = tmp_path_factory.mktemp("photos")
-    imgs = sample_images("all")[:3]
-    for name, x in imgs:  # 96 x 96 centre crops: training crops come from 2, validation from 1
-        h, w = x.shape[-2:]
-        x = x[:, (h - 96) // 2:(h + 96) // 2, (w - 96) // 2:(w + 96) // 2]
-        Image.fromarray((x.permute(1, 2, 0) * 255).round().byte().numpy()).save(root / f"{name}.png")
-    return root
 
 
 def _cfg(recipe, *extra):
