@@ -448,3 +448,47 @@ def test_triton_bad_inputs():
         k.ssim_forward(x[..., :9], y[..., :9], 1.0, 11, 1.5, 0.01, 0.03, False, False)
     with pytest.raises(ValueError, match="data_range"):
         k.ssim_forward(x, y, float("inf"), 11, 1.5, 0.01, 0.03, False, False)
+
+
+_ISA_CHECK = """
+import torch
+from fastsr.ops import ssim, ssim_reference
+torch.manual_seed(0)
+worst = 0.0
+for shape, dtype in (((2, 3, 37, 45), torch.float32), ((1, 2, 23, 70), torch.float64), ((1, 3, 40, 33), torch.bfloat16)):
+    x = torch.rand(shape, dtype=torch.float64)
+    y = (x + 0.1 * torch.randn(shape, dtype=torch.float64)).clamp(0, 1)
+    xa, ya = x.to(dtype).requires_grad_(), y.to(dtype).requires_grad_()
+    xr, yr = x.to(dtype).double().requires_grad_(), y.to(dtype).double().requires_grad_()
+    a, r = ssim(xa, ya), ssim_reference(xr, yr)
+    (ga, gb), (gr, gs) = torch.autograd.grad(a.sum(), (xa, ya)), torch.autograd.grad(r.sum(), (xr, yr))
+    tol = 2e-2 if dtype == torch.bfloat16 else 1e-4
+    for u, v in ((a, r), (ga, gr), (gb, gs)):
+        err = ((u.double() - v).abs().max() / v.abs().max()).item()
+        assert err < tol, (shape, dtype, err)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("isa", ["1", "3"])
+def test_narrower_isa_builds_match_reference(isa):
+    """The baseline (16-byte vectors) and AVX2 (32-byte) builds of the CPU kernel, whichever
+    this machine picks by itself, against the float64 reference, forward and both gradients."""
+    import os
+    import subprocess
+    import sys
+
+    if sys.platform != "linux" or os.uname().machine != "x86_64":
+        pytest.skip("per-ISA builds exist on x86-64 Linux only")
+    if isa == "3" and not _cpu_has_avx2():
+        pytest.skip("this CPU has no AVX2")
+    p = subprocess.run([sys.executable, "-c", _ISA_CHECK], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "FASTSR_SSIM_ISA": isa, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0 and p.stdout.strip().endswith("ok"), p.stdout + p.stderr
+
+
+def _cpu_has_avx2() -> bool:
+    try:
+        return " avx2 " in open("/proc/cpuinfo").read().replace("\n", " ")
+    except OSError:
+        return False

@@ -42,6 +42,7 @@
 #include "cpu/common.h"
 #include "size_checks.h"
 
+#include <cstdlib>
 #include <numeric>
 #include <vector>
 
@@ -465,9 +466,13 @@ FASTSR_INLINE void grad_tile_impl(const Plane<T, A>& P, const Dims& d, Scratch<A
 // once at run time rather than FASTSR_MULTIVERSION clones of one body.
 #define FASTSR_TILE_ARGS(T, A) const Plane<T, A>&P, const Dims&d, Scratch<A>&s, int64_t r0, int64_t r1
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+// 4: AVX-512 build, 3: AVX2, 1: baseline. FASTSR_SSIM_ISA=1 or 3 caps it, so that the
+// tests run the narrower builds on any machine.
 int simd_level() {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("x86-64-v4") ? 4 : __builtin_cpu_supports("x86-64-v3") ? 3 : 1;
+  int level = __builtin_cpu_supports("x86-64-v4") ? 4 : __builtin_cpu_supports("x86-64-v3") ? 3 : 1;
+  if (const char* cap = std::getenv("FASTSR_SSIM_ISA")) level = std::min(level, std::atoi(cap));
+  return level;
 }
 #define FASTSR_DEFINE_TILE(T, A, NAME, IMPL)                                                        \
   __attribute__((target("arch=x86-64-v4"))) void NAME##_v4(FASTSR_TILE_ARGS(T, A)) {               \
