@@ -151,3 +151,14 @@ def test_discriminator_fused_matches_unfused_in_float64(name, kw, size, monkeypa
     torch.testing.assert_close(dx1, dx0, rtol=1e-9, atol=1e-12)
     for a, e in zip(dw1, dw0):
         torch.testing.assert_close(a, e, rtol=1e-7, atol=1e-10)  # batch statistics of 3 amplify rounding
+
+
+def test_critic_with_gemm_path_compiles_fullgraph(monkeypatch):
+    monkeypatch.setattr(conv_mod, "GEMM_MIN_REDUCTION", 64)  # the small critic's last layers take the GEMM path
+    torch.manual_seed(0)
+    d = create("WGANCritic", input_size=64, num_feat=2)
+    x = torch.rand(4, 3, 64, 64)
+    names, _ = _ops(d, x)
+    assert "mm" in names
+    compiled = torch.compile(d, fullgraph=True)
+    torch.testing.assert_close(compiled(x), d(x), rtol=1e-4, atol=1e-5)
