@@ -48,3 +48,21 @@ def assert_close_sum(actual, expected, terms, dims):
     atol = reduction_atol(terms, dims, actual.dtype)
     diff = (actual.to(torch.float64) - expected.to(torch.float64)).abs()
     assert torch.all(diff <= atol), f"max diff {diff.max().item():.3e} > atol {atol.min().item():.3e}"
+
+
+def truncate_images_after(monkeypatch, loads: int) -> None:
+    """Make every training-image read after the first ``loads`` fail as a truncated file
+    would (an error between iterations: with batches of 2, ``loads=6`` lets iterations 1-3
+    read fine)."""
+    from fastsr.data import HRImageDataset
+    from fastsr.data.io import ImageReadError
+
+    real_load, calls = HRImageDataset.load, []
+
+    def load(self, index):
+        calls.append(index)
+        if len(calls) > loads:
+            raise ImageReadError(f"cannot read image {self.sources[index]}: image file is truncated")
+        return real_load(self, index)
+
+    monkeypatch.setattr(HRImageDataset, "load", load)

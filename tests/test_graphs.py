@@ -12,6 +12,7 @@ import warnings
 import pytest
 import torch
 
+from helpers import truncate_images_after
 from fastsr.errors import ConfigError, NonFiniteLossError
 from fastsr.models.checkpoint import read_metadata
 from fastsr.train import Trainer, load_config
@@ -93,18 +94,23 @@ def test_fit_syncs_only_at_log_validation_and_save_points(photos, tmp_path, monk
     assert per[8]  # the end: read-back, validation, save
 
 
-def test_nan_between_read_backs_is_caught_before_the_next_save(photos, tmp_path, monkeypatch):
-    """Read-backs at the saves only (4, 8): a NaN in iteration 6 stops the run at 8 without
-    saving, and the checkpoint of 4 stays the newest."""
+def _poison_loss(monkeypatch, iteration: int, key: str, value: float) -> None:
+    """Make the logged ``key`` of the step that ends at ``iteration`` ``value`` (NaN / inf)."""
     real_step = Trainer._step
 
     def step(self, lr, hr):
         logs = real_step(self, lr, hr)
-        if self.iteration == 6:
-            logs["loss_d"] = torch.full_like(logs["loss_d"], float("inf"))
+        if self.iteration == iteration:
+            logs[key] = torch.full_like(logs[key], value)
         return logs
 
     monkeypatch.setattr(Trainer, "_step", step)
+
+
+def test_nan_between_read_backs_is_caught_before_the_next_save(photos, tmp_path, monkeypatch):
+    """Read-backs at the saves only (4, 8): a NaN in iteration 6 stops the run at 8 without
+    saving, and the checkpoint of 4 stays the newest."""
+    _poison_loss(monkeypatch, 6, "loss_d", float("inf"))
     saves = []
     real_save = Trainer.save
     monkeypatch.setattr(Trainer, "save", lambda self, it: (saves.append(it), real_save(self, it)))
@@ -120,25 +126,10 @@ def test_nan_between_read_backs_is_caught_before_the_next_save(photos, tmp_path,
 
 
 def test_error_between_iterations_does_not_save_after_a_non_finite_loss(photos, tmp_path, monkeypatch):
-    from fastsr.data import HRImageDataset
     from fastsr.data.io import ImageReadError
 
-    real_step, real_load, calls = Trainer._step, HRImageDataset.load, []
-
-    def step(self, lr, hr):
-        logs = real_step(self, lr, hr)
-        if self.iteration == 2:
-            logs["loss_g"] = torch.full_like(logs["loss_g"], float("nan"))
-        return logs
-
-    def load(self, index):
-        calls.append(index)
-        if len(calls) > 6:  # batches of 2: iterations 1-3 read fine
-            raise ImageReadError(f"cannot read image {self.sources[index]}: image file is truncated")
-        return real_load(self, index)
-
-    monkeypatch.setattr(Trainer, "_step", step)
-    monkeypatch.setattr(HRImageDataset, "load", load)
+    _poison_loss(monkeypatch, 2, "loss_g", float("nan"))
+    truncate_images_after(monkeypatch, 6)
     cfg = load_config("nonbn_wgan_x4", [*TINY, "train.iters=10", "log.every=100", "log.val_every=100",
                                         "log.save_every=100"])
     out = tmp_path / "run"

@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 
+from helpers import truncate_images_after
 from fastsr import cli
 from fastsr.errors import CheckpointError, ConfigError, NonFiniteLossError, UserError
 from fastsr.models.checkpoint import load_generator_weights, read_metadata, save_generator
@@ -177,18 +178,7 @@ def test_resumed_log_continues_from_the_checkpoint(photos, tmp_path, monkeypatch
 
 # ---------------------------------------------------------------------------- stopping on errors
 def test_error_between_iterations_saves_a_checkpoint(photos, tmp_path, capsys, monkeypatch):
-    from fastsr.data import HRImageDataset
-    from fastsr.data.io import ImageReadError
-
-    real_load, calls = HRImageDataset.load, []
-
-    def load(self, index):
-        calls.append(index)
-        if len(calls) > 6:  # batches of 2: iterations 1-3 read fine
-            raise ImageReadError(f"cannot read image {self.sources[index]}: image file is truncated")
-        return real_load(self, index)
-
-    monkeypatch.setattr(HRImageDataset, "load", load)
+    truncate_images_after(monkeypatch, 6)  # iterations 1-3 read fine
     out = tmp_path / "run"
     code, _, err = _cli_train(capsys, photos, out, "--iters", "10", "--set", "log.save_every=100",
                               "--set", "log.val_every=100")

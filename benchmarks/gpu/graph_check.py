@@ -26,6 +26,7 @@ channels_last bf16, and the same replayed by :class:`fastsr.graphs.GraphedModule
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import tempfile
 
@@ -80,9 +81,8 @@ def training(args, keys) -> dict:
             label, sets = CONFIGS[key]
             tr, cfg = _trainer(sets, args, tmp)
             batches = _batches(cfg, 4, tr.device)
-            it = iter(range(10**9))
-            step = lambda: tr._step(*batches[next(it) % len(batches)])  # noqa: E731
-            t = time_fn(step, tr.device, iters=args.iters, warmup=args.warmup)
+            cycle = itertools.cycle(batches)
+            t = time_fn(lambda: tr._step(*next(cycle)), tr.device, iters=args.iters, warmup=args.warmup)
             runner = (tr._graphs or {}).get("adversarial")
             state = "" if runner is None else ("  (replayed)" if runner.captured else f"  ({runner.failure})")
             _row(f"{key} {label}", t, state)
