@@ -23,6 +23,7 @@ from fastsr.data import degrade, imresize, sample_images
 from fastsr.data.datasets import mod_crop
 from fastsr.errors import CheckpointError
 from fastsr.models.checkpoint import load_generator
+from fastsr.perf import native_bf16
 
 __all__ = ["load_generator", "upscale_image", "bicubic_upscale", "sample_pairs", "evaluate", "EvalResult",
            "y_psnr_ssim", "PRECISIONS", "resolve_precision", "auto_tile", "free_memory", "tile_starts",
@@ -46,7 +47,10 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     """The precision :func:`upscale_image` runs in: ``fp32``, ``bf16`` or ``fp16``.
 
     ``auto`` is ``fp16`` on CUDA (the usual choice of SR upscalers; a tile that overflows is
-    recomputed in fp32) and ``fp32`` on the CPU (exact; ``bf16`` is opt-in there).
+    recomputed in fp32); on the CPU ``bf16`` where it computes bfloat16 natively (AVX512-BF16
+    or AMX, :func:`fastsr.perf.native_bf16`: about 2x the fp32 speed of a Zen 4 core and more
+    with AMX, at most a few hundredths of a dB of Y-PSNR on photographs) and ``fp32``
+    elsewhere (emulated bf16 is slower than fp32).
 
     Raises:
         ValueError: ``precision`` not in :data:`PRECISIONS`, or ``fp16`` on a CPU device
@@ -56,7 +60,9 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     dev = torch.device(device)
     if precision == "auto":
-        return "fp16" if dev.type == "cuda" else "fp32"
+        if dev.type == "cuda":
+            return "fp16"
+        return "bf16" if dev.type == "cpu" and native_bf16(dev) else "fp32"
     if precision == "fp16" and dev.type != "cuda":
         raise ValueError(f"precision fp16 needs a CUDA device (fastsr's {dev.type} kernels run fp32 and bf16); "
                          "use bf16 or fp32")

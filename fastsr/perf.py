@@ -23,6 +23,31 @@ _M_MMAP_MAX = -4
 _applied = False
 
 
+def native_bf16(device) -> bool:
+    """Whether ``device`` computes bfloat16 natively: what ``train.bf16: auto`` and the
+    inference precision ``auto`` (:func:`fastsr.evaluate.resolve_precision`) turn bf16 on for.
+
+    CUDA: ``torch.cuda.is_bf16_supported()`` (Ampere and newer). CPU: AVX512-BF16 or AMX
+    (``torch.cpu._is_avx512_bf16_supported()`` / ``_is_amx_tile_supported()``, the
+    capability queries oneDNN's bf16 kernels rely on); without them bf16 is emulated and
+    slower than float32. Other devices: False.
+    """
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        for q in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+            fn = getattr(torch.cpu, q, None)
+            try:
+                if fn is not None and fn():
+                    return True
+            except RuntimeError:
+                pass
+    return False
+
+
 def tune_allocator(trim_threshold: int = 1 << 30) -> bool:
     """Stop glibc malloc from giving memory back to the OS between iterations.
 

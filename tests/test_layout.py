@@ -21,6 +21,7 @@ LAYERS = [
     {"nn", "data", "metrics"},
     {"models", "losses"},
     {"evaluate", "export"},
+    {"inference"},
     {"train"},
     {"bench"},
     {"cli", "__main__"},

@@ -142,8 +142,14 @@ def test_auto_tile_follows_free_memory():
     assert small % 8 == 0 and big % 8 == 0 and 2 * 16 + 8 <= small < big <= 4096
 
 
-def test_precision_choices():
-    assert resolve_precision("auto", "cpu") == "fp32"
+def test_precision_choices(monkeypatch):
+    import fastsr.evaluate as ev
+
+    for native, expected in ((True, "bf16"), (False, "fp32")):  # auto = bf16 only where the CPU computes it natively
+        monkeypatch.setattr(ev, "native_bf16", lambda device, native=native: native)
+        assert resolve_precision("auto", "cpu") == expected
+    monkeypatch.undo()
+    assert resolve_precision("auto", "cpu") == ("bf16" if ev.native_bf16("cpu") else "fp32")
     assert resolve_precision("auto", "cuda") == "fp16"
     with pytest.raises(ValueError, match="fp16 needs a CUDA"):
         resolve_precision("fp16", "cpu")

@@ -15,7 +15,7 @@ from torch import nn
 
 from fastsr.models._utils import FusedModule, check_scale
 from fastsr.models.registry import register_model
-from fastsr.nn.conv import conv_residual
+from fastsr.nn.conv import conv_act, conv_residual
 
 __all__ = ["SRCNN", "ESPCN", "VDSR", "EDSR", "RCAN", "ResidualBlockReLU", "PixelShuffleUpsample"]
 
@@ -144,7 +144,8 @@ class ResidualBlockReLU(nn.Module):
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return conv_residual(F.relu(self.conv1(x)), self.conv2, x, self.res_scale, self.fused)
+        return conv_residual(conv_act(x, self.conv1, "relu", fused=self.fused), self.conv2, x, self.res_scale,
+                             self.fused)
 
 
 class PixelShuffleUpsample(nn.Sequential):

@@ -8,7 +8,7 @@ from torch import nn
 
 from fastsr.models._utils import FusedModule, check_input_size, check_scale
 from fastsr.models.registry import register_model
-from fastsr.nn.conv import Conv2d, conv_residual
+from fastsr.nn.conv import Conv2d, conv_act, conv_residual
 
 __all__ = ["ResidualDenseBlock5C", "RRDB", "RRDBNet", "VGGStyleDiscriminator"]
 
@@ -31,10 +31,11 @@ class ResidualDenseBlock5C(nn.Module):
         self.conv5 = nn.Conv2d(num_feat + 4 * num_grow_ch, num_feat, 3, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1 = F.leaky_relu(self.conv1(x), 0.2)
-        x2 = F.leaky_relu(self.conv2(torch.cat((x, x1), 1)), 0.2)
-        x3 = F.leaky_relu(self.conv3(torch.cat((x, x1, x2), 1)), 0.2)
-        x4 = F.leaky_relu(self.conv4(torch.cat((x, x1, x2, x3), 1)), 0.2)
+        f = self.fused
+        x1 = conv_act(x, self.conv1, "leaky_relu", 0.2, f)
+        x2 = conv_act(torch.cat((x, x1), 1), self.conv2, "leaky_relu", 0.2, f)
+        x3 = conv_act(torch.cat((x, x1, x2), 1), self.conv3, "leaky_relu", 0.2, f)
+        x4 = conv_act(torch.cat((x, x1, x2, x3), 1), self.conv4, "leaky_relu", 0.2, f)
         return conv_residual(torch.cat((x, x1, x2, x3, x4), 1), self.conv5, x, 0.2, self.fused)
 
 
@@ -119,9 +120,10 @@ class RRDBNet(FusedModule):
             x = F.pixel_unshuffle(x, r)
         feat = self.conv_first(x)
         feat = conv_residual(self.body(feat), self.conv_body, feat, 1.0, self.fused)
-        feat = F.leaky_relu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")), 0.2)
-        feat = F.leaky_relu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")), 0.2)
-        return self.conv_last(F.leaky_relu(self.conv_hr(feat), 0.2))
+        f = self.fused
+        feat = conv_act(F.interpolate(feat, scale_factor=2, mode="nearest"), self.conv_up1, "leaky_relu", 0.2, f)
+        feat = conv_act(F.interpolate(feat, scale_factor=2, mode="nearest"), self.conv_up2, "leaky_relu", 0.2, f)
+        return self.conv_last(conv_act(feat, self.conv_hr, "leaky_relu", 0.2, f))
 
 
 @register_model()

@@ -8,7 +8,7 @@ from torch import nn
 from fastsr.models._utils import FusedModule, check_scale
 from fastsr.models.registry import register_model
 from fastsr.nn import ResidualBlockBN, ResidualBlockNoBN, Upsampler
-from fastsr.nn.conv import conv_prelu, conv_residual
+from fastsr.nn.conv import conv_act, conv_prelu, conv_residual
 
 __all__ = ["SRResNet", "SRResNetBase", "MSRResNet"]
 
@@ -172,10 +172,12 @@ class MSRResNet(FusedModule):
         self.fused = fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.body(F.leaky_relu(self.conv_first(x), 0.1))
+        f = self.fused
+        out = self.body(conv_act(x, self.conv_first, "leaky_relu", 0.1, f))
         r = 2 if self.scale == 4 else self.scale
-        out = F.leaky_relu(F.pixel_shuffle(self.upconv1(out), r), 0.1)
+        # LeakyReLU is element-wise, so it commutes with PixelShuffle and runs on the conv output
+        out = F.pixel_shuffle(conv_act(out, self.upconv1, "leaky_relu", 0.1, f), r)
         if self.upconv2 is not None:
-            out = F.leaky_relu(F.pixel_shuffle(self.upconv2(out), 2), 0.1)
-        out = self.conv_last(F.leaky_relu(self.conv_hr(out), 0.1))
+            out = F.pixel_shuffle(conv_act(out, self.upconv2, "leaky_relu", 0.1, f), 2)
+        out = self.conv_last(conv_act(out, self.conv_hr, "leaky_relu", 0.1, f))
         return out + F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)

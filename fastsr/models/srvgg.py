@@ -8,7 +8,7 @@ from torch import nn
 
 from fastsr.models._utils import FusedModule
 from fastsr.models.registry import register_model
-from fastsr.ops import bias_prelu
+from fastsr.nn.conv import conv_act, conv_prelu, conv_residual
 
 __all__ = ["SRVGGNetCompact", "SRVGG_ACTIVATIONS"]
 
@@ -88,14 +88,20 @@ class SRVGGNetCompact(FusedModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = x
         layers = list(self.body)
-        if self.fused and self.act_type == "prelu":
-            for conv, act in zip(layers[:-1:2], layers[1::2]):
-                out = bias_prelu(F.conv2d(out, conv.weight, None, padding=1), conv.bias, act.weight)
-        else:
+        if not self.fused:
             for layer in layers[:-1]:
                 out = layer(out)
-        out = F.pixel_shuffle(layers[-1](out), self.scale)
-        return out + F.interpolate(x, scale_factor=self.scale, mode="nearest").to(out.dtype)
+            out = F.pixel_shuffle(layers[-1](out), self.scale)
+            return out + F.interpolate(x, scale_factor=self.scale, mode="nearest").to(out.dtype)
+        for conv, act in zip(layers[:-1:2], layers[1::2]):
+            if self.act_type == "prelu":
+                out = conv_prelu(out, conv, act)
+            else:
+                out = conv_act(out, conv, "relu" if self.act_type == "relu" else "leaky_relu", 0.1)
+        # + nearest-upsampled input == PixelShuffle(conv + input repeated scale^2 times per
+        # channel): the add becomes the last convolution's residual epilogue
+        skip = x.repeat_interleave(self.scale * self.scale, dim=1)
+        return F.pixel_shuffle(conv_residual(out, layers[-1], skip), self.scale)
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}, num_conv={self.num_conv}, act_type={self.act_type!r}, fused={self.fused}"

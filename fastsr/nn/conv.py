@@ -22,10 +22,12 @@ from torch import nn
 
 from torch.nn.modules.utils import _pair
 
+from fastsr.nn.packed import PackedConv2d
 from fastsr.ops import bias_prelu, bias_residual
 from fastsr.ops._common import output_format
 
-__all__ = ["Conv2d", "conv2d", "conv_prelu", "conv_residual", "GEMM_MAX_OUTPUT_AREA", "GEMM_MIN_REDUCTION"]
+__all__ = ["Conv2d", "conv2d", "conv_act", "conv_prelu", "conv_residual", "GEMM_MAX_OUTPUT_AREA",
+           "GEMM_MIN_REDUCTION"]
 
 #: :func:`conv2d` runs a CPU convolution as im2col + one GEMM when its output has at most
 #: this many pixels per channel (H_out * W_out) and its reduction ``C_in * kh * kw`` is at
@@ -64,7 +66,42 @@ def conv_prelu(x: torch.Tensor, conv: nn.Conv2d, prelu: nn.PReLU, fused: bool = 
     """
     if not fused:
         return prelu(conv(x))
+    if isinstance(conv, PackedConv2d) and conv.packable(x) and conv.bias is not None:
+        if prelu.weight.numel() == 1:  # a shared slope is LeakyReLU: one oneDNN post-op
+            return conv.conv_act(x, "leaky_relu", float(prelu.weight))
+        return bias_prelu(conv.conv_act(x, bias=False), conv.bias, prelu.weight)
     return bias_prelu(_conv_without_bias(x, conv), conv.bias, prelu.weight)
+
+
+def conv_act(x: torch.Tensor, conv: nn.Conv2d, act: str, slope: float = 0.0, fused: bool = True) -> torch.Tensor:
+    """``act(conv(x))`` for ``act`` ``"relu"`` or ``"leaky_relu"`` (negative ``slope``, e.g. 0.2
+    in ESRGAN, 0.1 in MSRResNet), or ``"none"``. When ``fused`` and ``conv`` is a
+    :class:`~fastsr.nn.PackedConv2d` (:func:`fastsr.optimize_for_inference`), the activation
+    is a post-op of the one oneDNN primitive; otherwise it is ``F.relu`` / ``F.leaky_relu``
+    after ``conv``.
+
+    Args:
+        x: (N, C_in, H, W) float tensor.
+        conv: the convolution.
+        act: ``"none"``, ``"relu"`` or ``"leaky_relu"``.
+        slope: LeakyReLU's negative slope.
+        fused: allow the fused primitive.
+
+    Returns:
+        (N, C_out, H', W') in the convolution's output dtype.
+
+    Raises:
+        ValueError: an unknown ``act``.
+    """
+    if fused and isinstance(conv, PackedConv2d):
+        return conv.conv_act(x, act, slope)
+    if act == "relu":
+        return F.relu(conv(x))
+    if act == "leaky_relu":
+        return F.leaky_relu(conv(x), slope)
+    if act != "none":
+        raise ValueError(f"conv_act: act must be 'none', 'relu' or 'leaky_relu', got {act!r}")
+    return conv(x)
 
 
 def conv_residual(x: torch.Tensor, conv: nn.Conv2d, residual: torch.Tensor, scale: float = 1.0,
@@ -88,6 +125,8 @@ def conv_residual(x: torch.Tensor, conv: nn.Conv2d, residual: torch.Tensor, scal
     """
     if not fused:
         return residual + scale * conv(x)
+    if isinstance(conv, PackedConv2d) and conv.packable(x):
+        return conv.conv_add(x, residual, scale)
     t = _conv_without_bias(x, conv)
     if residual.dtype != t.dtype:  # autocast: the conv output is bf16
         residual = residual.to(t.dtype)

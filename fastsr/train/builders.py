@@ -20,6 +20,7 @@ from fastsr import nn as fnn
 from fastsr._deprecation import moved_names
 from fastsr.data import HRImageDataset, degrade, list_images, read_image, sample_images
 from fastsr.errors import UserError
+from fastsr.perf import native_bf16
 from fastsr.train.config import ConfigError, check_losses, check_model, compile_kwargs, gan_loss_key
 
 __all__ = ["generator_spec", "build_generator", "build_discriminator", "init_weights", "build_pixel_loss",
@@ -262,28 +263,6 @@ def compile_models(G_train, D_train, D, train_cfg: dict):
 
 
 # ---------------------------------------------------------------------------- devices
-def native_bf16(device) -> bool:
-    """Whether ``device`` computes bfloat16 natively (what ``train.bf16: auto`` turns on for).
-
-    CUDA: ``torch.cuda.is_bf16_supported()`` (Ampere and newer). CPU: AVX512-BF16 or AMX
-    (``torch.cpu._is_avx512_bf16_supported()`` / ``_is_amx_tile_supported()``, the
-    capability queries oneDNN's bf16 kernels rely on); without them bf16 is emulated and
-    slower than float32. Other devices: False.
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    if device.type == "cpu":
-        for q in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-            fn = getattr(torch.cpu, q, None)
-            try:
-                if fn is not None and fn():
-                    return True
-            except RuntimeError:
-                pass
-    return False
-
-
 def resolve_channels_last(setting, device, bf16: bool) -> bool:
     """``train.channels_last`` -> on/off: ``true``/``false`` force it; ``"auto"`` = on for CUDA
     (cuDNN's NHWC convolutions) and, on a CPU, only together with bf16 autocast. Measured on

@@ -1,0 +1,105 @@
+"""One call that prepares a generator for inference on the machine it runs on:
+:func:`optimize_for_inference`.
+
+It works on every generator fastsr builds or loads (its own models and the community
+architectures RRDBNet, SRVGGNetCompact, MSRResNet, EDSR, RCAN): the model is copied, put in
+eval mode without gradients, switched to its fused path, cast to the precision that fits
+the device (:func:`fastsr.evaluate.resolve_precision`: bf16 on CPUs with native bf16, fp32 on
+other CPUs, fp16 on CUDA) in the layout that precision is fast in (channels_last), and on
+the CPU every convolution becomes a :class:`fastsr.nn.PackedConv2d`: weight prepacked once
+in oneDNN's blocked layout, bias and epilogue (ReLU / LeakyReLU / shared PReLU / residual
+add) inside the one convolution primitive.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+
+import torch
+from torch import nn
+
+from fastsr.evaluate import _DTYPES, resolve_precision
+from fastsr.nn.packed import pack_convolutions
+
+__all__ = ["InferenceModel", "optimize_for_inference"]
+
+
+class InferenceModel(nn.Module):
+    """A generator prepared by :func:`optimize_for_inference`; call it like the original.
+
+    Attributes:
+        model: the prepared copy (reduced-precision weights, packed convolutions).
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        dtype, memory_format, device: what the input is converted to.
+        scale: the original model's ``scale`` (None when it has none).
+
+    Shape:
+        (N, C, h, w) float tensor in [0, 1] on any device -> (N, C, h*scale, w*scale) float32
+        on :attr:`device`. Where a reduced-precision output holds NaN/Inf the batch is
+        recomputed by an fp32 copy of the original model, with a warning.
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device, precision: str):
+        super().__init__()
+        self.precision = precision
+        self.dtype = _DTYPES[precision]
+        self.device = device
+        self.memory_format = torch.channels_last if precision != "fp32" or device.type == "cuda" \
+            else torch.contiguous_format
+        self.scale = getattr(model, "scale", None)
+        self.model = _prepare(model, device, self.dtype, self.memory_format)
+        # fp32 fallback for a reduced-precision overflow; kept outside the module tree so that
+        # state_dict() and parameters() describe the model once
+        self._fp32 = (None if precision == "fp32" else _prepare(model, device, torch.float32,
+                                                                torch.contiguous_format),)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.model(x.to(self.device, self.dtype).contiguous(memory_format=self.memory_format))
+        if self._fp32[0] is not None and not _capturing(self.device) and not bool(torch.isfinite(y).all()):
+            warnings.warn(f"the {self.precision} output has NaN/Inf values; recomputing this batch in fp32",
+                          RuntimeWarning, stacklevel=2)
+            y = self._fp32[0](x.to(self.device, torch.float32))
+        return y.float()
+
+    def extra_repr(self) -> str:
+        return f"precision={self.precision}, memory_format={self.memory_format}, device={self.device}"
+
+
+def _capturing(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
+def _prepare(model: nn.Module, device: torch.device, dtype: torch.dtype, memory_format) -> nn.Module:
+    m = copy.deepcopy(model).eval().to(device=device, dtype=dtype, memory_format=memory_format)
+    m.requires_grad_(False)
+    if hasattr(m, "fused"):
+        m.fused = True
+    if device.type == "cpu":
+        pack_convolutions(m)
+    return m
+
+
+def optimize_for_inference(model: nn.Module, device: torch.device | str | None = None,
+                           precision: str = "auto") -> InferenceModel:
+    """Prepare ``model`` for fast inference on ``device``; ``model`` itself is not changed.
+
+    Args:
+        model: a generator mapping (N, C, h, w) to (N, C, h*scale, w*scale), e.g. from
+            :func:`fastsr.models.create`, :func:`fastsr.models.pretrained` or
+            :func:`fastsr.evaluate.load_generator`.
+        device: where to run (default: the device of the model's parameters).
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``, resolved by
+            :func:`fastsr.evaluate.resolve_precision` (``auto``: bf16 on a CPU with native
+            bf16, fp32 on other CPUs, fp16 on CUDA).
+
+    Returns:
+        An :class:`InferenceModel` with the weights copied to ``device`` in that precision.
+
+    Raises:
+        ValueError: ``model`` has no parameters, or the errors of ``resolve_precision``.
+    """
+    params = list(model.parameters())
+    if not params:
+        raise ValueError("optimize_for_inference: model has no parameters")
+    dev = torch.device(device) if device is not None else params[0].device
+    return InferenceModel(model, dev, resolve_precision(precision, dev))
