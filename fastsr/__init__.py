@@ -15,6 +15,8 @@ from fastsr import data, losses, metrics, models, nn, ops
 from fastsr.export import export_onnx
 from fastsr.inference import InferenceModel, optimize_for_inference
 
+__all__ = ["data", "losses", "metrics", "models", "nn", "ops", "export_onnx"]
+
 # The Triton kernels serve CUDA for the op families fastsr._C has no compiled CUDA kernel for.
 if ops._common.TRITON_CUDA and not ops._common.COMPILED_CUDA.issuperset(ops._common.FAMILIES):
     from fastsr import kernels

@@ -71,7 +71,7 @@ class GraphedStep:
     once capture was given up, else None), ``calls`` (iterations run).
     """
 
-    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], Logs], *, capture: bool, warmup: int = 3,
+    def __init__(self, fn: Callable[..., Any], *, capture: bool, warmup: int = 3,
                  name: str = "") -> None:
         if not callable(fn):
             raise TypeError(f"GraphedStep: fn must be callable, got {type(fn).__name__}")

@@ -9,7 +9,6 @@ float outputs and after quantising both to 8 bits, for a few ``tile_pad`` values
     python scripts/tile_seams.py [--tile 48] [--pads 4,8,16]
 """
 import argparse
-import math
 
 import torch
 

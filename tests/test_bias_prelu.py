@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 from helpers import BF16_RTOL, LAYOUTS, assert_close_sum, make_layout, requires_triton
 
-import fastsr
 from fastsr.ops import bias_prelu, bias_prelu_reference
 
 SHAPES = [(n, c, h, w) for n, c, (h, w) in itertools.product((1, 16), (1, 3, 64), ((1, 1), (7, 33), (33, 7)))]

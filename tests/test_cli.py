@@ -1,7 +1,6 @@
 """The fastsr command: eval table, upscale with and without tiles, one-line user errors."""
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from _cli_util import TINY, run

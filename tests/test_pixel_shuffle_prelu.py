@@ -14,7 +14,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import fastsr
 from fastsr.nn import UpsampleStage, Upsampler
 from fastsr.ops import pixel_shuffle_prelu, pixel_shuffle_prelu_reference
 

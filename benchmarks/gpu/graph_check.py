@@ -82,7 +82,7 @@ def training(args, keys) -> dict:
             tr, cfg = _trainer(sets, args, tmp)
             batches = _batches(cfg, 4, tr.device)
             cycle = itertools.cycle(batches)
-            t = time_fn(lambda: tr._step(*next(cycle)), tr.device, iters=args.iters, warmup=args.warmup)
+            t = time_fn(lambda tr=tr: tr._step(*next(cycle)), tr.device, iters=args.iters, warmup=args.warmup)
             runner = (tr._graphs or {}).get("adversarial")
             state = "" if runner is None else ("  (replayed)" if runner.captured else f"  ({runner.failure})")
             _row(f"{key} {label}", t, state)

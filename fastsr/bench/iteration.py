@@ -275,7 +275,7 @@ def inference_benchmark(sizes=None, repeats: int | None = None, device: str = "c
             dtype = torch.bfloat16 if bf16 else torch.float32
             g = g.to(device=device, dtype=dtype, memory_format=fmt)
             with torch.inference_mode():
-                t = time_fn(lambda: g(x.to(dtype).contiguous(memory_format=fmt)).float(), device,
+                t = time_fn(lambda g=g, fmt=fmt, dtype=dtype: g(x.to(dtype).contiguous(memory_format=fmt)).float(), device,
                             iters=repeats or timed, warmup=warm)
             rows.append({"size": size, "variant": name, **_row_stats(t)})
             del g
@@ -299,8 +299,6 @@ def parity_check(iters: int = 5, batch: int = 4, crop: int = 64, device: str = "
     difference of a near-zero gradient into a step of up to the learning rate, so a few
     parameters differ by about ``lr`` per iteration; the relative difference of the largest
     parameter would mislead (WGAN clipping keeps the critic's weights within 0.01)."""
-    import torch
-
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         runs = {}

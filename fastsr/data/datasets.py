@@ -24,7 +24,6 @@ Policies (documented choices):
 """
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from pathlib import Path
