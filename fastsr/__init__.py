@@ -6,7 +6,9 @@ generators and discriminators), ``fastsr.losses`` (pixel, SSIM, perceptual,
 texture and adversarial losses), ``fastsr.metrics`` (PSNR/SSIM with the papers' conventions),
 ``fastsr.data`` (datasets, MATLAB bicubic, sample photos), ``fastsr.train`` (import explicitly).
 :func:`export_onnx` writes a model or checkpoint as ONNX with dynamic batch and image size;
-:func:`optimize_for_inference` prepares a generator for fast inference on its device.
+:func:`optimize_for_inference` prepares a generator for fast inference on its device;
+:func:`upscale_file` / :func:`upscale_files` upscale image files as ``fastsr upscale`` does
+(:mod:`fastsr.upscale`).
 """
 import torch  # noqa: F401  (torch must be imported before the extension loads)
 
@@ -14,8 +16,10 @@ from fastsr import _extension  # noqa: F401  (raises a helpful ImportError when 
 from fastsr import data, losses, metrics, models, nn, ops
 from fastsr.export import export_onnx
 from fastsr.inference import InferenceModel, optimize_for_inference
+from fastsr.upscale import upscale_file, upscale_files
 
-__all__ = ["data", "losses", "metrics", "models", "nn", "ops", "export_onnx"]
+__all__ = ["data", "losses", "metrics", "models", "nn", "ops", "export_onnx", "InferenceModel", "optimize_for_inference",
+           "upscale_file", "upscale_files"]
 
 # The Triton kernels serve CUDA for the op families fastsr._C has no compiled CUDA kernel for.
 if ops._common.TRITON_CUDA and not ops._common.COMPILED_CUDA.issuperset(ops._common.FAMILIES):

@@ -111,45 +111,8 @@ def _run_train(args, extra: list[str]) -> int:
     return 130 if summary["status"] == "interrupted" else 0
 
 
-def _default_checkpoint() -> Path:
-    """The generator shipped with fastsr (``fastsr.models.pretrained_path("nonbn_x4")``)."""
-    from fastsr.models import pretrained_path
-
-    try:
-        return pretrained_path("nonbn_x4")
-    except FileNotFoundError as e:
-        raise UserError(f"{e}; give --checkpoint") from None
-
-
-def _load_model(checkpoint, weights: str, device):
-    """``(model, scale, description)`` of a checkpoint. ``--weights auto`` reads any file
-    ``fastsr.models.load`` recognises (fastsr's own, ESRGAN, Real-ESRGAN, BasicSR; the
-    architecture from the keys); ``params`` / ``params_ema`` pick a weight group of a fastsr file."""
-    if weights != "auto":
-        from fastsr.models import load_generator
-
-        model, scale = load_generator(checkpoint, weights, device)
-        return model, scale, f"{type(model).__name__} x{scale} ({weights})"
-    from fastsr.models import load
-
-    model, detected = load(checkpoint, device=device)
-    return model, detected.scale, str(detected)
-
-
 _CUDA_GRAPH_HELP = ("replay the model as a CUDA graph per tile shape (one kernel launch per tile after the "
                     "first): auto = on for CUDA with --tile, on = also without tiles (one graph per image size)")
-
-
-def _graphed(model, setting: str, device: str, tile):
-    """``model`` wrapped in :class:`fastsr.graphs.GraphedModule` when ``--cuda-graph``
-    (auto: CUDA and tiles) says so."""
-    if setting == "on" and device != "cuda":
-        raise UserError("--cuda-graph on needs a CUDA device (--device cuda)")
-    if setting == "off" or device != "cuda" or (setting == "auto" and not tile):
-        return model
-    from fastsr.graphs import GraphedModule
-
-    return GraphedModule(model)
 
 
 # ---------------------------------------------------------------------------- eval
@@ -199,13 +162,14 @@ def _run_eval(args, extra) -> int:
     from fastsr.data.io import ImageReadError
     from fastsr.evaluate import evaluate, sample_pairs
     from fastsr.models.checkpoint import check_finite_weights
+    from fastsr.upscale import default_checkpoint, graphed, load_model
 
     _check_tiles(args)
     if args.crop < 1:
         raise UserError(f"--crop must be a positive number of HR pixels, got {args.crop}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    checkpoint = args.checkpoint or _default_checkpoint()
-    model, scale, description = _load_model(checkpoint, args.weights, device)
+    checkpoint = args.checkpoint or default_checkpoint()
+    model, scale, description = load_model(checkpoint, args.weights, device)
     check_finite_weights(model, checkpoint)
     if args.scale is not None and args.scale != scale:
         raise UserError(f"--scale {args.scale} does not match the checkpoint's scale {scale}")
@@ -243,7 +207,7 @@ def _run_eval(args, extra) -> int:
             write_image(sr, out / f"{safe}_SR.png")
             write_image(_side_by_side([bic, sr, hr], args.crop), out / f"{safe}_bicubic_SR_HR.png")
 
-    model = _graphed(model, args.cuda_graph, device, args.tile)
+    model = graphed(model, args.cuda_graph, device, args.tile)
     result = evaluate(model, pairs, scale, tile=args.tile, tile_pad=args.tile_pad, on_image=on_image)
     print(result.table(title=f"x{scale}, Y channel, crop_border={scale} ({Path(checkpoint).name}: {description})"))
     return 0
@@ -297,163 +261,16 @@ def _add_upscale(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"])
 
 
-def _expand_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
-    """``(file, path relative to the output folder)`` of every input image: files as given,
-    folders recursively (keeping subfolders), globs (``*``, ``?``, ``[``) expanded."""
-    import glob
-
-    from fastsr.data import IMAGE_EXTENSIONS, list_images
-
-    files = []
-    for inp in inputs:
-        p = Path(inp)
-        if p.is_dir():
-            files += [(f, f.relative_to(p)) for f in list_images(p)]
-        elif p.is_file():
-            files.append((p, Path(p.name)))
-        elif any(c in inp for c in "*?["):
-            hits = sorted(Path(h) for h in glob.glob(inp, recursive=True))
-            hits = [h for h in hits if h.is_file() and h.suffix.lower() in IMAGE_EXTENSIONS]
-            if not hits:
-                raise UserError(f"no image files match {inp}")
-            files += [(h, Path(h.name)) for h in hits]
-        else:
-            raise UserError(f"input not found: {inp}")
-    return files
-
-
-def _destinations(files, args) -> list[Path]:
-    """The output file of each input; refuses an output that is an input, makes names that
-    two inputs share unique (``name_2.png``) and says so."""
-    from fastsr.data import IMAGE_EXTENSIONS
-
-    out = Path(args.output)
-    single = out.suffix and not out.is_dir()
-    if single and out.suffix.lower() not in IMAGE_EXTENSIONS:
-        raise UserError(f"-o {out}: unknown image extension {out.suffix!r} (expected one of "
-                        f"{', '.join(IMAGE_EXTENSIONS)}, or a folder name without an extension)")
-    if single and (len(files) != 1 or not Path(args.inputs[0]).is_file()):
-        raise UserError(f"-o {out} is a file name but there are {len(files)} inputs; give a folder")
-    if single:
-        dests = [out]
-    else:
-        dests, seen = [], set()
-        for _, rel in files:
-            d = out / rel.parent / f"{rel.stem}{args.suffix}.{args.format}"
-            base, k = d, 2
-            while d.resolve() in seen:
-                d = base.with_name(f"{base.stem}_{k}{base.suffix}")
-                k += 1
-            if d != base:
-                print(f"note: {base} is the output of an earlier input too; writing {d}", file=sys.stderr)
-            seen.add(d.resolve())
-            dests.append(d)
-    inputs = {f.resolve() for f, _ in files}
-    for d in dests:
-        if d.resolve() in inputs:
-            raise UserError(f"output {d} is one of the inputs: refusing to overwrite it (use -o elsewhere or --suffix)")
-    return dests
-
-
-def _resize(x, h: int, w: int):
-    """(C, H, W) float -> (C, h, w) with Pillow's Lanczos filter in float32 ("F" images)."""
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    chans = [np.asarray(Image.fromarray(c.numpy(), "F").resize((w, h), Image.Resampling.LANCZOS)) for c in x]
-    return torch.from_numpy(np.stack(chans)).clamp_(0, 1)
-
-
 def _run_upscale(args, extra) -> int:
     if extra:
         raise UserError(f"unrecognized arguments: {' '.join(extra)}")
-    import torch
-    from tqdm import tqdm
+    from fastsr.upscale import upscale_files
 
-    from fastsr.data import ImageTooLargeError, load_image, save_image
-    from fastsr.errors import CheckpointError
-    from fastsr.evaluate import bicubic_upscale, resolve_precision, upscale_image
-
-    files = _expand_inputs(args.inputs)
-    if not files:
-        raise UserError("no input images found")
-    if args.tile_pad < 0 or args.tile_batch < 1:
-        raise UserError("--tile-pad must be >= 0 and --tile-batch >= 1")
-    if isinstance(args.tile, int) and 0 < args.tile <= 2 * args.tile_pad:
-        raise UserError(f"--tile {args.tile} must be larger than twice --tile-pad ({args.tile_pad})")
-    if args.outscale is not None and not (args.outscale > 0 and args.outscale < 1e3):
-        raise UserError(f"--outscale must be a positive number, got {args.outscale}")
-    dests = _destinations(files, args)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if args.bf16:
-        args.precision = "bf16"
-    if not args.bicubic:
-        try:
-            precision = resolve_precision(args.precision, device)
-        except ValueError as e:
-            raise UserError(f"--precision: {e}") from None
-        checkpoint = args.checkpoint or _default_checkpoint()
-        model, scale, description = _load_model(checkpoint, args.weights, device)
-        for name, t in model.state_dict().items():
-            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                raise CheckpointError(f"checkpoint {checkpoint} has NaN/Inf values in {name}")
-        print(f"model: {description}; precision {precision}")
-        if args.scale is not None and args.scale != scale:
-            raise UserError(f"--scale {args.scale} does not match the model's scale {scale} (use --outscale for "
-                            "another final scale, or --bicubic)")
-        model = _graphed(model.eval(), args.cuda_graph, device, args.tile)
-    else:
-        model, scale = None, 4 if args.scale is None else args.scale
-        if scale < 1:
-            raise UserError(f"--scale must be >= 1, got {scale}")
-    several = len(files) > 1
-    skipped = []
-    bar = tqdm(list(zip(files, dests)), desc="images", unit="img", disable=args.no_progress or not several)
-    for (path, _), dest in bar:
-        if args.skip_existing and dest.exists():
-            tqdm.write(f"{path}: {dest} exists, skipped")
-            continue
-        try:
-            img = load_image(path)
-        except ImageTooLargeError as e:
-            if not several:
-                raise
-            skipped.append(str(path))
-            tqdm.write(f"warning: {e}; skipped", file=sys.stderr)
-            continue
-        for note in img.notes:
-            tqdm.write(f"{path}: {note}", file=sys.stderr)
-        if model is None:
-            sr = bicubic_upscale(img.pixels[None], scale)[0]
-        else:
-            tiles = tqdm(desc="tiles", unit="tile", leave=False, disable=args.no_progress)
-
-            def progress(done, total, tiles=tiles):
-                tiles.total = total
-                tiles.update(done - tiles.n)
-
-            try:
-                sr = upscale_image(model, img.rgb[None], scale, args.tile, args.tile_pad, precision=precision,
-                                   tile_batch=args.tile_batch, progress=progress)[0]
-            except torch.OutOfMemoryError:
-                raise UserError(f"out of memory upscaling {path}; use a smaller --tile or --tile auto") from None
-            finally:
-                tiles.close()
-            if img.pixels.shape[0] == 1:
-                sr = sr.mean(0, keepdim=True)
-        alpha = bicubic_upscale(img.alpha[None], scale)[0].clamp(0, 1) if img.alpha is not None else None
-        h, w = img.pixels.shape[-2:]
-        if args.outscale is not None and args.outscale != scale:
-            oh, ow = max(round(h * args.outscale), 1), max(round(w * args.outscale), 1)
-            sr = _resize(sr, oh, ow)
-            alpha = _resize(alpha, oh, ow) if alpha is not None else None
-        for note in save_image(dest, sr, alpha, img.bit_depth, img.icc_profile):
-            tqdm.write(f"{dest}: {note}", file=sys.stderr)
-        tqdm.write(f"{path} -> {dest} ({w}x{h} -> {sr.shape[2]}x{sr.shape[1]}, {img.bit_depth}-bit)")
-    if skipped:
-        print(f"warning: skipped {len(skipped)} image(s) too large to decode safely: {', '.join(skipped)}",
-              file=sys.stderr)
+    upscale_files(args.inputs, args.output, args.checkpoint, bicubic=args.bicubic, scale=args.scale,
+                  weights=args.weights, device=args.device, precision="bf16" if args.bf16 else args.precision,
+                  cuda_graph=args.cuda_graph, tile=args.tile, tile_pad=args.tile_pad, tile_batch=args.tile_batch,
+                  outscale=args.outscale, format=args.format, suffix=args.suffix, skip_existing=args.skip_existing,
+                  progress=not args.no_progress)
     return 0
 
 
@@ -469,8 +286,9 @@ def _run_export(args, extra) -> int:
         raise UserError(f"unrecognized arguments: {' '.join(extra)}")
     from fastsr.export import export_onnx
     from fastsr.models import load
+    from fastsr.upscale import default_checkpoint
 
-    checkpoint = args.checkpoint or _default_checkpoint()
+    checkpoint = args.checkpoint or default_checkpoint()
     model, detected = load(checkpoint)
     try:
         out = export_onnx(model, args.output, opset=args.opset)

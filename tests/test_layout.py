@@ -22,6 +22,7 @@ LAYERS = [
     {"models", "losses"},
     {"evaluate", "export"},
     {"inference"},
+    {"upscale"},
     {"train"},
     {"bench"},
     {"cli", "__main__"},

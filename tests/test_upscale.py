@@ -317,3 +317,48 @@ def test_upscale_user_errors(files, tmp_path, args, needle):
     err = p.stderr.strip().splitlines()
     assert p.returncode == 2 and len(err) == 1 and needle in err[0], p.stderr
     assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------------------- fastsr.upscale_file
+@pytest.mark.parametrize("name,opts", [
+    ("rgba.png", ["--tile", "24", "--tile-pad", "4"]),
+    ("gray.png", ["--outscale", "2.5"]),
+    ("deep.png", []),
+    ("rotated.jpg", []),
+])
+def test_upscale_file_writes_what_the_command_writes(files, tmp_path, name, opts):
+    """fastsr.upscale_file is the command's per-file work: the same bytes for tiles, alpha,
+    grayscale, 16 bits, EXIF orientation and --outscale."""
+    import fastsr
+    from fastsr.upscale import prepare_model
+
+    src = files / "in" / name
+    cli_out, lib_out = tmp_path / "cli" / f"x{src.suffix}", tmp_path / "lib" / f"x{src.suffix}"
+    run("upscale", src, "-o", cli_out, "--checkpoint", files / "tiny.pth", "--device", "cpu", "--no-progress", *opts)
+    kw = dict(zip((o.lstrip("-").replace("-", "_") for o in opts[::2]), (float(v) if "." in v else int(v)
+                                                                          for v in opts[1::2])))
+    up = prepare_model(files / "tiny.pth", device="cpu")
+    res = fastsr.upscale_file(src, lib_out, up, **kw)
+    assert lib_out.read_bytes() == cli_out.read_bytes()
+    assert res.src == src and res.dest == lib_out and res.out_size == Image.open(lib_out).size
+
+
+def test_upscale_file_checks_its_arguments(files, tmp_path):
+    import fastsr
+    from fastsr.errors import CheckpointError, UserError
+    from fastsr.upscale import bicubic_upscaler, prepare_model
+
+    up = bicubic_upscaler(2)
+    for kw, needle in (({"tile": 16, "tile_pad": 8}, "--tile 16"), ({"tile": -1}, "--tile"),
+                       ({"tile_batch": 0}, "--tile-batch"), ({"outscale": 0}, "--outscale")):
+        with pytest.raises(UserError, match=needle):
+            fastsr.upscale_file(files / "in" / "gray.png", tmp_path / "o.png", up, **kw)
+    assert not (tmp_path / "o.png").exists()
+    with pytest.raises(UserError, match="--scale must be >= 1"):
+        bicubic_upscaler(0)
+    with pytest.raises(CheckpointError, match="NaN/Inf"):
+        prepare_model(files / "nan.pth", device="cpu")
+    with pytest.raises(UserError, match="does not match the model's scale 4"):
+        prepare_model(files / "tiny.pth", device="cpu", scale=2)
+    res = fastsr.upscale_file(files / "in" / "gray.png", tmp_path / "o.png", up)
+    assert res.in_size == (40, 32) and res.out_size == (80, 64) and Image.open(tmp_path / "o.png").mode == "L"

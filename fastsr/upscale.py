@@ -1,0 +1,388 @@
+"""Upscaling image files: what ``fastsr upscale`` does, as library calls.
+
+* :func:`prepare_model` -- a generator ready to run: loaded (fastsr's own files or
+  ESRGAN / Real-ESRGAN / BasicSR checkpoints), its weights checked for NaN/Inf, on its
+  device, its precision resolved, wrapped for CUDA-graph replay where that applies.
+* :func:`upscale_file` -- one image file in, one out, in kind: 8- or 16-bit, grayscale
+  stays grayscale (the model runs on RGB and its output is averaged back), the alpha
+  channel is upscaled bicubically, the EXIF orientation is applied, the ICC profile is
+  kept, and ``outscale`` resizes the result (Lanczos) to another final scale.
+* :func:`upscale_files` -- files, folders (recursive) and globs to a folder or one file,
+  with the command's rules for names (``suffix``, ``format``, same names made unique,
+  never overwriting an input), ``skip_existing``, images too large to decode safely
+  skipped in folder runs, and progress bars. ``fastsr upscale`` parses its arguments and
+  calls it.
+
+The errors name the options as the ``fastsr upscale`` command spells them (``--tile``,
+``--outscale``, ...): the keyword arguments have the same names with ``_`` for ``-``.
+"""
+from __future__ import annotations
+
+import glob
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from fastsr.errors import CheckpointError, UserError
+
+__all__ = ["Upscaler", "UpscaleResult", "prepare_model", "bicubic_upscaler", "upscale_file", "upscale_files",
+           "default_checkpoint", "load_model", "graphed", "expand_inputs", "destinations", "check_tiling"]
+
+
+@dataclass
+class Upscaler:
+    """What :func:`upscale_file` runs: ``model`` (None: MATLAB bicubic) at ``scale``, in
+    ``precision`` (``fp32`` / ``bf16`` / ``fp16``; None for bicubic) on ``device``;
+    ``description`` names the model (for the command's ``model: ...`` line)."""
+
+    model: nn.Module | None
+    scale: int
+    device: str
+    precision: str | None = None
+    description: str = "bicubic"
+
+
+@dataclass
+class UpscaleResult:
+    """One written file: ``src`` -> ``dest``, the sizes ``(width, height)`` before and after,
+    the bit depth, and the notes of reading (palette converted, EXIF orientation
+    applied, ...) and of writing it (a format without 16 bits, ...). ``skipped`` says why nothing was written (else None)."""
+
+    src: Path
+    dest: Path
+    in_size: tuple[int, int] = (0, 0)
+    out_size: tuple[int, int] = (0, 0)
+    bit_depth: int = 8
+    read_notes: list[str] = field(default_factory=list)
+    write_notes: list[str] = field(default_factory=list)
+    skipped: str | None = None
+
+
+# ---------------------------------------------------------------------------- the model
+def default_checkpoint() -> Path:
+    """The generator shipped with fastsr (``fastsr.models.pretrained_path("nonbn_x4")``).
+
+    Raises:
+        UserError: it is not installed (the message asks for a checkpoint).
+    """
+    from fastsr.models import pretrained_path
+
+    try:
+        return pretrained_path("nonbn_x4")
+    except FileNotFoundError as e:
+        raise UserError(f"{e}; give --checkpoint") from None
+
+
+def load_model(checkpoint, weights: str = "auto", device="cpu") -> tuple[nn.Module, int, str]:
+    """``(model, scale, description)`` of a checkpoint. ``weights="auto"`` reads any file
+    :func:`fastsr.models.load` recognises (fastsr's own, ESRGAN, Real-ESRGAN, BasicSR; the
+    architecture from the keys); ``params`` / ``params_ema`` pick a weight group of a fastsr file."""
+    if weights != "auto":
+        from fastsr.models import load_generator
+
+        model, scale = load_generator(checkpoint, weights, device)
+        return model, scale, f"{type(model).__name__} x{scale} ({weights})"
+    from fastsr.models import load
+
+    model, detected = load(checkpoint, device=device)
+    return model, detected.scale, str(detected)
+
+
+def graphed(model: nn.Module, setting: str, device: str, tile) -> nn.Module:
+    """``model`` wrapped in :class:`fastsr.graphs.GraphedModule` when ``cuda_graph`` says so:
+    ``auto`` = on CUDA with tiles, ``on`` = on CUDA always, ``off`` = never.
+
+    Raises:
+        UserError: ``on`` without a CUDA device.
+    """
+    if setting == "on" and device != "cuda":
+        raise UserError("--cuda-graph on needs a CUDA device (--device cuda)")
+    if setting == "off" or device != "cuda" or (setting == "auto" and not tile):
+        return model
+    from fastsr.graphs import GraphedModule
+
+    return GraphedModule(model)
+
+
+def _check_finite(model: nn.Module, checkpoint) -> None:
+    for name, t in model.state_dict().items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"checkpoint {checkpoint} has NaN/Inf values in {name}")
+
+
+def prepare_model(checkpoint=None, *, weights: str = "auto", device: str | None = None, precision: str = "auto",
+                  cuda_graph: str = "auto", tile: int | str = 0, scale: int | None = None,
+                  log: Callable[[str], None] | None = None) -> Upscaler:
+    """Load, check and place a generator for :func:`upscale_file`: the precision resolved
+    for the device (:func:`fastsr.evaluate.resolve_precision`), the weights of
+    ``checkpoint`` (default: the shipped ``nonbn_x4`` model) checked for NaN/Inf, the model
+    in eval mode on ``device`` (default: CUDA when available), wrapped for CUDA-graph
+    replay per ``cuda_graph`` (:func:`graphed`; ``tile`` is the tiling it will run with).
+    ``scale``: the scale the caller expects (checked against the model's); ``log`` receives
+    the ``model: <description>; precision <precision>`` line once the model is loaded.
+
+    Raises:
+        UserError: a precision the device cannot run, ``scale`` not the model's, the errors
+            of :func:`graphed`; CheckpointError: an unreadable file or NaN/Inf weights.
+    """
+    from fastsr.evaluate import resolve_precision
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        precision = resolve_precision(precision, device)
+    except ValueError as e:
+        raise UserError(f"--precision: {e}") from None
+    checkpoint = checkpoint or default_checkpoint()
+    model, model_scale, description = load_model(checkpoint, weights, device)
+    _check_finite(model, checkpoint)
+    if log is not None:
+        log(f"model: {description}; precision {precision}")
+    if scale is not None and scale != model_scale:
+        raise UserError(f"--scale {scale} does not match the model's scale {model_scale} (use --outscale for "
+                        "another final scale, or --bicubic)")
+    return Upscaler(graphed(model.eval(), cuda_graph, device, tile), model_scale, device, precision, description)
+
+
+def bicubic_upscaler(scale: int | None = None) -> Upscaler:
+    """MATLAB bicubic (:func:`fastsr.evaluate.bicubic_upscale`) at ``scale`` (default 4)
+    in place of a model.
+
+    Raises:
+        UserError: ``scale`` < 1.
+    """
+    scale = 4 if scale is None else scale
+    if scale < 1:
+        raise UserError(f"--scale must be >= 1, got {scale}")
+    return Upscaler(None, scale, "cpu")
+
+
+# ---------------------------------------------------------------------------- one file
+def check_tiling(tile: int | str = 0, tile_pad: int = 16, tile_batch: int = 1, outscale: float | None = None) -> None:
+    """The tiling and output-scale arguments of :func:`upscale_file`.
+
+    Raises:
+        UserError: ``tile`` not an integer >= 0 or ``"auto"``, ``tile_pad`` < 0,
+            ``tile_batch`` < 1, ``0 < tile <= 2 * tile_pad``, ``outscale`` not in (0, 1000).
+    """
+    if not (tile == "auto" or (isinstance(tile, int) and not isinstance(tile, bool) and tile >= 0)):
+        raise UserError(f"--tile must be an integer >= 0 or 'auto', got {tile!r}")
+    if tile_pad < 0 or tile_batch < 1:
+        raise UserError("--tile-pad must be >= 0 and --tile-batch >= 1")
+    if isinstance(tile, int) and 0 < tile <= 2 * tile_pad:
+        raise UserError(f"--tile {tile} must be larger than twice --tile-pad ({tile_pad})")
+    if outscale is not None and not (outscale > 0 and outscale < 1e3):
+        raise UserError(f"--outscale must be a positive number, got {outscale}")
+
+
+def _resize(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(C, H, W) float -> (C, h, w) with Pillow's Lanczos filter in float32 ("F" images)."""
+    import numpy as np
+    from PIL import Image
+
+    chans = [np.asarray(Image.fromarray(c.numpy(), "F").resize((w, h), Image.Resampling.LANCZOS)) for c in x]
+    return torch.from_numpy(np.stack(chans)).clamp_(0, 1)
+
+
+def _run_model(up: Upscaler, img, tile, tile_pad: int, tile_batch: int, progress: bool, src) -> torch.Tensor:
+    """The model's output for a loaded image (grayscale folded back to one channel)."""
+    from tqdm import tqdm
+
+    from fastsr.evaluate import upscale_image
+
+    tiles = tqdm(desc="tiles", unit="tile", leave=False, disable=not progress)
+
+    def report(done, total):
+        tiles.total = total
+        tiles.update(done - tiles.n)
+
+    try:
+        sr = upscale_image(up.model, img.rgb[None], up.scale, tile, tile_pad, precision=up.precision,
+                           tile_batch=tile_batch, progress=report)[0]
+    except torch.OutOfMemoryError:
+        raise UserError(f"out of memory upscaling {src}; use a smaller --tile or --tile auto") from None
+    finally:
+        tiles.close()
+    return sr.mean(0, keepdim=True) if img.pixels.shape[0] == 1 else sr
+
+
+def upscale_file(src, dest, upscaler: Upscaler | None = None, *, tile: int | str = 0, tile_pad: int = 16,
+                 tile_batch: int = 1, outscale: float | None = None, progress: bool = False) -> UpscaleResult:
+    """Upscale the image file ``src`` into ``dest`` (its extension picks the format) exactly
+    as ``fastsr upscale SRC -o DEST`` does; returns what was written.
+
+    Args:
+        upscaler: from :func:`prepare_model` or :func:`bicubic_upscaler`; default: the
+            shipped ``nonbn_x4`` model prepared with :func:`prepare_model`'s defaults.
+        tile, tile_pad, tile_batch: the tiling of :func:`fastsr.evaluate.upscale_image`
+            (``tile="auto"``: from free memory).
+        outscale: the final scale when not the model's (the output is resized, Lanczos).
+        progress: a progress bar of the tiles.
+
+    Raises:
+        UserError: bad tiling or ``outscale`` (:func:`check_tiling`), out of memory;
+            ImageReadError / ImageTooLargeError: an unreadable or too large image;
+            OSError: ``dest`` cannot be written.
+    """
+    check_tiling(tile, tile_pad, tile_batch, outscale)
+    up = upscaler if upscaler is not None else prepare_model()
+    return _upscale_one(src, dest, up, tile, tile_pad, tile_batch, outscale, progress)
+
+
+def _upscale_one(src, dest, up: Upscaler, tile, tile_pad, tile_batch, outscale, progress) -> UpscaleResult:
+    """:func:`upscale_file` after its argument checks."""
+    from fastsr.data import load_image, save_image
+    from fastsr.evaluate import bicubic_upscale
+
+    img = load_image(src)
+    if up.model is None:
+        sr = bicubic_upscale(img.pixels[None], up.scale)[0]
+    else:
+        sr = _run_model(up, img, tile, tile_pad, tile_batch, progress, src)
+    alpha = bicubic_upscale(img.alpha[None], up.scale)[0].clamp(0, 1) if img.alpha is not None else None
+    h, w = img.pixels.shape[-2:]
+    if outscale is not None and outscale != up.scale:
+        oh, ow = max(round(h * outscale), 1), max(round(w * outscale), 1)
+        sr = _resize(sr, oh, ow)
+        alpha = _resize(alpha, oh, ow) if alpha is not None else None
+    written = save_image(dest, sr, alpha, img.bit_depth, img.icc_profile)
+    return UpscaleResult(Path(src), Path(dest), (w, h), (sr.shape[2], sr.shape[1]), img.bit_depth,
+                         list(img.notes), list(written))
+
+
+# ---------------------------------------------------------------------------- many files
+def expand_inputs(inputs: Iterable[str]) -> list[tuple[Path, Path]]:
+    """``(file, path relative to the output folder)`` of every input image: files as given,
+    folders recursively (keeping subfolders), globs (``*``, ``?``, ``[``) expanded.
+
+    Raises:
+        UserError: an input that does not exist, a glob matching no image.
+    """
+    from fastsr.data import IMAGE_EXTENSIONS, list_images
+
+    files = []
+    for inp in map(str, inputs):
+        p = Path(inp)
+        if p.is_dir():
+            files += [(f, f.relative_to(p)) for f in list_images(p)]
+        elif p.is_file():
+            files.append((p, Path(p.name)))
+        elif any(c in inp for c in "*?["):
+            hits = sorted(Path(h) for h in glob.glob(inp, recursive=True))
+            hits = [h for h in hits if h.is_file() and h.suffix.lower() in IMAGE_EXTENSIONS]
+            if not hits:
+                raise UserError(f"no image files match {inp}")
+            files += [(h, Path(h.name)) for h in hits]
+        else:
+            raise UserError(f"input not found: {inp}")
+    return files
+
+
+def _unique(dest: Path, seen: set) -> Path:
+    """``dest``, or ``stem_2``, ``stem_3``, ... when an earlier input already writes it."""
+    d, k = dest, 2
+    while d.resolve() in seen:
+        d = dest.with_name(f"{dest.stem}_{k}{dest.suffix}")
+        k += 1
+    if d != dest:
+        print(f"note: {dest} is the output of an earlier input too; writing {d}", file=sys.stderr)
+    seen.add(d.resolve())
+    return d
+
+
+def destinations(files: list[tuple[Path, Path]], output, inputs, fmt: str = "png", suffix: str = "") -> list[Path]:
+    """The output file of each of :func:`expand_inputs`' ``files``: ``output`` itself when
+    it is an image file name (one input file), else ``output/<relative path><suffix>.<fmt>``
+    with names that two inputs share made unique (``name_2.png``, with a note).
+
+    Raises:
+        UserError: an unknown extension, a file name for several inputs, an output that is
+            one of the inputs.
+    """
+    from fastsr.data import IMAGE_EXTENSIONS
+
+    out = Path(output)
+    single = out.suffix and not out.is_dir()
+    if single and out.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise UserError(f"-o {out}: unknown image extension {out.suffix!r} (expected one of "
+                        f"{', '.join(IMAGE_EXTENSIONS)}, or a folder name without an extension)")
+    if single and (len(files) != 1 or not Path(list(inputs)[0]).is_file()):
+        raise UserError(f"-o {out} is a file name but there are {len(files)} inputs; give a folder")
+    seen: set = set()
+    dests = [out] if single else [_unique(out / rel.parent / f"{rel.stem}{suffix}.{fmt}", seen) for _, rel in files]
+    sources = {f.resolve() for f, _ in files}
+    for d in dests:
+        if d.resolve() in sources:
+            raise UserError(f"output {d} is one of the inputs: refusing to overwrite it (use -o elsewhere or --suffix)")
+    return dests
+
+
+def upscale_files(inputs: Iterable[str], output, checkpoint=None, *, bicubic: bool = False, scale: int | None = None,
+                  weights: str = "auto", device: str | None = None, precision: str = "auto",
+                  cuda_graph: str = "auto", tile: int | str = 0, tile_pad: int = 16, tile_batch: int = 1,
+                  outscale: float | None = None, format: str = "png", suffix: str = "",
+                  skip_existing: bool = False, progress: bool = True,
+                  write: Callable[..., None] | None = None) -> list[UpscaleResult]:
+    """``fastsr upscale INPUTS -o OUTPUT ...``: every image of ``inputs`` (files, folders,
+    globs; :func:`expand_inputs`) upscaled into ``output`` (:func:`destinations`) by the
+    model of ``checkpoint`` (:func:`prepare_model`) or bicubic, one :func:`upscale_file`
+    each. Among several inputs an image too large to decode safely is skipped with a
+    warning; ``skip_existing`` skips inputs whose output exists. Messages (the model, each
+    file, notes and warnings) go through ``write(text, file=None)``, by default
+    ``tqdm.write`` (stdout; notes and warnings to stderr).
+
+    Raises:
+        UserError: no input image, and the errors of the functions named above.
+    """
+    from tqdm import tqdm
+
+    write = write or tqdm.write
+    inputs = list(inputs)
+    files = expand_inputs(inputs)
+    if not files:
+        raise UserError("no input images found")
+    check_tiling(tile, tile_pad, tile_batch, outscale)
+    dests = destinations(files, output, inputs, format, suffix)
+    if bicubic:
+        up = bicubic_upscaler(scale)
+    else:
+        up = prepare_model(checkpoint, weights=weights, device=device, precision=precision, cuda_graph=cuda_graph,
+                           tile=tile, scale=scale, log=write)
+    return _upscale_all(files, dests, up, write, (tile, tile_pad, tile_batch, outscale), skip_existing, progress)
+
+
+def _upscale_all(files, dests, up: Upscaler, write, tiling: tuple, skip_existing: bool, progress: bool) -> list:
+    from tqdm import tqdm
+
+    from fastsr.data import ImageTooLargeError
+
+    several, results, too_large = len(files) > 1, [], []
+    for (path, _), dest in tqdm(list(zip(files, dests)), desc="images", unit="img",
+                                disable=not progress or not several):
+        if skip_existing and dest.exists():
+            write(f"{path}: {dest} exists, skipped")
+            results.append(UpscaleResult(path, dest, skipped="exists"))
+            continue
+        try:
+            res = _upscale_one(path, dest, up, *tiling, progress)
+        except ImageTooLargeError as e:
+            if not several:
+                raise
+            too_large.append(str(path))
+            write(f"warning: {e}; skipped", file=sys.stderr)
+            results.append(UpscaleResult(path, dest, skipped="too large"))
+            continue
+        for note in res.read_notes:
+            write(f"{path}: {note}", file=sys.stderr)
+        for note in res.write_notes:
+            write(f"{dest}: {note}", file=sys.stderr)
+        w, h = res.in_size
+        write(f"{path} -> {dest} ({w}x{h} -> {res.out_size[0]}x{res.out_size[1]}, {res.bit_depth}-bit)")
+        results.append(res)
+    if too_large:
+        write(f"warning: skipped {len(too_large)} image(s) too large to decode safely: {', '.join(too_large)}",
+              file=sys.stderr)
+    return results
