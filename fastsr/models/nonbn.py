@@ -57,5 +57,6 @@ class NonBNResNet(SRResNetBase):
         prelu_shared: bool = False,
         fused: bool = True,
     ):
-        super().__init__(scale, num_blocks, channels, False, first_kernel_size, 1, in_channels,
-                         out_channels, prelu_shared, fused, "NonBNResNet")
+        super().__init__(scale=scale, num_blocks=num_blocks, channels=channels, bn=False,
+                         first_kernel_size=first_kernel_size, last_kernel_size=1, in_channels=in_channels,
+                         out_channels=out_channels, prelu_shared=prelu_shared, fused=fused, name="NonBNResNet")

@@ -126,8 +126,9 @@ class SRResNet(SRResNetBase):
         prelu_shared: bool = False,
         fused: bool = True,
     ):
-        super().__init__(scale, num_blocks, channels, bn, 9, 9, in_channels, out_channels,
-                         prelu_shared, fused, "SRResNet")
+        super().__init__(scale=scale, num_blocks=num_blocks, channels=channels, bn=bn, first_kernel_size=9,
+                         last_kernel_size=9, in_channels=in_channels, out_channels=out_channels,
+                         prelu_shared=prelu_shared, fused=fused, name="SRResNet")
 
 
 @register_model()
@@ -163,7 +164,7 @@ class MSRResNet(FusedModule):
 
         self.scale = check_scale("MSRResNet", scale, (2, 3, 4))
         self.conv_first = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
-        self.body = nn.Sequential(*[ResidualBlockReLU(num_feat, 1.0, fused) for _ in range(num_block)])
+        self.body = nn.Sequential(*[ResidualBlockReLU(num_feat, res_scale=1.0, fused=fused) for _ in range(num_block)])
         r = 2 if scale == 4 else scale
         self.upconv1 = nn.Conv2d(num_feat, num_feat * r * r, 3, 1, 1)
         self.upconv2 = nn.Conv2d(num_feat, num_feat * 4, 3, 1, 1) if scale == 4 else None
