@@ -98,7 +98,7 @@ def calibrate(args) -> float:
     return (t[last] - t[first]) / (last - first)
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group()
     src.add_argument("--minutes", type=float, help="train for about this many minutes (calibrated)")
@@ -120,6 +120,11 @@ def main(argv=None) -> int:
     p.add_argument("--name", default="nonbn_x4", help="shipped model name")
     p.add_argument("--dest", type=Path, help="output file (default fastsr/weights/<name>.safetensors)")
     p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv=None) -> int:
+    p = _parser()
     a = p.parse_args(argv)
     dest = a.dest or ROOT / "fastsr" / "weights" / f"{a.name}.safetensors"
     if a.device == "cuda" and not torch.cuda.is_available():
@@ -157,7 +162,12 @@ def main(argv=None) -> int:
         if a.init_from is not None:
             extra["init_from"] = str(a.init_from)
         extra["device"] = torch.cuda.get_device_name() if a.device == "cuda" else "cpu"
+    _export(a, run, dest, command, train_names, extra)
+    return 0
 
+
+def _export(a, run: Path, dest: Path, command: str, train_names: list, extra: dict) -> None:
+    """Validate the run's EMA generator as it ships (fp16) and write it with its metadata."""
     ckpt = run / "checkpoints" / "latest.safetensors"
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
     last = [r for r in log if "time" in r][-1]
@@ -177,7 +187,6 @@ def main(argv=None) -> int:
     }
     out = export_generator(ckpt, dest, "params_ema", torch.float16, meta)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
-    return 0
 
 
 if __name__ == "__main__":
