@@ -7,7 +7,21 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "barrier"]
+from fastsr.errors import UserError
+
+__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "barrier", "check_cuda"]
+
+
+def check_cuda() -> None:
+    """Nothing when CUDA is available.
+
+    Raises:
+        UserError: ``--device cuda`` without CUDA, saying why (a CPU-only build of torch or
+            no visible device) in one line.
+    """
+    if not torch.cuda.is_available():
+        why = "torch was built without CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+        raise UserError(f"--device cuda: CUDA is not available ({why}; torch {torch.__version__})")
 
 
 @dataclass
@@ -31,13 +45,16 @@ def init_distributed(device: str | None = None) -> DistInfo:
 
     ``device``: "cpu", "cuda" or None (CUDA when available). Each process uses
     ``cuda:LOCAL_RANK`` on GPU.
+
+    Raises:
+        UserError: "cuda" when CUDA is not available (:func:`check_cuda`).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
-    if use_cuda and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but CUDA is not available")
+    if use_cuda:
+        check_cuda()
     dev = torch.device(f"cuda:{local}" if use_cuda else "cpu")
     if use_cuda:
         torch.cuda.set_device(dev)
