@@ -96,7 +96,7 @@ def _run_train(args, extra: list[str]) -> int:
     if args.print_config:
         print(dump_config(cfg), end="")
         return 0
-    out = Path(args.out or Path("runs") / cfg.get("name", "run"))
+    out = Path(args.out or Path("runs") / cfg["name"])
     summary = train(cfg, out, data_dir=args.data, val_dir=args.val_data, resume=args.resume,
                     overwrite=args.overwrite, init_from=args.init_from, device=args.device,
                     progress=not args.no_progress)

@@ -15,7 +15,7 @@ import torch
 from helpers import truncate_images_after
 from fastsr.errors import ConfigError, NonFiniteLossError
 from fastsr.models.checkpoint import read_metadata
-from fastsr.train import Trainer, load_config
+from fastsr.train import GANStep, Trainer, load_config
 from fastsr.train.builders import resolve_cuda_graph
 from fastsr.graphs import GraphedStep
 
@@ -57,15 +57,15 @@ def test_fit_syncs_only_at_log_validation_and_save_points(photos, tmp_path, monk
                                         "log.save_every=8", "train.pretrain_iters=2"])
     tr = Trainer(cfg, tmp_path / "run", data_dir=photos, progress=False)
     if graph_ready:
-        tr._enter_graph_mode(capture=False)
+        tr.gan_step.enter_graph_mode(capture=False)
     events = []  # ("step", iterations done before it) | ("sync", name, where)
-    real_step = Trainer._step
+    real_step = GANStep.step
 
     def step(self, lr, hr):
         events.append(("step", self.iteration))
         return real_step(self, lr, hr)
 
-    monkeypatch.setattr(Trainer, "_step", step)
+    monkeypatch.setattr(GANStep, "step", step)
     for name in _SYNCS:
         real = getattr(torch.Tensor, name)
 
@@ -96,7 +96,7 @@ def test_fit_syncs_only_at_log_validation_and_save_points(photos, tmp_path, monk
 
 def _poison_loss(monkeypatch, iteration: int, key: str, value: float) -> None:
     """Make the logged ``key`` of the step that ends at ``iteration`` ``value`` (NaN / inf)."""
-    real_step = Trainer._step
+    real_step = GANStep.step
 
     def step(self, lr, hr):
         logs = real_step(self, lr, hr)
@@ -104,7 +104,7 @@ def _poison_loss(monkeypatch, iteration: int, key: str, value: float) -> None:
             logs[key] = torch.full_like(logs[key], value)
         return logs
 
-    monkeypatch.setattr(Trainer, "_step", step)
+    monkeypatch.setattr(GANStep, "step", step)
 
 
 def test_nan_between_read_backs_is_caught_before_the_next_save(photos, tmp_path, monkeypatch):
@@ -151,7 +151,7 @@ def _run(recipe, extra, tmp, graph_ready: bool, n=6, device="cpu"):
                                "train.cuda_graph=false"])
     tr = Trainer(cfg, tmp, data=False, progress=False, device=device)
     if graph_ready:
-        tr._enter_graph_mode(capture=device == "cuda")
+        tr.gan_step.enter_graph_mode(capture=device == "cuda")
     lr_t = tr.opt_g.param_groups[0]["lr"]
     logs, grads = [], None
     for i, (lr, hr) in enumerate(_batches(cfg, n)):
@@ -188,7 +188,8 @@ def test_graph_ready_path_trains_like_the_plain_path(recipe, extra, tmp_path):
     assert g["lr"] is lr_t and g["lr"].item() == pytest.approx(1e-5, rel=1e-6)
     assert plain.opt_g.param_groups[0]["lr"] == pytest.approx(1e-5)
     assert all(p.grad is q for p, q in zip(ready.G.parameters(), grads))
-    assert ready._graphs["adversarial"].calls == 4 and "pixel" not in ready._graphs
+    phases = ready.gan_step.phases
+    assert phases["adversarial"].graph.calls == 4 and phases["pixel"].graph is None  # the pixel phase's graph freed
     # a checkpoint of the graph-ready run holds plain floats and loads in a plain trainer
     ready.save(6)
     st = torch.load(tmp_path / "ready" / "checkpoints" / "latest.state.pt", weights_only=True)
@@ -205,7 +206,7 @@ def test_graph_ready_resume_keeps_tensor_lr(tmp_path):
     res = Trainer(cfg, tmp_path / "a", data=False, progress=False, device="cpu", resume=True)
     assert isinstance(res.opt_g.param_groups[0]["lr"], float) and res.opt_g.param_groups[0]["lr"] == \
         pytest.approx(1e-5)
-    res._enter_graph_mode(capture=False)
+    res.gan_step.enter_graph_mode(capture=False)
     lr = res.opt_d.param_groups[0]["lr"]
     assert isinstance(lr, torch.Tensor) and lr.dim() == 0 and lr.item() == pytest.approx(1e-5)
     logs = res.train_step(*_batches(cfg, 1)[0])
@@ -247,7 +248,8 @@ def test_cuda_graph_config_checks(tmp_path):
     with pytest.raises(ConfigError, match="train.cuda_graph.*cpu"):
         Trainer(cfg, tmp_path, data=False, progress=False, device="cpu")
     tr = Trainer(load_config("nonbn_wgan_x4", WGAN), tmp_path, data=False, progress=False, device="cpu")
-    assert tr.cuda_graph is False and not tr.graph_ready and tr._graphs is None
+    assert tr.cuda_graph is False and not tr.graph_ready
+    assert all(p.graph is None for p in tr.gan_step.phases.values())
 
 
 # ---------------------------------------------------------------------------- GraphedStep
@@ -330,7 +332,7 @@ def test_cuda_graph_replay_equals_eager_wgan(tmp_path):
         logs = [tr.train_step(lr, hr) for lr, hr in _batches(cfg, 5)]
         results[graph] = (tr, logs)
     tr, logs = results["true"]
-    runner = tr._graphs["adversarial"]
+    runner = tr.gan_step.phases["adversarial"].graph
     assert runner.captured and runner.failure is None and runner.calls == 5
     assert tr.opt_g.param_groups[0]["capturable"]
     ref_tr, ref_logs = results["false"]

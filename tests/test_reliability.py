@@ -14,7 +14,7 @@ from helpers import truncate_images_after
 from fastsr import cli
 from fastsr.errors import CheckpointError, ConfigError, NonFiniteLossError, UserError
 from fastsr.models.checkpoint import load_generator_weights, read_metadata, save_generator
-from fastsr.train import Trainer, list_configs, load_config, train
+from fastsr.train import GANStep, Trainer, list_configs, load_config, train
 from fastsr.train.checkpoint import load_state
 
 # NonBN generator (1 block, 8 channels) + WGAN critic on 32 px crops, batch 2, saves every 2
@@ -188,18 +188,18 @@ def test_error_between_iterations_saves_a_checkpoint(photos, tmp_path, capsys, m
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(photos, tmp_path, capsys, monkeypatch):
-    real_step = Trainer._step  # what fit runs: the losses stay on the device
+    real_step = GANStep.step  # what fit runs: the losses stay on the device
 
     def step(self, lr, hr):
         logs = real_step(self, lr, hr)
         if self.iteration == 3:  # the update of iteration 3 diverges
             with torch.no_grad():
-                for p in self.G.parameters():
+                for p in self.run.G.parameters():
                     p.fill_(float("nan"))
             logs["loss_g"] = torch.full_like(logs["loss_g"], float("nan"))
         return logs
 
-    monkeypatch.setattr(Trainer, "_step", step)
+    monkeypatch.setattr(GANStep, "step", step)
     out = tmp_path / "run"
     code, _, err = _cli_train(capsys, photos, out, "--iters", "6")
     _one_line_error(code, err, "non-finite loss at iteration 3", "loss_g=nan", "iteration 2")

@@ -6,7 +6,7 @@ in place (see run.sh):
   PYTHONPATH=$PWD python benchmarks/gpu/graph_check.py            # nonbn_wgan_x4, batch 16, 96 px
   PYTHONPATH=$PWD python benchmarks/gpu/graph_check.py --dry-run  # CPU, tiny models: tests this script
 
-Training (``Trainer._step``, the iteration as ``fastsr train``'s loop runs it, without the
+Training (``Trainer.gan_step.step``, the iteration as ``fastsr train``'s loop runs it, without the
 host read of the losses; :func:`fastsr.perf.time_fn`: CUDA events, ``--warmup`` then
 ``--iters`` timed iterations; median and p20/p80 ms):
 
@@ -82,8 +82,9 @@ def training(args, keys) -> dict:
             tr, cfg = _trainer(sets, args, tmp)
             batches = _batches(cfg, 4, tr.device)
             cycle = itertools.cycle(batches)
-            t = time_fn(lambda tr=tr: tr._step(*next(cycle)), tr.device, iters=args.iters, warmup=args.warmup)
-            runner = (tr._graphs or {}).get("adversarial")
+            t = time_fn(lambda tr=tr: tr.gan_step.step(*next(cycle)), tr.device, iters=args.iters,
+                        warmup=args.warmup)
+            runner = tr.gan_step.phases["adversarial"].graph
             state = "" if runner is None else ("  (replayed)" if runner.captured else f"  ({runner.failure})")
             _row(f"{key} {label}", t, state)
             medians[key] = t.median_s

@@ -1,7 +1,7 @@
 """Per-iteration training benchmark of the EM-distance GAN (Zhang et al. 2019) models.
 
-One iteration is exactly what ``fastsr train`` does per generator update (the trainer's
-step without the host read of the losses, as in ``fit``): G forward, L1 + 1e-3 WGAN generator loss (eq. 8),
+One iteration is exactly what ``fastsr train`` does per generator update
+(:meth:`fastsr.train.GANStep.step`, without the host read of the losses, as in ``fit``): G forward, L1 + 1e-3 WGAN generator loss (eq. 8),
 G backward + Adam step, critic forward/backward on HR and SR.detach() with the WGAN loss
 (eq. 9) + Adam step + weight clipping. Batch 16, 96 px HR crops, x4 (96 -> 24 px LR), as in
 the paper, from the ``nonbn_wgan_x4`` recipe.
@@ -101,9 +101,10 @@ def resolve_device(device: str | None) -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda"):
         raise UserError(f"--device must be cpu or cuda, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        why = "torch was built without CUDA" if torch.version.cuda is None else "no CUDA device is visible"
-        raise UserError(f"--device cuda: CUDA is not available ({why}; torch {torch.__version__})")
+    if device == "cuda":
+        from fastsr.train.distributed import check_cuda
+
+        check_cuda()
     return device
 
 
@@ -144,9 +145,9 @@ def worker(variant: Variant, iters: int, warmup: int, batch: int, crop: int, cou
         trainer = build_trainer([*variant.config_overrides(), *extra], batch, crop, tmp, device)
         lr, hr = (t.to(trainer.device).contiguous(memory_format=trainer.memory_format)
                   for t in fixed_batch(batch, crop))
-        # _step is the iteration as `fastsr train` runs it: the losses stay on the device (the
-        # timer's synchronisation ends each timed call), train_step would add a host read
-        timing = time_fn(lambda: trainer._step(lr, hr), trainer.device, iters=iters, warmup=warmup)
+        # gan_step.step is the iteration as `fastsr train` runs it: the losses stay on the device
+        # (the timer's synchronisation ends each timed call), train_step would add a host read
+        timing = time_fn(lambda: trainer.gan_step.step(lr, hr), trainer.device, iters=iters, warmup=warmup)
         flops = None
         if count_flops:
             from torch.utils.flop_counter import FlopCounterMode

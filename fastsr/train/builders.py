@@ -1,15 +1,17 @@
-"""Config -> objects: models, losses, optimisers, data and device settings of a training run.
+"""Config -> objects: models, losses, optimisers, data of a training run (:func:`build_run`).
 
 The only place the trainer and CLI name models and losses. Models come from
 ``fastsr.models.create(name, **kwargs)``; losses from ``fastsr.nn`` / ``fastsr.losses``. A
 config section's keys other than ``type`` / ``weight`` / ``name`` are passed to the
 constructor unchanged, so the recipes use the constructors' own argument names; a wrong one
 is a :class:`ConfigError` naming the section. The values themselves are checked by
-:mod:`fastsr.train.config`.
+:mod:`fastsr.train.schema`: every builder takes a :class:`~fastsr.train.schema.Config`
+(or a config dict, which it parses first).
 """
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -19,24 +21,32 @@ from fastsr import models
 from fastsr import nn as fnn
 from fastsr._deprecation import moved_names
 from fastsr.data import HRImageDataset, degrade, list_images, read_image, sample_images
-from fastsr.errors import UserError
-from fastsr.perf import native_bf16
-from fastsr.train.config import ConfigError, check_losses, check_model, compile_kwargs, gan_loss_key
+from fastsr.errors import ConfigError, UserError
+from fastsr.train.schema import (Config, Resolved, TrainConfig, check_key, compile_kwargs, defaults, native_bf16,
+                                 parse, resolve_bf16, resolve_channels_last, resolve_cuda_graph)
 
 __all__ = ["generator_spec", "build_generator", "build_discriminator", "init_weights", "build_pixel_loss",
            "build_lr_consistency_loss",
            "build_feature_losses", "build_gan_loss", "build_optimizer", "build_scheduler", "build_ema",
            "compile_models", "build_datasets", "make_val_pairs", "native_bf16", "resolve_bf16",
-           "resolve_cuda_graph", "hold_lr_in_tensor", "portable_state"]
+           "resolve_cuda_graph", "hold_lr_in_tensor", "portable_state", "resolve_channels_last", "Run",
+           "build_models", "build_run", "wrap_models"]
+
+
+def _train_section(train_cfg) -> TrainConfig:
+    """A ``train`` section as a :class:`TrainConfig` (a dict is merged over the defaults' and checked)."""
+    if isinstance(train_cfg, TrainConfig):
+        return train_cfg
+    return parse({"train": dict(train_cfg)}).train if isinstance(train_cfg, dict) else parse(train_cfg).train
 
 
 # ---------------------------------------------------------------------------- models
-def generator_spec(cfg: dict) -> dict:
+def generator_spec(cfg: Config | dict) -> dict:
     """``{"name": ..., **kwargs}`` that rebuilds the generator (stored in its weight files)."""
-    check_model(cfg)
-    spec = dict(cfg["model"]["generator"])
-    spec.setdefault("scale", cfg["scale"])
-    spec.setdefault("fused", cfg["model"].get("fused", True))
+    c = parse(cfg)
+    spec = dict(c.model.generator)
+    spec.setdefault("scale", c.scale)
+    spec.setdefault("fused", c.model.fused)
     return spec
 
 
@@ -61,22 +71,27 @@ def build_generator(spec: dict) -> nn.Module:
     return _create(spec, "model.generator")
 
 
-def build_discriminator(cfg: dict) -> nn.Module | None:
+def build_discriminator(cfg: Config | dict) -> nn.Module | None:
     """The discriminator of ``model.discriminator`` (``fused`` follows ``model.fused``), or
     None when it is null."""
-    check_model(cfg)
-    spec = cfg["model"].get("discriminator")
-    if not spec:
+    c = parse(cfg)
+    if c.model.discriminator is None:
         return None
-    spec = dict(spec)
-    spec.setdefault("fused", cfg["model"].get("fused", True))
+    spec = dict(c.model.discriminator)
+    spec.setdefault("fused", c.model.fused)
     return _create(spec, "model.discriminator")
 
 
 def init_weights(module: nn.Module, method: str) -> None:
-    """``model.init``: ``default`` keeps PyTorch's initialisation, ``normal`` is N(0, 0.02)."""
-    if method not in ("default", "normal"):
-        raise ConfigError(f"model.init must be 'default' or 'normal', got {method!r}")
+    """``model.init``: ``default`` keeps PyTorch's initialisation, ``normal`` is N(0, 0.02).
+
+    Raises:
+        ConfigError: another ``method``.
+    """
+    _init(module, check_key("model.init", method))
+
+
+def _init(module: nn.Module, method: str) -> None:
     if method == "normal":
         models.init_weights(module, method="normal", std=0.02)
 
@@ -91,7 +106,7 @@ _PIXEL = {
 }
 
 
-def build_pixel_loss(cfg: dict):
+def build_pixel_loss(cfg: Config | dict):
     """``(module(sr, hr) -> scalar, weight)`` from ``loss.pixel``, or None when it is null.
 
     ``loss.pixel = {type: l1 | mse | charbonnier | ssim, weight: w, **kwargs}``; the module
@@ -100,31 +115,28 @@ def build_pixel_loss(cfg: dict):
     (1 - SSIM) + (1 - alpha) L1, 0.84 in Zhao et al. 2017) built with ``kwargs``;
     ``weight`` is applied by the trainer. The fused losses follow ``model.fused``.
     """
-    check_losses(cfg)
-    spec = cfg["loss"].get("pixel")
-    if not spec:
+    c = parse(cfg)
+    term = c.loss.pixel
+    if term is None:
         return None
-    spec = dict(spec)
-    kind = spec.pop("type", "l1")
-    weight = float(spec.pop("weight", 1.0))
-    cls, defaults, follows_fused = _PIXEL[kind]
-    spec = {**defaults, **spec}
+    cls, ctor_defaults, follows_fused = _PIXEL[term.type]
+    spec = {**ctor_defaults, **term.kwargs}
     if follows_fused:
-        spec.setdefault("fused", bool(cfg["model"].get("fused", True)))
-    return _construct(cls, spec, "loss.pixel"), weight
+        spec.setdefault("fused", c.model.fused)
+    return _construct(cls, spec, "loss.pixel"), term.weight
 
 
-def build_lr_consistency_loss(cfg: dict):
+def build_lr_consistency_loss(cfg: Config | dict):
     """``(LRConsistencyLoss(scale), weight)`` from ``loss.lr_consistency = {weight: w}``, or
     None when it is null or its weight is 0."""
-    check_losses(cfg)
-    spec = cfg["loss"].get("lr_consistency")
-    if not spec or float(spec.get("weight", 1.0)) == 0.0:
+    c = parse(cfg)
+    term = c.loss.lr_consistency
+    if term is None or term.weight == 0.0:
         return None
-    return L.LRConsistencyLoss(int(cfg["scale"])), float(spec.get("weight", 1.0))
+    return L.LRConsistencyLoss(c.scale), term.weight
 
 
-def build_feature_losses(cfg: dict) -> list:
+def build_feature_losses(cfg: Config | dict) -> list:
     """``[(name, module, weight)]`` for ``loss.perceptual`` and ``loss.texture``.
 
     Each section is ``{weight: w, **kwargs}`` with the constructor arguments of
@@ -134,18 +146,15 @@ def build_feature_losses(cfg: dict) -> list:
     ``input_range``). The VGG19 weights come from ``weights`` or ``$FASTSR_VGG19_WEIGHTS``
     (never downloaded); a missing file is a ConfigError saying so.
     """
-    out = []
+    c, out = parse(cfg), []
     for key, cls in (("perceptual", L.PerceptualLoss), ("texture", L.TextureLoss)):
-        spec = cfg["loss"].get(key)
-        if not spec:
-            continue
-        spec = dict(spec)
-        weight = float(spec.pop("weight", 1.0))
-        out.append((key, _construct(cls, spec, f"loss.{key}"), weight))
+        term = getattr(c.loss, key)
+        if term is not None:
+            out.append((key, _construct(cls, dict(term.kwargs), f"loss.{key}"), term.weight))
     return out
 
 
-def build_gan_loss(cfg: dict):
+def build_gan_loss(cfg: Config | dict):
     """``(fastsr.losses.GANLoss, weight)`` from ``loss.gan``, or None when it is null.
 
     ``loss.gan = {type: kind, weight: w, **kwargs}``: ``kind`` one of
@@ -154,34 +163,28 @@ def build_gan_loss(cfg: dict):
     ``gp_weight``; began: ``gamma``, ``lambda_k``, ``k_init``). ``weight`` is the
     adversarial weight of the generator loss, applied by the trainer.
     """
-    spec = cfg["loss"].get("gan")
-    if not spec:
+    term = parse(cfg).loss.gan
+    if term is None:
         return None
-    spec = dict(spec)
-    key = gan_loss_key(spec.pop("type", None))
-    weight = float(spec.pop("weight", 1e-3))
-    return _construct(L.GAN_LOSSES[key], spec, "loss.gan"), weight
+    return _construct(L.GAN_LOSSES[term.type], dict(term.kwargs), "loss.gan"), term.weight
 
 
 # ---------------------------------------------------------------------------- optimisation
-def build_optimizer(params, lr: float, train_cfg: dict) -> torch.optim.Optimizer:
+def build_optimizer(params, lr: float, train_cfg: TrainConfig | dict) -> torch.optim.Optimizer:
     """``train.optimizer`` (adam | adamw | rmsprop) with ``lr``, ``weight_decay``, ``betas``;
     Adam/AdamW with ``fused=True`` when ``train.fused_optimizer``."""
-    t = train_cfg
-    kind = t.get("optimizer", "adam")
-    kw = dict(lr=float(lr), weight_decay=float(t["weight_decay"]))
-    if kind in ("adam", "adamw"):
-        cls = torch.optim.Adam if kind == "adam" else torch.optim.AdamW
-        return cls(params, betas=tuple(t["betas"]), fused=bool(t.get("fused_optimizer", True)) or None, **kw)
-    if kind == "rmsprop":
+    t = _train_section(train_cfg)
+    kw = dict(lr=float(lr), weight_decay=t.weight_decay)
+    if t.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, **kw)
-    raise ConfigError(f"train.optimizer must be adam, adamw or rmsprop, got {kind!r}")
+    cls = torch.optim.Adam if t.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, betas=t.betas, fused=bool(t.fused_optimizer) or None, **kw)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, train_cfg: dict):
+def build_scheduler(optimizer: torch.optim.Optimizer, train_cfg: TrainConfig | dict):
     """MultiStepLR at the absolute iterations ``train.lr_steps``, factor ``train.lr_gamma``."""
-    return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(train_cfg["lr_steps"] or []),
-                                                train_cfg["lr_gamma"])
+    t = _train_section(train_cfg)
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(t.lr_steps), t.lr_gamma)
 
 
 def hold_lr_in_tensor(optimizer: torch.optim.Optimizer, capturable: bool) -> None:
@@ -242,15 +245,16 @@ def build_ema(model: nn.Module) -> nn.Module:
     return ema
 
 
-def compile_models(G_train, D_train, D, train_cfg: dict):
+def compile_models(G_train, D_train, D, train_cfg: TrainConfig | dict):
     """``train.compile``: ``(G_train, D_train, D_frozen)`` compiled with torch.compile's
     keyword arguments (``true`` = its defaults, a mode string = ``{mode: ...}``, see
-    :func:`fastsr.train.config.compile_kwargs`), or unchanged (``D_frozen = D``) when off.
+    :func:`fastsr.train.schema.compile_kwargs`), or unchanged (``D_frozen = D``) when off.
+    ``train_cfg``: the ``train`` section, or a dict holding its ``compile`` value.
 
     Raises:
         ConfigError: a ``train.compile`` value or argument torch.compile does not accept.
     """
-    ckw = compile_kwargs(train_cfg.get("compile"))
+    ckw = train_cfg.compile if isinstance(train_cfg, TrainConfig) else compile_kwargs(train_cfg["compile"])
     if ckw is None:
         return G_train, D_train, D
     try:
@@ -262,82 +266,6 @@ def compile_models(G_train, D_train, D, train_cfg: dict):
     return G_train, D_train, D
 
 
-# ---------------------------------------------------------------------------- devices
-def resolve_channels_last(setting, device, bf16: bool) -> bool:
-    """``train.channels_last`` -> on/off: ``true``/``false`` force it; ``"auto"`` = on for CUDA
-    (cuDNN's NHWC convolutions) and, on a CPU, only together with bf16 autocast. Measured on
-    the 2-core CPUs of this project (one GAN iteration, batch 16, 96 px): fused fp32 NCHW 2.349
-    s vs channels_last 2.394 s on an AMD EPYC with AVX512-BF16 (fp32 NHWC 2 % slower; with bf16
-    NHWC is the fast layout, 1.58 s), and NHWC 9 % slower in fp32 on an Intel Xeon without bf16.
-    """
-    if isinstance(setting, bool):
-        return setting
-    if setting == "auto":
-        return torch.device(device).type == "cuda" or bool(bf16)
-    raise ConfigError(f"train.channels_last must be true, false or auto, got {setting!r}")
-
-
-def resolve_cuda_graph(setting, device, *, distributed: bool = False, compiled: bool = False,
-                       optimizer: str = "adam", models=()) -> bool:
-    """``train.cuda_graph`` -> on/off: whether each training phase's iteration is captured
-    and replayed as a CUDA graph (:class:`fastsr.graphs.GraphedStep`).
-
-    ``"auto"`` = on when all of these hold, else off:
-
-    * ``device`` is CUDA (graphs are a CUDA feature);
-    * one process: DDP all-reduces gradients from autograd hooks with host-side bucket
-      bookkeeping, which a captured backward does not replay;
-    * ``train.compile`` off: torch.compile's guards run Python on every call, outside
-      anything a replay repeats (its ``mode="reduce-overhead"`` brings its own graphs);
-    * ``train.optimizer`` is adam or adamw, which fastsr builds ``capturable`` (their step
-      counters and bias corrections live on the device). ``rmsprop`` is built as torch's
-      plain RMSprop, whose capturable mode fastsr does not set up or test, so it stays eager;
-    * no module of ``models`` sets ``data_dependent_control_flow = True`` (a forward that
-      branches on tensor values records only the branch taken at capture; none of fastsr's
-      models does).
-
-    ``True`` forces it on and ``False`` off.
-
-    Raises:
-        ConfigError: ``True`` where it cannot work (not a CUDA device, DDP, ``train.compile``,
-            rmsprop, a model with data-dependent control flow), naming ``train.cuda_graph``
-            and the reason; any value other than true, false, auto.
-    """
-    if not isinstance(setting, bool) and setting != "auto":
-        raise ConfigError(f"train.cuda_graph must be true, false or auto, got {setting!r}")
-    if setting is False:
-        return False
-    dynamic = [type(m).__name__ for root in models if root is not None for m in root.modules()
-               if getattr(m, "data_dependent_control_flow", False)]
-    reasons = []
-    if torch.device(device).type != "cuda":
-        reasons.append(f"the device is {torch.device(device).type}, CUDA graphs need a CUDA device")
-    if distributed:
-        reasons.append("training runs in several processes (DDP)")
-    if compiled:
-        reasons.append("train.compile is on")
-    if optimizer not in ("adam", "adamw"):
-        reasons.append(f"train.optimizer is {optimizer} (only adam and adamw are built capturable)")
-    if dynamic:
-        reasons.append(f"{dynamic[0]} has data-dependent control flow")
-    if setting is True and reasons:
-        raise ConfigError(f"train.cuda_graph is true but {'; '.join(reasons)}: use auto or false")
-    return not reasons
-
-
-def resolve_bf16(setting, device) -> bool:
-    """``train.bf16`` -> on/off: ``true``/``false`` force it, ``"auto"`` = :func:`native_bf16`.
-
-    Raises:
-        ConfigError: any other value.
-    """
-    if isinstance(setting, bool):
-        return setting
-    if setting == "auto":
-        return native_bf16(device)
-    raise ConfigError(f"train.bf16 must be true, false or auto, got {setting!r}")
-
-
 # ---------------------------------------------------------------------------- data
 def _centre_crop(img: torch.Tensor, side: int | None, scale: int) -> torch.Tensor:
     h, w = img.shape[-2:]
@@ -347,19 +275,18 @@ def _centre_crop(img: torch.Tensor, side: int | None, scale: int) -> torch.Tenso
     return img[:, top:top + th, left:left + tw].contiguous()
 
 
-def make_val_pairs(images, cfg: dict) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+def make_val_pairs(images, cfg: Config | dict) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     """``[(name, lr, hr)]`` validation pairs: HR centre-cropped to ``data.val_max_side``,
     mod-cropped to ``scale``, LR by the training degradation."""
-    scale, d = cfg["scale"], cfg["data"]
-    out = []
-    for name, hr in images[: d.get("val_max_images") or None]:
-        hr = _centre_crop(hr, d.get("val_max_side"), scale)
-        lr = degrade(hr, scale, d["degradation"], d["blur_factor"])
-        out.append((name, lr, hr))
+    c = parse(cfg)
+    d, out = c.data, []
+    for name, hr in images[: d.val_max_images]:
+        hr = _centre_crop(hr, d.val_max_side, c.scale)
+        out.append((name, degrade(hr, c.scale, d.degradation, d.blur_factor), hr))
     return out
 
 
-def build_datasets(cfg: dict, data_dir=None, val_dir=None, with_val: bool = True):
+def build_datasets(cfg: Config | dict, data_dir=None, val_dir=None, with_val: bool = True):
     """``(train_set, val_pairs)`` of a run.
 
     ``data_dir`` None: the sample photographs' train split, validated on their validation
@@ -373,17 +300,17 @@ def build_datasets(cfg: dict, data_dir=None, val_dir=None, with_val: bool = True
         FileNotFoundError: a missing folder.
     """
     try:
-        return _datasets(cfg, data_dir, val_dir, with_val)
+        return _datasets(parse(cfg), data_dir, val_dir, with_val)
     except UserError:
         raise
     except ValueError as e:  # a data.* value the datasets refuse
         raise ConfigError(f"data: {e}") from None
 
 
-def _datasets(cfg: dict, data_dir, val_dir, with_val: bool):
-    d, scale = cfg["data"], int(cfg["scale"])
-    ds_kw = dict(scale=scale, crop_size=d["crop_size"], augment=d["augment"], degradation=d["degradation"],
-                 blur_factor=d["blur_factor"], small_images=d["small_images"], cache=d["cache"])
+def _datasets(c: Config, data_dir, val_dir, with_val: bool):
+    d = c.data
+    ds_kw = dict(scale=c.scale, crop_size=d.crop_size, augment=d.augment, degradation=d.degradation,
+                 blur_factor=d.blur_factor, small_images=d.small_images, cache=d.cache)
     if data_dir is None:
         train_imgs = sample_images("train")
         train_set = HRImageDataset([x for _, x in train_imgs], names=[n for n, _ in train_imgs], **ds_kw)
@@ -394,13 +321,92 @@ def _datasets(cfg: dict, data_dir, val_dir, with_val: bool):
             raise ConfigError(f"no images found under {data_dir}")
         held = []
         if val_dir is None and len(files) >= 2:
-            n_val = min(max(1, len(files) // 10), int(d.get("val_max_images") or 8))
+            n_val = min(max(1, len(files) // 10), d.val_max_images or defaults()["data"]["val_max_images"])
             files, held = files[:-n_val], files[-n_val:]
         train_set = HRImageDataset(files, names=[p.stem for p in files], **ds_kw)
         if val_dir is not None:
             held = list_images(val_dir)
         val_images = [(p.stem, read_image(p)) for p in held] if with_val else []
-    return train_set, make_val_pairs(val_images, cfg)
+    return train_set, make_val_pairs(val_images, c)
+
+
+# ---------------------------------------------------------------------------- the run
+@dataclass
+class Run:
+    """The objects of one training run (:func:`build_run`): the generator ``G`` (its spec
+    ``g_spec``, its EMA copy ``G_ema`` or None), the discriminator ``D`` (or None), the
+    losses (``pixel`` and ``lr_consistency`` as ``(module, weight)`` or None, ``features`` as
+    ``[(name, module, weight)]``, ``gan`` and ``gan_weight``), the optimisers and LR
+    schedulers, and after :func:`wrap_models` the modules the updates call: ``G_train`` /
+    ``D_train`` (DDP and torch.compile wrappers) and ``D_frozen`` (D in the generator step)."""
+
+    g_spec: dict
+    G: nn.Module
+    D: nn.Module | None
+    G_ema: nn.Module | None
+    pixel: tuple | None
+    lr_consistency: tuple | None
+    features: list
+    gan: nn.Module | None
+    gan_weight: float
+    opt_g: torch.optim.Optimizer
+    sched_g: object
+    opt_d: torch.optim.Optimizer | None = None
+    sched_d: object = None
+    G_train: nn.Module | None = None
+    D_train: nn.Module | None = None
+    D_frozen: nn.Module | None = None
+
+
+def build_models(cfg: Config | dict) -> tuple[dict, nn.Module, nn.Module | None]:
+    """``(generator spec, G, D)`` of ``model``, initialised per ``model.init``, on the CPU."""
+    c = parse(cfg)
+    g_spec = generator_spec(c)
+    G, D = build_generator(g_spec), build_discriminator(c)
+    for m in (G, D):
+        if m is not None:
+            _init(m, c.model.init)
+    return g_spec, G, D
+
+
+def build_run(cfg: Config | dict, resolved: Resolved, G: nn.Module, D: nn.Module | None, g_spec: dict) -> Run:
+    """The :class:`Run` of built models (:func:`build_models`): G and D moved to the device
+    in the resolved memory format, the losses built and moved there, the EMA of G when
+    ``train.ema_decay`` > 0, and the optimisers and schedulers of G and D."""
+    c = parse(cfg)
+    dev, t = resolved.device, c.train
+    for m in (G, D):
+        if m is not None:
+            m.to(dev, memory_format=resolved.memory_format)
+    pixel, features = build_pixel_loss(c), build_feature_losses(c)
+    gan, gan_weight = build_gan_loss(c) or (None, 0.0)
+    for m in [m for _, m, _ in features] + [pixel[0] if pixel else None, gan]:
+        if m is not None:
+            m.to(dev)
+    opt_g = build_optimizer(G.parameters(), t.lr_g, t)
+    run = Run(g_spec, G, D, build_ema(G) if t.ema_decay else None, pixel, build_lr_consistency_loss(c), features,
+              gan, gan_weight, opt_g, build_scheduler(opt_g, t))
+    if D is not None:
+        run.opt_d = build_optimizer(D.parameters(), t.lr_d, t)
+        run.sched_d = build_scheduler(run.opt_d, t)
+    return run
+
+
+def wrap_models(run: Run, cfg: Config | dict, distributed: bool) -> Run:
+    """Fill ``run.G_train`` / ``D_train`` / ``D_frozen``: DistributedDataParallel when
+    ``distributed``, then torch.compile per ``train.compile`` (:func:`compile_models`). Call
+    it after loading weights into the bare models."""
+    G_train, D_train = run.G, run.D
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        dev = next(run.G.parameters()).device
+        ids = [dev.index] if dev.type == "cuda" else None
+        G_train = DDP(run.G, device_ids=ids)
+        if run.D is not None:
+            D_train = DDP(run.D, device_ids=ids)
+    run.G_train, run.D_train, run.D_frozen = compile_models(G_train, D_train, run.D, parse(cfg).train)
+    return run
 
 
 __getattr__ = moved_names(__name__, {"psnr_ssim": "fastsr.evaluate:y_psnr_ssim"})
