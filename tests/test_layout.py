@@ -181,3 +181,60 @@ def test_generator_state_dicts_keep_their_keys(name):
     x = torch.rand(1, 3, 12, 12)
     with torch.no_grad():
         torch.testing.assert_close(fused(x), plain(x), rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- the training wing
+def _train_private_names() -> set[str]:
+    """Underscore names fastsr.train defines: its private functions, classes, module
+    constants and instance attributes."""
+    names = set()
+    for path in (PKG / "train").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.Assign):
+                names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                names.add(node.attr)
+    return {n for n in names if n.startswith("_") and not n.startswith("__")}
+
+
+def test_nothing_outside_train_uses_its_private_names():
+    """Tests, benchmarks, scripts and the rest of fastsr drive the training wing through its
+    public API (Trainer, GANStep, the builders and the schema)."""
+    private, root, hits = _train_private_names(), PKG.parent, []
+    assert {"_iteration", "_generator_loss", "_bicubic"} <= private
+    files = [p for d in ("fastsr", "tests", "benchmarks", "scripts") for p in (root / d).rglob("*.py")]
+    for path in files:
+        if (PKG / "train") in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fastsr.train"):
+                hits += [f"{path}: imports {a.name}" for a in node.names if a.name.startswith("_")]
+            elif isinstance(node, ast.Attribute) and node.attr in private and not (
+                    isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                hits.append(f"{path}:{node.lineno}: .{node.attr}")
+    assert not hits, hits
+
+
+def _length(node) -> int:
+    """Lines of a function or class without its docstring."""
+    body = node.body
+    if len(body) > 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        body = body[1:]
+    return node.end_lineno - body[0].lineno + 1
+
+
+def test_training_wing_cli_and_upscaler_are_in_small_parts():
+    """No function over 60 lines and no class over 300 (docstrings excluded) in fastsr.train,
+    fastsr.bench, the CLI and the upscaler."""
+    files = [*(PKG / "train").glob("*.py"), *(PKG / "bench").glob("*.py"), PKG / "cli.py", PKG / "upscale.py"]
+    long = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _length(node) > 60:
+                long.append(f"{path.name}:{node.name} ({_length(node)} lines)")
+            elif isinstance(node, ast.ClassDef) and _length(node) > 300:
+                long.append(f"{path.name}:{node.name} ({_length(node)} lines)")
+    assert not long, long

@@ -38,8 +38,8 @@ def _keys(cls=schema.Config, prefix=""):
 def test_each_value_is_checked_once_per_trainer(monkeypatch, tmp_path):
     cfg = load_config("nonbn_wgan_x4", TINY)
     seen = []
-    real = schema._check
-    monkeypatch.setattr(schema, "_check", lambda key, *a: (seen.append(key), real(key, *a))[1])
+    real = schema.check_value
+    monkeypatch.setattr(schema, "check_value", lambda key, *a: (seen.append(key), real(key, *a))[1])
     Trainer(cfg, tmp_path, data=False, progress=False, device="cpu")
     assert sorted(seen) == sorted(_keys()), [k for k in set(seen) if seen.count(k) > 1]
 

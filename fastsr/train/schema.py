@@ -30,7 +30,7 @@ from fastsr.errors import ConfigError
 from fastsr.perf import native_bf16
 
 __all__ = ["Config", "ModelConfig", "DataConfig", "LossConfig", "LossTerm", "TrainConfig", "LogConfig", "Resolved",
-           "parse", "resolve", "check_key", "defaults", "compile_kwargs", "gan_loss_key", "native_bf16",
+           "parse", "resolve", "check_key", "check_value", "spec", "defaults", "compile_kwargs", "gan_loss_key", "native_bf16",
            "resolve_bf16", "resolve_channels_last", "resolve_cuda_graph", "cuda_graph_blockers", "PIXEL_LOSSES",
            "OPTIMIZERS", "COMPILE_MODES", "CONFIG_DIR"]
 
@@ -111,8 +111,13 @@ def _split_optional(hint):
     return hint, False
 
 
-def _check(key: str, value, hint, meta: dict):
-    """The value of the field ``key`` of type ``hint``, checked and normalised."""
+def check_value(key: str, value, hint, meta: dict):
+    """``value`` of the config field ``key`` (type ``hint``, constraints ``meta`` of
+    :func:`spec`), checked and normalised: the one check every config value goes through.
+
+    Raises:
+        ConfigError: naming ``key``, the value and what is allowed.
+    """
     base, optional = _split_optional(hint)
     if meta.get("check") is not None:
         return meta["check"](key, value)
@@ -132,7 +137,7 @@ def _check(key: str, value, hint, meta: dict):
 
 
 def _read(cls, raw: dict, prefix: str = ""):
-    """A ``cls`` record of the section ``raw``: every field checked (:func:`_check`), the
+    """A ``cls`` record of the section ``raw``: every field checked (:func:`check_value`), the
     number fields written back normalised (``int`` counts, ``float`` rates)."""
     hints = typing.get_type_hints(cls)
     values = {}
@@ -145,7 +150,7 @@ def _read(cls, raw: dict, prefix: str = ""):
         if is_dataclass(hints[f.name]):
             values[f.name] = _read(hints[f.name], raw[f.name], key + ".")
             continue
-        values[f.name] = _check(key, raw[f.name], hints[f.name], dict(f.metadata))
+        values[f.name] = check_value(key, raw[f.name], hints[f.name], dict(f.metadata))
         if f.metadata.get("store", True) and isinstance(values[f.name], (int, float, tuple, list)) \
                 and not isinstance(values[f.name], bool):
             raw[f.name] = list(values[f.name]) if isinstance(values[f.name], tuple) else values[f.name]
@@ -397,7 +402,7 @@ def check_key(key: str, value) -> Any:
     f = next((f for f in fields(cls) if f.name == name), None)
     if f is None:
         raise KeyError(key)
-    return _check(key, copy.deepcopy(value), typing.get_type_hints(cls)[name], dict(f.metadata))
+    return check_value(key, copy.deepcopy(value), typing.get_type_hints(cls)[name], dict(f.metadata))
 
 
 # ---------------------------------------------------------------------------- resolve
