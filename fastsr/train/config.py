@@ -20,11 +20,12 @@ from typing import Iterable
 import yaml
 
 from fastsr.errors import ConfigError
+from fastsr.train import schema
 from fastsr.train.schema import COMPILE_MODES, CONFIG_DIR, OPTIMIZERS, PIXEL_LOSSES, compile_kwargs, parse
 
 __all__ = ["ConfigError", "CONFIG_DIR", "list_configs", "load_config", "apply_overrides", "merge",
-           "dump_config", "check_config", "check_model", "check_data", "check_losses", "check_train",
-           "compile_kwargs", "PIXEL_LOSSES", "OPTIMIZERS", "COMPILE_MODES"]
+           "dump_config", "check_config", "check_model", "check_data", "check_losses", "check_train", "check_int",
+           "check_float", "check_choice", "compile_kwargs", "PIXEL_LOSSES", "OPTIMIZERS", "COMPILE_MODES"]
 
 FREE_SECTIONS = ("model.generator", "model.discriminator", "loss.pixel", "loss.perceptual", "loss.texture",
                  "loss.gan", "loss.lr_consistency")
@@ -141,3 +142,38 @@ def check_config(cfg: dict) -> None:
 # The per-section checks of earlier releases: the sections' values depend on each other
 # (crop and scale, discriminator and GAN loss), so each is the whole check now.
 check_model = check_data = check_losses = check_train = check_config
+
+
+# The generic value checks of earlier releases, for code that checks keys of its own: the
+# schema's rules applied to the value at a dotted key of a dict, stored back normalised.
+def _at(cfg: dict, key: str):
+    *parents, last = key.split(".")
+    for part in parents:
+        cfg = cfg[part]
+    return cfg, last
+
+
+def check_int(cfg: dict, key: str, minimum: int = 1, optional: bool = False) -> int | None:
+    """The integer at dotted ``key``, at least ``minimum`` (``optional``: or null), stored back as an ``int``."""
+    node, last = _at(cfg, key)
+    if node[last] is None and optional:
+        return None
+    node[last] = schema._int(key, node[last], minimum, optional)
+    return node[last]
+
+
+def check_float(cfg: dict, key: str, low: float = 0.0, high: float = float("inf"), low_open: bool = False,
+                high_open: bool = True, optional: bool = False) -> float | None:
+    """The finite number at dotted ``key`` in the interval, stored back as a ``float``."""
+    node, last = _at(cfg, key)
+    if node[last] is None and optional:
+        return None
+    meta = {"low": low, "high": high, "low_open": low_open, "high_open": high_open}
+    node[last] = schema._float(key, node[last], meta, optional)
+    return node[last]
+
+
+def check_choice(cfg: dict, key: str, choices: tuple) -> None:
+    """The value at dotted ``key`` is one of ``choices``."""
+    node, last = _at(cfg, key)
+    schema._choice(key, node[last], tuple(choices))
