@@ -60,6 +60,8 @@ def test_the_schema_types_the_values_and_names_bad_keys():
     assert schema.check_key("train.lr_g", "2e-4") == 2e-4
     with pytest.raises(ConfigError, match="unknown config key 'train.nope'"):
         schema.parse({"train": {"nope": 1}})
+    with pytest.raises(ConfigError, match="train must be a mapping, got 5"):
+        schema.parse({"train": 5})
 
 
 def test_defaults_live_in_the_yaml_only(tmp_path):

@@ -139,13 +139,15 @@ def check_value(key: str, value, hint, meta: dict):
 def _read(cls, raw: dict, prefix: str = ""):
     """A ``cls`` record of the section ``raw``: every field checked (:func:`check_value`), the
     number fields written back normalised (``int`` counts, ``float`` rates)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'a config'} must be a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
     values = {}
     for f in fields(cls):
         if f.metadata.get("internal"):
             continue
         key = f"{prefix}{f.name}"
-        if not isinstance(raw, dict) or f.name not in raw:
+        if f.name not in raw:
             raise ConfigError(f"{key} is required")
         if is_dataclass(hints[f.name]):
             values[f.name] = _read(hints[f.name], raw[f.name], key + ".")
