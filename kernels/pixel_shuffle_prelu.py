@@ -17,7 +17,6 @@ import triton
 import triton.language as tl
 
 from fastsr.kernels._common import ELEMENTWISE_BLOCK, ROW_BLOCK, channel_block, in_layout, kernel_layout
-from fastsr.ops import _common as checks
 
 
 @triton.jit

@@ -36,8 +36,6 @@ Kernels: C++ ``csrc/cpu/ssim.cpp`` (CPU), Triton ``kernels/ssim.py`` (CUDA),
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
