@@ -37,6 +37,11 @@ TORCH_LIBRARY(fastsr, m) {
   // (loss, grad_buf): loss reduced by reduction ('mean' | 'sum' | 'none'); |d| or, with eps,
   // sqrt(d^2 + eps^2), d = input - target; grad_buf = d loss / d input when compute_grad
   // (else an empty (0,) tensor), so the backward is a scale of it.
+  // --- 3x3 convolution + epilogue by Winograd F(2x2, 3x3), inference (csrc/cpu/winograd.cpp)
+  // y = act(conv3x3(x) + bias) + residual; weight transformed by fastsr.ops.winograd_weight;
+  // act 0 none, 1 relu, 2 leaky_relu(slope), 3 prelu(prelu_weight)
+  m.def("winograd_conv3x3(Tensor x, Tensor weight, Tensor? bias, int act, float slope, Tensor? prelu_weight, "
+        "Tensor? residual) -> Tensor");
   m.def("l1_loss(Tensor input, Tensor target, str reduction, float? eps, bool compute_grad) -> (Tensor, Tensor)");
   // grad_buf * grad_loss (grad_loss 0-D, or elementwise for reduction 'none')
   m.def("l1_loss_backward(Tensor grad_loss, Tensor grad_buf) -> Tensor");

@@ -44,8 +44,7 @@ class InferenceModel(nn.Module):
         self.precision = precision
         self.dtype = _DTYPES[precision]
         self.device = device
-        self.memory_format = torch.channels_last if precision != "fp32" or device.type == "cuda" \
-            else torch.contiguous_format
+        self.memory_format = torch.channels_last  # the layout of the packed kernels' and cuDNN's fast paths
         self.scale = getattr(model, "scale", None)
         self.model = _prepare(model, device, self.dtype, self.memory_format)
         # fp32 fallback for a reduced-precision overflow; kept outside the module tree so that

@@ -67,9 +67,7 @@ def conv_prelu(x: torch.Tensor, conv: nn.Conv2d, prelu: nn.PReLU, fused: bool = 
     if not fused:
         return prelu(conv(x))
     if isinstance(conv, PackedConv2d) and conv.packable(x) and conv.bias is not None:
-        if prelu.weight.numel() == 1:  # a shared slope is LeakyReLU: one oneDNN post-op
-            return conv.conv_act(x, "leaky_relu", float(prelu.weight))
-        return bias_prelu(conv.conv_act(x, bias=False), conv.bias, prelu.weight)
+        return conv.conv_prelu(x, prelu.weight)
     return bias_prelu(_conv_without_bias(x, conv), conv.bias, prelu.weight)
 
 

@@ -9,12 +9,18 @@ backend uses after freezing):
 * the weight is reordered once into oneDNN's blocked layout for the dtype it runs in and kept
   (re-packed only when the weight or bias tensor changes in place, e.g. ``load_state_dict``);
 * the bias is added inside the convolution;
+* a 3x3 stride-1 convolution with 16k input and output channels runs as Winograd F(2x2, 3x3)
+  (:func:`fastsr.ops.winograd_conv3x3`, 2.25x fewer multiplications than the direct
+  convolution, every epilogue including the per-channel PReLU in the same pass) on CPUs that
+  have the kernel (AVX-512 for fp32, AVX512-BF16 for bf16); ``use_winograd = False`` keeps
+  oneDNN's direct convolution;
 * the epilogue runs as a oneDNN post-op on the accumulator before the single rounding to
   the output dtype: ReLU, LeakyReLU (also a PReLU with one shared slope), or the residual add
   ``residual + scale * (conv(x) + bias)``, with ``scale`` folded into the packed weight and bias.
 
-A PReLU with one slope per channel has no post-op in the primitive torch exposes; there the
-bias-free packed convolution is followed by fastsr's fused :func:`fastsr.ops.bias_prelu`.
+On the oneDNN path a PReLU with one slope per channel has no post-op in the primitive torch
+exposes; there the bias-free packed convolution is followed by fastsr's fused
+:func:`fastsr.ops.bias_prelu`.
 With autograd recording, on other devices, in float64, under ``torch.compile`` tracing or
 where oneDNN is unavailable the module is exactly ``nn.Conv2d`` (and the epilogue plain
 PyTorch), so it is a drop-in anywhere. :func:`fastsr.optimize_for_inference` swaps it in.
@@ -24,6 +30,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from fastsr.ops import bias_prelu
+from fastsr.ops.winograd import winograd_conv3x3, winograd_eligible, winograd_supported, winograd_weight
 
 __all__ = ["PackedConv2d", "ACTIVATIONS", "pack_convolutions"]
 
@@ -52,6 +61,8 @@ class PackedConv2d(nn.Conv2d):
     """
 
     _pack_cache: dict
+    #: run eligible 3x3 convolutions as Winograd F(2x2, 3x3) where the CPU has the kernel
+    use_winograd: bool = True
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d) -> "PackedConv2d":
@@ -62,6 +73,10 @@ class PackedConv2d(nn.Conv2d):
         new.bias = conv.bias
         new.train(conv.training)
         return new
+
+    def winograd(self, x: torch.Tensor) -> bool:
+        """Whether the packed path for ``x`` is the Winograd kernel (else oneDNN's)."""
+        return self.use_winograd and winograd_eligible(self) and winograd_supported(x.dtype)
 
     def packable(self, x: torch.Tensor) -> bool:
         """Whether ``x`` takes the packed oneDNN path (else the plain ``nn.Conv2d`` one)."""
@@ -82,16 +97,21 @@ class PackedConv2d(nn.Conv2d):
         cache = self.__dict__.setdefault("_pack_cache", {})
         b = self.bias if with_bias else None
         version = (self.weight._version, None if b is None else b._version, self.weight.data_ptr())
-        key = (x.dtype, scale, with_bias)
+        winograd = self.winograd(x)
+        key = (x.dtype, scale, with_bias, winograd)
         hit = cache.get(key)
         if hit is not None and hit[0] == version:
             return hit[1], hit[2]
         with torch.no_grad():
             w = self.weight if scale == 1.0 else self.weight * scale
-            packed = torch.ops.mkldnn._reorder_convolution_weight(
-                w.contiguous(), list(self.padding), list(self.stride), list(self.dilation), self.groups,
-                list(x.shape))
-            bias = None if b is None else (b if scale == 1.0 else b * scale).to(x.dtype)
+            if winograd:  # transformed from the fp32 weight, rounded once; bias stays fp32
+                packed = winograd_weight(w.float() if scale == 1.0 else self.weight.float() * scale, x.dtype)
+            else:
+                packed = torch.ops.mkldnn._reorder_convolution_weight(
+                    w.contiguous(), list(self.padding), list(self.stride), list(self.dilation), self.groups,
+                    list(x.shape))
+            bias = None if b is None else (b if scale == 1.0 else b * scale).to(
+                torch.float32 if winograd else x.dtype)
         cache[key] = (version, packed, bias)
         return packed, bias
 
@@ -113,8 +133,23 @@ class PackedConv2d(nn.Conv2d):
                 return F.relu(y)
             return F.leaky_relu(y, slope) if act == "leaky_relu" else y
         w, b = self._packed(x, 1.0, bias)
+        if self.winograd(x):
+            return winograd_conv3x3(x, w, b, act, slope)
         scalars = [float(slope)] if act == "leaky_relu" else []
         return torch.ops.mkldnn._convolution_pointwise(x, w, b, *self._args(), act, scalars, "")
+
+    def conv_prelu(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``PReLU(conv(x))`` with (C_out,) or (1,) slopes ``weight``: one Winograd pass, one
+        oneDNN primitive with a LeakyReLU post-op for a shared slope, else the bias-free packed
+        convolution + :func:`fastsr.ops.bias_prelu`."""
+        if not self.packable(x) or self.bias is None:
+            return F.prelu(super().forward(x), weight.to(x.dtype))
+        if self.winograd(x):
+            w, b = self._packed(x, 1.0, True)
+            return winograd_conv3x3(x, w, b, "prelu", prelu_weight=weight.float().expand(self.out_channels))
+        if weight.numel() == 1:
+            return self.conv_act(x, "leaky_relu", float(weight))
+        return bias_prelu(self.conv_act(x, bias=False), self.bias, weight)
 
     def conv_add(self, x: torch.Tensor, residual: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
         """``residual + scale * conv(x)``: the residual add as a post-op, ``scale`` folded into
@@ -137,6 +172,8 @@ class PackedConv2d(nn.Conv2d):
         if tuple(residual.shape) != out_shape:
             raise ValueError(f"PackedConv2d.conv_add: residual must have the output shape {out_shape}, "
                              f"got {tuple(residual.shape)}")
+        if self.winograd(x):
+            return winograd_conv3x3(x, w, b, residual=residual)
         return torch.ops.mkldnn._convolution_pointwise.binary(x, residual, w, b, *self._args(), "add", None, None,
                                                               [], None)
 
