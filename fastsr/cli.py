@@ -150,29 +150,16 @@ def _side_by_side(imgs, crop: int):
     return torch.cat(parts, dim=2)
 
 
-def _run_eval(args, extra) -> int:
-    if extra:
-        raise UserError(f"unrecognized arguments: {' '.join(extra)}")
+def _eval_pairs(args, scale: int) -> list:
+    """The (name, LR, HR) pairs ``fastsr eval`` measures: the sample photos or the folder(s),
+    with the files that cannot be read reported in one line."""
     import warnings
 
-    import torch
-
-    from fastsr.data import HRFolderDataset, PairedFolderDataset, write_image
+    from fastsr.data import HRFolderDataset, PairedFolderDataset
     from fastsr.data.datasets import UnreadableImageWarning
     from fastsr.data.io import ImageReadError
-    from fastsr.evaluate import evaluate, sample_pairs
-    from fastsr.models.checkpoint import check_finite_weights
-    from fastsr.upscale import default_checkpoint, graphed, load_model
+    from fastsr.evaluate import sample_pairs
 
-    _check_tiles(args)
-    if args.crop < 1:
-        raise UserError(f"--crop must be a positive number of HR pixels, got {args.crop}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    checkpoint = args.checkpoint or default_checkpoint()
-    model, scale, description = load_model(checkpoint, args.weights, device)
-    check_finite_weights(model, checkpoint)
-    if args.scale is not None and args.scale != scale:
-        raise UserError(f"--scale {args.scale} does not match the checkpoint's scale {scale}")
     unreadable = []
     if args.sample_data:
         pairs = sample_pairs(scale)
@@ -198,6 +185,30 @@ def _run_eval(args, extra) -> int:
               file=sys.stderr)
     if not pairs:
         raise UserError(f"no readable images in {args.data}")
+    return pairs
+
+
+def _run_eval(args, extra) -> int:
+    if extra:
+        raise UserError(f"unrecognized arguments: {' '.join(extra)}")
+    import torch
+
+    from fastsr.data import write_image
+    from fastsr.evaluate import evaluate
+    from fastsr.inference import optimize_for_inference
+    from fastsr.models.checkpoint import check_finite_weights
+    from fastsr.upscale import default_checkpoint, graphed, load_model
+
+    _check_tiles(args)
+    if args.crop < 1:
+        raise UserError(f"--crop must be a positive number of HR pixels, got {args.crop}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    checkpoint = args.checkpoint or default_checkpoint()
+    model, scale, description = load_model(checkpoint, args.weights, device)
+    check_finite_weights(model, checkpoint)
+    if args.scale is not None and args.scale != scale:
+        raise UserError(f"--scale {args.scale} does not match the checkpoint's scale {scale}")
+    pairs = _eval_pairs(args, scale)
 
     def on_image(name, sr, bic, hr):
         if not bool(sr.isfinite().all()):
@@ -207,6 +218,8 @@ def _run_eval(args, extra) -> int:
             write_image(sr, out / f"{safe}_SR.png")
             write_image(_side_by_side([bic, sr, hr], args.crop), out / f"{safe}_bicubic_SR_HR.png")
 
+    if device == "cpu":  # fp32: the table keeps the model's own numbers, computed faster
+        model = optimize_for_inference(model, device, "fp32")
     model = graphed(model, args.cuda_graph, device, args.tile)
     result = evaluate(model, pairs, scale, tile=args.tile, tile_pad=args.tile_pad, on_image=on_image)
     print(result.table(title=f"x{scale}, Y channel, crop_border={scale} ({Path(checkpoint).name}: {description})"))

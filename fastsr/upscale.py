@@ -2,7 +2,9 @@
 
 * :func:`prepare_model` -- a generator ready to run: loaded (fastsr's own files or
   ESRGAN / Real-ESRGAN / BasicSR checkpoints), its weights checked for NaN/Inf, on its
-  device, its precision resolved, wrapped for CUDA-graph replay where that applies.
+  device, its precision resolved (bf16 on CPUs with native bf16), on the CPU prepared by
+  :func:`fastsr.optimize_for_inference` (prepacked convolutions with fused epilogues,
+  Winograd for the 3x3 ones), wrapped for CUDA-graph replay where that applies.
 * :func:`upscale_file` -- one image file in, one out, in kind: 8- or 16-bit, grayscale
   stays grayscale (the model runs on RGB and its output is averaged back), the alpha
   channel is upscaled bicubically, the EXIF orientation is applied, the ICC profile is
@@ -37,13 +39,21 @@ __all__ = ["Upscaler", "UpscaleResult", "prepare_model", "bicubic_upscaler", "up
 class Upscaler:
     """What :func:`upscale_file` runs: ``model`` (None: MATLAB bicubic) at ``scale``, in
     ``precision`` (``fp32`` / ``bf16`` / ``fp16``; None for bicubic) on ``device``;
-    ``description`` names the model (for the command's ``model: ...`` line)."""
+    ``description`` names the model (for the command's ``model: ...`` line). A model that
+    is a :class:`fastsr.InferenceModel` runs in its own precision (no autocast around it)."""
 
     model: nn.Module | None
     scale: int
     device: str
     precision: str | None = None
     description: str = "bicubic"
+
+    @property
+    def autocast_precision(self) -> str | None:
+        """The precision :func:`fastsr.evaluate.upscale_image` wraps the model in."""
+        from fastsr.inference import InferenceModel
+
+        return "fp32" if isinstance(self.model, InferenceModel) else self.precision
 
 
 @dataclass
@@ -122,8 +132,10 @@ def prepare_model(checkpoint=None, *, weights: str = "auto", device: str | None 
     ``checkpoint`` (default: the shipped ``nonbn_x4`` model) checked for NaN/Inf, the model
     in eval mode on ``device`` (default: CUDA when available), wrapped for CUDA-graph
     replay per ``cuda_graph`` (:func:`graphed`; ``tile`` is the tiling it will run with).
+    On the CPU the model is :func:`fastsr.optimize_for_inference`'s, in ``precision``.
     ``scale``: the scale the caller expects (checked against the model's); ``log`` receives
-    the ``model: <description>; precision <precision>`` line once the model is loaded.
+    the ``model: <description>; precision <precision>[, <how it runs>]`` line once the model
+    is loaded.
 
     Raises:
         UserError: a precision the device cannot run, ``scale`` not the model's, the errors
@@ -139,12 +151,29 @@ def prepare_model(checkpoint=None, *, weights: str = "auto", device: str | None 
     checkpoint = checkpoint or default_checkpoint()
     model, model_scale, description = load_model(checkpoint, weights, device)
     _check_finite(model, checkpoint)
+    model, how = _for_inference(model.eval(), device, precision)
     if log is not None:
-        log(f"model: {description}; precision {precision}")
+        log(f"model: {description}; precision {precision}{how}")
     if scale is not None and scale != model_scale:
         raise UserError(f"--scale {scale} does not match the model's scale {model_scale} (use --outscale for "
                         "another final scale, or --bicubic)")
-    return Upscaler(graphed(model.eval(), cuda_graph, device, tile), model_scale, device, precision, description)
+    return Upscaler(graphed(model, cuda_graph, device, tile), model_scale, device, precision, description)
+
+
+def _for_inference(model: nn.Module, device: str, precision: str) -> tuple[nn.Module, str]:
+    """On the CPU, ``model`` prepared by :func:`fastsr.optimize_for_inference` and the words
+    saying how it runs; elsewhere ``model`` itself (run under autocast) and ``""``."""
+    if torch.device(device).type != "cpu":
+        return model, ""
+    from fastsr.inference import optimize_for_inference
+    from fastsr.nn import PackedConv2d
+
+    prepared = optimize_for_inference(model, device, precision)
+    convs = [m for m in prepared.modules() if isinstance(m, PackedConv2d)]
+    probe = torch.empty(0, dtype=prepared.dtype)
+    winograd = sum(c.winograd(probe) for c in convs)
+    how = f", channels_last, {len(convs)} prepacked convolutions ({winograd} as Winograd F(2x2,3x3))"
+    return prepared, how
 
 
 def bicubic_upscaler(scale: int | None = None) -> Upscaler:
@@ -200,7 +229,7 @@ def _run_model(up: Upscaler, img, tile, tile_pad: int, tile_batch: int, progress
         tiles.update(done - tiles.n)
 
     try:
-        sr = upscale_image(up.model, img.rgb[None], up.scale, tile, tile_pad, precision=up.precision,
+        sr = upscale_image(up.model, img.rgb[None], up.scale, tile, tile_pad, precision=up.autocast_precision,
                            tile_batch=tile_batch, progress=report)[0]
     except torch.OutOfMemoryError:
         raise UserError(f"out of memory upscaling {src}; use a smaller --tile or --tile auto") from None
