@@ -125,8 +125,8 @@ def test_bench_cli_passes_device_and_all_variants(monkeypatch, tmp_path):
 
 
 def test_unknown_variant_is_a_user_error(tmp_path):
-    with pytest.raises(UserError, match="variant '9'"):
-        iteration.run_benchmark(variants=["9"], out_dir=tmp_path, device="cpu")
+    with pytest.raises(UserError, match="variant '99'"):
+        iteration.run_benchmark(variants=["99"], out_dir=tmp_path, device="cpu")
 
 
 TINY_MODEL = ["--set", "model.generator.num_blocks=1", "--set", "model.generator.channels=8",

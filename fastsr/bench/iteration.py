@@ -79,6 +79,11 @@ VARIANTS: tuple[Variant, ...] = (
              "train.fused_optimizer": True, "train.tune_allocator": True}),
     Variant("7", "NonBN eager + torch.compile", {"train.compile": True}),
     Variant("8", "`fastsr train` defaults (auto: chosen for this machine)", defaults=True),
+    # plain PyTorch set up as a good user would, so that a reader sees what the fused ops alone are worth
+    Variant("9", "NonBN eager fp32 + allocator", {"train.tune_allocator": True}),
+    Variant("10", "NonBN eager bf16 + channels_last + fused Adam + allocator (best plain PyTorch)",
+            {"train.channels_last": True, "train.bf16": True, "train.fused_optimizer": True,
+             "train.tune_allocator": True}),
 )
 
 
