@@ -329,10 +329,14 @@ def destinations(files: list[tuple[Path, Path]], output, inputs, fmt: str = "png
 
     Raises:
         UserError: an unknown extension, a file name for several inputs, an output that is
-            one of the inputs.
+            one of the inputs (also through a hard link), an output that is a symbolic link
+            or resolves outside the output folder, a ``suffix`` with a path separator or
+            ``..`` (it would name a file outside the output folder).
     """
     from fastsr.data import IMAGE_EXTENSIONS
 
+    if "/" in suffix or "\\" in suffix or ".." in suffix or "\0" in suffix:
+        raise UserError(f"--suffix must be part of a file name (no '/', '\\' or '..'), got {suffix!r}")
     out = Path(output)
     single = out.suffix and not out.is_dir()
     if single and out.suffix.lower() not in IMAGE_EXTENSIONS:
@@ -343,8 +347,14 @@ def destinations(files: list[tuple[Path, Path]], output, inputs, fmt: str = "png
     seen: set = set()
     dests = [out] if single else [_unique(out / rel.parent / f"{rel.stem}{suffix}.{fmt}", seen) for _, rel in files]
     sources = {f.resolve() for f, _ in files}
+    inodes = {(st.st_dev, st.st_ino) for st in (f.stat() for f, _ in files)}
+    root = None if single else out.resolve()
     for d in dests:
-        if d.resolve() in sources:
+        if d.is_symlink():
+            raise UserError(f"output {d} is a symbolic link: refusing to write through it")
+        if root is not None and not d.resolve().is_relative_to(root):
+            raise UserError(f"output {d} resolves to {d.resolve()}, outside -o {out}: refusing to write there")
+        if d.resolve() in sources or (d.exists() and (d.stat().st_dev, d.stat().st_ino) in inodes):
             raise UserError(f"output {d} is one of the inputs: refusing to overwrite it (use -o elsewhere or --suffix)")
     return dests
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,21 +120,19 @@ def write_image(img: torch.Tensor, path: str | os.PathLike, alpha: torch.Tensor 
     """Write a (3, H, W) float tensor in [0, 1] (and optional (1, H, W) alpha) as 8-bit.
 
     The format follows the file extension (PNG recommended: lossless). Parent folders are
-    created. Raises ValueError for a bad shape.
+    created; the file is replaced atomically (:func:`replace_atomically`). Raises ValueError
+    for a bad shape or a ``path`` that is a symbolic link.
     """
     if img.dim() != 3 or img.shape[0] != 3:
         raise ValueError(f"write_image: expected a (3, H, W) tensor, got shape {tuple(img.shape)}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arr = to_uint8(img)
     if alpha is not None:
         if alpha.shape != (1, *img.shape[1:]):
             raise ValueError(f"write_image: alpha must have shape (1, {img.shape[1]}, {img.shape[2]}), "
                              f"got {tuple(alpha.shape)}")
         arr = np.concatenate([arr, to_uint8(alpha)], axis=2)
-        Image.fromarray(arr, "RGBA").save(path)
-    else:
-        Image.fromarray(arr, "RGB").save(path)
+    mode = "RGB" if alpha is None else "RGBA"
+    replace_atomically(Path(path), lambda tmp: Image.fromarray(arr, mode).save(tmp), "write_image")
 
 
 # ---------------------------------------------------------------------------- upscaler I/O
@@ -339,7 +338,10 @@ def save_image(path: str | os.PathLike, pixels: torch.Tensor, alpha: torch.Tenso
 
     The format follows the extension (PNG, JPEG, WebP, BMP, TIFF). 16-bit is written to PNG
     (pypng for colour or alpha) and TIFF (tifffile); JPEG, WebP and BMP store 8 bits. The
-    ICC profile is embedded in PNG, JPEG, WebP and TIFF. Parent folders are created.
+    ICC profile is embedded in PNG, JPEG, WebP and TIFF. Parent folders are created. The
+    file is written to a temporary file in the destination folder and renamed into place,
+    so a kill leaves either the old file or the new one, never a truncated one; a
+    destination that is a symbolic link is refused (the write would land elsewhere).
 
     Args:
         pixels: (C, H, W) float in [0, 1], C = 1 (grayscale) or 3 (RGB).
@@ -351,7 +353,8 @@ def save_image(path: str | os.PathLike, pixels: torch.Tensor, alpha: torch.Tenso
         The notes on what the format could not store (16 bits, alpha, ICC profile).
 
     Raises:
-        ValueError: bad shapes, ``bit_depth`` not 8 or 16, an unknown extension.
+        ValueError: bad shapes, ``bit_depth`` not 8 or 16, an unknown extension, ``path`` a
+            symbolic link.
     """
     path = Path(path)
     if pixels.dim() != 3 or pixels.shape[0] not in (1, 3):
@@ -380,15 +383,58 @@ def save_image(path: str | os.PathLike, pixels: torch.Tensor, alpha: torch.Tenso
         pixels = pixels.expand(3, -1, -1)  # WebP has no gray modes, BMP no gray + alpha
     x = pixels if alpha is None else torch.cat([pixels, alpha])
     arr = _quantise(x, bit_depth)
+    has_alpha = alpha is not None
+    replace_atomically(path, lambda tmp: _write_file(tmp, arr, pixels.shape[0], has_alpha, bit_depth, ext, fmt,
+                                                     icc_profile, quality), "save_image")
+    return notes
+
+
+def replace_atomically(path: Path, write, op: str = "write") -> None:
+    """Create or replace the file ``path`` with what ``write(tmp)`` writes to ``tmp``, a new
+    file in the same folder (same extension), renamed over ``path`` once complete: a kill
+    or an error leaves the old file (or none), never a partial one. Parent folders are
+    created; the file gets the usual permissions (0666 less the umask).
+
+    Raises:
+        ValueError: ``path`` is a symbolic link (the write would land where it points).
+    """
+    path = Path(path)
+    if path.is_symlink():
+        raise ValueError(f"{op}: {path} is a symbolic link; refusing to write through it")
     path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` sets it, for every thread)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
+def _write_file(path: Path, arr: np.ndarray, channels: int, has_alpha: bool, bit_depth: int, ext: str, fmt,
+                icc_profile, quality: int) -> None:
+    """Encode ``arr`` (from :func:`_quantise`) into ``path`` in the format of ``ext``."""
     if bit_depth == 16 and ext in (".tif", ".tiff"):
         import tifffile
 
-        rgb = pixels.shape[0] == 3
-        tifffile.imwrite(path, arr, photometric="rgb" if rgb else "minisblack",
-                         extrasamples=["unassalpha"] if alpha is not None else None,
+        tifffile.imwrite(path, arr, photometric="rgb" if channels == 3 else "minisblack",
+                         extrasamples=["unassalpha"] if has_alpha else None,
                          iccprofile=icc_profile, compression="zlib")
-    elif bit_depth == 16 and (alpha is not None or pixels.shape[0] == 3):
+    elif bit_depth == 16 and (has_alpha or channels == 3):
         _write_png16(path, arr, icc_profile)
     else:
         im = Image.fromarray(arr)  # L, LA, RGB, RGBA or I;16 from the shape and dtype
@@ -396,4 +442,3 @@ def save_image(path: str | os.PathLike, pixels: torch.Tensor, alpha: torch.Tenso
         if icc_profile:
             kw["icc_profile"] = icc_profile
         im.save(path, **kw)
-    return notes

@@ -133,7 +133,11 @@ def check_same_device(t: torch.Tensor, x: torch.Tensor, op: str, arg: str) -> No
 
 def is_finite_number(value) -> bool:
     """A Python int or float (not bool, not a tensor) that is finite as a float (an int
-    beyond the float range is not)."""
+    beyond the float range is not); a symbolic number of a dynamic-shape trace passes."""
+    if isinstance(value, (torch.SymInt, torch.SymFloat)) or torch.compiler.is_compiling():
+        # traced (symbolic with dynamic=True, where math.isfinite cannot run): the kernel
+        # checks the value it receives (TORCH_CHECK_VALUE), only not in the trace
+        return isinstance(value, (int, float, torch.SymInt, torch.SymFloat)) and not isinstance(value, bool)
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return False
     try:

@@ -1,0 +1,122 @@
+"""Nothing is written outside where the user asked, nor half-written: symbolic links among
+the outputs, suffixes that name other folders, hard links of an input, kills during a write;
+and the fused models trace under torch.compile with dynamic shapes."""
+import os
+
+import pytest
+import torch
+
+import fastsr
+from fastsr.data import io as image_io
+from fastsr.data import load_image, save_image
+from fastsr.errors import UserError
+from fastsr.upscale import upscale_files
+
+
+@pytest.fixture
+def photo(tmp_path):
+    src = tmp_path / "in" / "p.png"
+    save_image(src, torch.rand(3, 12, 10))
+    return src
+
+
+def _bicubic(photo, out, **kw):
+    return upscale_files([str(photo)], out, bicubic=True, scale=2, progress=False, **kw)
+
+
+def test_an_output_that_is_a_symlink_is_refused(photo, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (out / "p.png").symlink_to(victim)
+    (out / "q.png").symlink_to(tmp_path / "created-outside.png")  # dangling
+    for skip in (False, True):
+        with pytest.raises(UserError, match="symbolic link"):
+            _bicubic(photo, out, skip_existing=skip)
+    assert victim.read_text() == "keep me"
+    os.replace(photo, photo.with_name("q.png"))
+    with pytest.raises(UserError, match="symbolic link"):
+        _bicubic(photo.with_name("q.png"), out)
+    assert not (tmp_path / "created-outside.png").exists()
+    with pytest.raises(ValueError, match="symbolic link"):  # the library call refuses too
+        save_image(out / "p.png", torch.rand(3, 4, 4))
+
+
+@pytest.mark.parametrize("suffix", ["/../../../escaped", "a/b", "..", "x\\y"])
+def test_a_suffix_stays_a_part_of_the_file_name(photo, tmp_path, suffix):
+    with pytest.raises(UserError, match="--suffix must be part of a file name"):
+        _bicubic(photo, tmp_path / "out", suffix=suffix)
+    assert not any(p.name.startswith("escaped") for p in tmp_path.rglob("*"))
+
+
+def test_an_output_folder_that_leads_elsewhere_is_refused(photo, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    folder = photo.parent / "sub"
+    folder.mkdir()
+    os.replace(photo, folder / "p.png")
+    (out / "sub").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(UserError, match="outside -o"):
+        upscale_files([str(photo.parent)], out, bicubic=True, scale=2, progress=False)
+    assert not any(elsewhere.iterdir())
+
+
+def test_a_hard_link_of_the_input_is_not_overwritten(photo, tmp_path):
+    link = tmp_path / "link.png"
+    os.link(photo, link)
+    before = photo.read_bytes()
+    with pytest.raises(UserError, match="one of the inputs"):
+        _bicubic(photo, link)
+    assert photo.read_bytes() == before
+
+
+def test_a_failed_write_keeps_the_previous_file(photo, tmp_path, monkeypatch):
+    dest = tmp_path / "out.png"
+    save_image(dest, torch.zeros(3, 6, 6))
+    good = dest.read_bytes()
+
+    def killed(tmp, *args):
+        tmp.write_bytes(good[:20])  # a partial file, then the process "dies"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(image_io, "_write_file", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_image(dest, torch.ones(3, 6, 6))
+    assert dest.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out.png"]  # no temporary file left behind
+    monkeypatch.undo()
+    save_image(dest, torch.ones(3, 6, 6))
+    assert load_image(dest).pixels.min() == 1.0
+    assert oct(dest.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_upscaled_files_replace_the_old_ones_whole(photo, tmp_path):
+    out = tmp_path / "out"
+    _bicubic(photo, out)
+    first = (out / "p.png").read_bytes()
+    save_image(photo, torch.rand(3, 12, 10))
+    _bicubic(photo, out)
+    assert (out / "p.png").read_bytes() != first
+    assert sorted(p.name for p in out.iterdir()) == ["p.png"]
+
+
+@pytest.mark.slow
+def test_fused_models_compile_with_dynamic_shapes():
+    """The ops' argument checks see symbolic numbers (the residual scale) under
+    torch.compile(dynamic=True, fullgraph=True) and must not call math.isfinite on them."""
+    torch._dynamo.reset()
+    model = fastsr.models.create("EDSR", scale=2, num_feat=16, num_block=1, res_scale=0.1).eval()
+    compiled = torch.compile(model, dynamic=True, fullgraph=True)
+    with torch.no_grad():
+        for size in ((9, 11), (12, 7)):
+            x = torch.rand(1, 3, *size)
+            torch.testing.assert_close(compiled(x), model(x), atol=1e-5, rtol=1e-5)
