@@ -109,6 +109,16 @@ def test_upscaled_files_replace_the_old_ones_whole(photo, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["p.png"]
 
 
+@pytest.mark.parametrize("name", ["/abs/dir", "../../x", "a/b", ".", "..", ".hidden", ""])
+def test_a_recipe_name_is_one_folder_under_runs(name):
+    from fastsr.errors import ConfigError
+    from fastsr.train import load_config
+
+    with pytest.raises(ConfigError, match="name must be a plain folder name"):
+        load_config("nonbn_x4", [f"name={name}"])
+    assert load_config("nonbn_x4", ["name=my-run_2"])["name"] == "my-run_2"
+
+
 @pytest.mark.slow
 def test_fused_models_compile_with_dynamic_shapes():
     """The ops' argument checks see symbolic numbers (the residual scale) under

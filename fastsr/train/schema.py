@@ -324,12 +324,23 @@ class LogConfig:
     keep_weights: bool = spec()
 
 
+def _run_name(key: str, value) -> str:
+    """A recipe's ``name``: the default run folder ``runs/<name>``, so one plain folder name
+    (no path separator, not ``.`` / ``..``, no leading ``.``): an absolute or ``../`` name
+    would train, and ``--overwrite`` delete, outside ``runs/``."""
+    if (not isinstance(value, str) or not value or "/" in value or "\\" in value or "\0" in value
+            or value.startswith(".")):
+        raise ConfigError(f"{key} must be a plain folder name (the default run folder runs/<name>: no '/', "
+                          f"'\\' or leading '.'), got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Config:
     """A checked config (:func:`parse`); ``raw`` is its normalised dict (what
     ``config.yaml`` of a run holds, and the free-form sections' source)."""
 
-    name: str = spec()
+    name: str = spec(check=_run_name)
     scale: int = spec()
     model: ModelConfig = spec()
     data: DataConfig = spec()
