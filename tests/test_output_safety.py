@@ -130,3 +130,34 @@ def test_fused_models_compile_with_dynamic_shapes():
         for size in ((9, 11), (12, 7)):
             x = torch.rand(1, 3, *size)
             torch.testing.assert_close(compiled(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("orientation", range(2, 9))
+def test_exif_orientation_is_applied_once_in_every_format(tmp_path, orientation):
+    """Pillow transposes 8-bit TIFFs by their orientation tag on load; PNG and JPEG it leaves
+    as stored: either way the pixels come out oriented exactly once."""
+    import numpy as np
+    from PIL import Image
+
+    arr = (np.arange(4 * 6 * 3).reshape(4, 6, 3) * 3).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    got = {}
+    for ext in (".png", ".tif"):
+        Image.fromarray(arr).save(tmp_path / f"o{ext}", exif=exif)
+        img = load_image(tmp_path / f"o{ext}")
+        assert f"EXIF orientation {orientation} applied" in img.notes
+        got[ext] = img.pixels
+    assert got[".png"].shape == got[".tif"].shape and torch.equal(got[".png"], got[".tif"])
+    if orientation in (5, 6, 7, 8):
+        assert got[".tif"].shape[1:] == (6, 4)
+
+
+def test_multi_frame_files_say_which_frame_is_used(tmp_path):
+    from PIL import Image
+
+    frames = [Image.new("RGB", (5, 4), c) for c in ("red", "blue")]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    img = load_image(tmp_path / "a.gif")
+    assert any("2 frames" in n and "first" in n for n in img.notes)
+    assert img.pixels[0].mean() > 0.9  # red: the first frame

@@ -205,7 +205,9 @@ def load_image(path: str | os.PathLike) -> ImageData:
       keep their alpha;
     * palette images become RGB(A), CMYK becomes RGB through its ICC profile when it has one
       (the output is then tagged sRGB), other modes (YCbCr, LAB, HSV) RGB: each with a note;
-    * the EXIF orientation is applied (with a note), the ICC profile is returned.
+    * the EXIF orientation is applied once (with a note; Pillow itself transposes TIFFs), the
+      ICC profile is returned;
+    * of a multi-frame file (GIF, WebP, APNG, TIFF pages) the first frame is read, with a note.
 
     Raises:
         FileNotFoundError: no such file. ImageTooLargeError: more pixels than Pillow's
@@ -232,7 +234,8 @@ def load_image(path: str | os.PathLike) -> ImageData:
 
 
 def _load(path: Path, im: Image.Image) -> ImageData:
-    notes = []
+    frames = getattr(im, "n_frames", 1)
+    notes = [f"{frames} frames (animation or multi-page file): the first is used"] if frames > 1 else []
     icc = im.info.get("icc_profile") or None
     orientation = im.getexif().get(0x0112, 1)
     bit_depth, alpha = 8, None
@@ -247,6 +250,9 @@ def _load(path: Path, im: Image.Image) -> ImageData:
         arr = arr[:, :, :4] if arr.ndim == 3 else arr
     else:
         im.load()
+        if orientation != 1 and im.getexif().get(0x0112, 1) == 1:  # Pillow transposed it on load (TIFF)
+            notes.append(f"EXIF orientation {orientation} applied")
+            orientation = 1
         mode = im.mode
         if mode.startswith("I;16") or mode == "I":
             arr, bit_depth = np.clip(np.asarray(im).astype(np.int64), 0, 65535).astype(np.uint16), 16
