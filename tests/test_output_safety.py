@@ -161,3 +161,30 @@ def test_multi_frame_files_say_which_frame_is_used(tmp_path):
     img = load_image(tmp_path / "a.gif")
     assert any("2 frames" in n and "first" in n for n in img.notes)
     assert img.pixels[0].mean() > 0.9  # red: the first frame
+
+
+def test_a_run_folder_is_locked_while_a_run_uses_it(tmp_path):
+    """A second run into the folder of a running one gets a one-line error (before, both
+    finished and interleaved log.jsonl, or --overwrite deleted the other's checkpoints)."""
+    import subprocess
+    import sys
+
+    from fastsr.train.run_dir import RunDir
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from fastsr.train.run_dir import RunDir; d = RunDir(sys.argv[1]); d.prepare(False, False); "
+        "print('locked', flush=True); time.sleep(60)"), str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        (tmp_path / "run" / "log.jsonl").write_text("")
+        for resume, overwrite in ((False, True), (True, False)):
+            with pytest.raises(UserError, match="in use by another training run"):
+                RunDir(tmp_path / "run").prepare(resume, overwrite)
+        assert (tmp_path / "run" / "log.jsonl").exists()  # the other run's files are untouched
+    finally:
+        holder.kill()
+        holder.wait()
+    d = RunDir(tmp_path / "run")  # released with the process: a new run may take it
+    d.prepare(False, True)
+    d.release()
+    assert not (tmp_path / "run" / "log.jsonl").exists()

@@ -5,11 +5,15 @@ Safety of earlier work: a folder that holds anything is refused unless the run r
 ``checkpoints/`` first, other files are left); temporary files of interrupted writes are
 deleted at start; on resume ``log.jsonl`` keeps only the records up to the checkpoint's
 iteration, so the log continues as if the run had not stopped. In a multi-process run only
-the main process (rank 0) writes.
+the main process (rank 0) writes. While a run prepares and trains, its folder is locked
+(``flock`` on ``.lock`` in it): a second ``fastsr train`` into the same folder gets a one-line
+error instead of both writing one ``log.jsonl`` (or ``--overwrite`` deleting the other's
+checkpoints).
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -20,6 +24,8 @@ __all__ = ["RunDir", "RUN_FILES"]
 
 #: what a run writes into its folder (and ``overwrite`` deletes)
 RUN_FILES = ("config.yaml", "log.jsonl", "checkpoints")
+#: the lock file a running run holds in its folder
+LOCK_FILE = ".lock"
 
 
 class RunDir:
@@ -29,6 +35,33 @@ class RunDir:
         self.out = Path(out)
         self.ckpt_dir = self.out / "checkpoints"
         self.main = main
+        self._lock_fd: int | None = None
+
+    def lock(self) -> None:
+        """Take the folder's lock (creating the folder), held until :meth:`release`.
+
+        Raises:
+            UserError: another process (or another run of this one) holds it.
+        """
+        if not self.main or self._lock_fd is not None:
+            return
+        import fcntl
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UserError(f"run folder {self.out} is in use by another training run (it holds "
+                            f"{self.out / LOCK_FILE}); wait for it to end or choose another --out") from None
+        self._lock_fd = fd
+
+    def release(self) -> None:
+        """Give the folder's lock back (the lock file stays; it holds nothing)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def prepare(self, resume: bool, overwrite: bool) -> None:
         """Refuse a folder holding earlier work unless ``resume`` or ``overwrite``; with
@@ -43,14 +76,14 @@ class RunDir:
                             "not both")
         if out.exists() and not out.is_dir():
             raise UserError(f"run folder {out} is a file, not a folder")
-        entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-        if entries and not resume:
-            if not overwrite:
-                shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
-                raise UserError(f"run folder {out} is not empty ({shown}): continue that run with --resume, "
-                                "replace it with --overwrite, or choose another --out")
-            if self.main:
-                self._delete_run_files()
+        entries = sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE) if out.is_dir() else []
+        if entries and not resume and not overwrite:
+            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+            raise UserError(f"run folder {out} is not empty ({shown}): continue that run with --resume, "
+                            "replace it with --overwrite, or choose another --out")
+        self.lock()  # before anything is deleted or written
+        if entries and not resume and self.main:
+            self._delete_run_files()
         if self.main:
             remove_temp_files(self.ckpt_dir)
 

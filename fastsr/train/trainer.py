@@ -192,6 +192,13 @@ class Trainer:
         self.out, self.ckpt_dir = self.run_dir.out, self.run_dir.ckpt_dir
         if data:
             self.run_dir.prepare(resume, overwrite)
+        try:
+            self._build(c, data_dir, val_dir, resume, init_from, data)
+        except BaseException:  # the run folder's lock goes with the half-built trainer
+            self.run_dir.release()
+            raise
+
+    def _build(self, c, data_dir, val_dir, resume: bool, init_from, data: bool) -> None:
         self.device, self.scale, self.total = self.dist.device, c.scale, c.train.iters
         self.saved_iteration, self.start_iter = None, 0
         self._seed_and_tune()
@@ -323,9 +330,13 @@ class Trainer:
         """
         if self.train_set is None:
             raise RuntimeError("Trainer(..., data=False) has no data set: drive it with train_step(lr, hr)")
-        return FitLoop(self).run()
+        try:
+            return FitLoop(self).run()
+        finally:
+            self.run_dir.release()
 
     def close(self) -> None:
+        self.run_dir.release()
         cleanup_distributed(self.dist)
 
 
