@@ -197,12 +197,15 @@ def _run_eval(args, extra) -> int:
     from fastsr.evaluate import evaluate
     from fastsr.inference import optimize_for_inference
     from fastsr.models.checkpoint import check_finite_weights
-    from fastsr.upscale import default_checkpoint, graphed, load_model
+    from fastsr.evaluate import check_cuda
+    from fastsr.upscale import check_tiling, default_checkpoint, graphed, load_model
 
-    _check_tiles(args)
+    check_tiling(args.tile, args.tile_pad)
     if args.crop < 1:
         raise UserError(f"--crop must be a positive number of HR pixels, got {args.crop}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda":
+        check_cuda()
     checkpoint = args.checkpoint or default_checkpoint()
     model, scale, description = load_model(checkpoint, args.weights, device)
     check_finite_weights(model, checkpoint)
@@ -224,11 +227,6 @@ def _run_eval(args, extra) -> int:
     result = evaluate(model, pairs, scale, tile=args.tile, tile_pad=args.tile_pad, on_image=on_image)
     print(result.table(title=f"x{scale}, Y channel, crop_border={scale} ({Path(checkpoint).name}: {description})"))
     return 0
-
-
-def _check_tiles(args) -> None:
-    if args.tile < 0 or args.tile_pad < 0:
-        raise UserError("--tile and --tile-pad must be >= 0")
 
 
 # ---------------------------------------------------------------------------- upscale
@@ -305,8 +303,8 @@ def _run_export(args, extra) -> int:
     model, detected = load(checkpoint)
     try:
         out = export_onnx(model, args.output, opset=args.opset)
-    except ImportError as e:
-        raise UserError(str(e)) from None
+    except (ImportError, ValueError) as e:  # a missing exporter package; an opset it cannot write
+        raise UserError(str(e).replace("export_onnx: opset", "--opset")) from None
     print(f"{checkpoint} -> {out}: {detected}; input 'lr' (batch, C, height, width) in [0, 1], "
           f"output 'sr' (batch, C, {detected.scale}*height, {detected.scale}*width), opset {args.opset}")
     return 0

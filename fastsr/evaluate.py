@@ -21,13 +21,13 @@ from torch import nn
 from fastsr import metrics
 from fastsr.data import degrade, imresize, sample_images
 from fastsr.data.datasets import mod_crop
-from fastsr.errors import CheckpointError
+from fastsr.errors import CheckpointError, UserError
 from fastsr.models.checkpoint import load_generator
 from fastsr.perf import native_bf16
 
 __all__ = ["load_generator", "upscale_image", "bicubic_upscale", "sample_pairs", "evaluate", "EvalResult",
            "y_psnr_ssim", "PRECISIONS", "resolve_precision", "auto_tile", "free_memory", "tile_starts",
-           "tile_weights", "NonFiniteOutputError"]
+           "tile_weights", "NonFiniteOutputError", "check_cuda"]
 
 #: ``(name, lr, hr)``: an LR image (3, h, w) and its HR image (3, h*scale, w*scale), in [0, 1]
 Pair = tuple[str, torch.Tensor, torch.Tensor]
@@ -41,6 +41,18 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 class NonFiniteOutputError(CheckpointError):
     """The model's output has NaN or Inf values even in float32: its weights (or the input)
     hold non-finite values, e.g. a checkpoint saved from a diverged training run."""
+
+
+def check_cuda() -> None:
+    """Nothing when CUDA is available.
+
+    Raises:
+        UserError: ``--device cuda`` without CUDA, saying why (a CPU-only build of torch or
+            no visible device) in one line.
+    """
+    if not torch.cuda.is_available():
+        why = "torch was built without CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+        raise UserError(f"--device cuda: CUDA is not available ({why}; torch {torch.__version__})")
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:

@@ -141,9 +141,11 @@ def prepare_model(checkpoint=None, *, weights: str = "auto", device: str | None 
         UserError: a precision the device cannot run, ``scale`` not the model's, the errors
             of :func:`graphed`; CheckpointError: an unreadable file or NaN/Inf weights.
     """
-    from fastsr.evaluate import resolve_precision
+    from fastsr.evaluate import check_cuda, resolve_precision
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.device(device).type == "cuda":
+        check_cuda()
     try:
         precision = resolve_precision(precision, device)
     except ValueError as e:

@@ -68,12 +68,23 @@ def test_upscale_bicubic_keeps_alpha(tmp_path):
     (["train", "no_such_recipe"], "no_such_recipe"),
     (["train", "nonbn_wgan_x4", "--set", "train.lrg=1", "--print-config"], "train.lrg"),
     (["eval", "--checkpoint", "nope.safetensors", "--sample-data"], "nope.safetensors"),
+    (["eval", "--sample-data", "--tile", "1"], "--tile 1 must be larger than twice --tile-pad"),
+    (["export", "-o", "x.onnx", "--opset", "17"], "--opset must be an int >= 18"),
 ])
 def test_user_errors_are_one_line(args, needle):
     p = run(*args, check=False)
     assert p.returncode != 0
     err = p.stderr.strip().splitlines()
     assert len(err) == 1 and needle in err[0] and "Traceback" not in p.stderr, p.stderr
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("command", [["upscale", "in.png", "-o", "out.png"], ["eval", "--sample-data"]])
+def test_device_cuda_without_cuda_is_one_line(command, tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "in.png")
+    p = run(*[str(tmp_path / a) if a.endswith(".png") else a for a in command], "--device", "cuda", check=False)
+    err = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(err) == 1 and "--device cuda: CUDA is not available" in err[0], p.stderr
 
 
 def test_print_config_dotted_option():

@@ -7,21 +7,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from fastsr.errors import UserError
+from fastsr.evaluate import check_cuda
 
 __all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "barrier", "check_cuda"]
-
-
-def check_cuda() -> None:
-    """Nothing when CUDA is available.
-
-    Raises:
-        UserError: ``--device cuda`` without CUDA, saying why (a CPU-only build of torch or
-            no visible device) in one line.
-    """
-    if not torch.cuda.is_available():
-        why = "torch was built without CUDA" if torch.version.cuda is None else "no CUDA device is visible"
-        raise UserError(f"--device cuda: CUDA is not available ({why}; torch {torch.__version__})")
 
 
 @dataclass
