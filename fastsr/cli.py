@@ -188,6 +188,24 @@ def _eval_pairs(args, scale: int) -> list:
     return pairs
 
 
+def _flat_names(names: list[str]) -> dict[str, str]:
+    """Each image name (``sub/x`` for files in subfolders) -> a file name without folders,
+    ``/`` as ``_``; names that then coincide (``sub1/x``, ``sub1_x``) get ``_2``, ``_3``, ...
+    with a notice, so that no saved image replaces another."""
+    flat, taken = {}, set()
+    for name in names:
+        base = cand = name.replace("/", "_")
+        k = 1
+        while cand in taken:
+            k += 1
+            cand = f"{base}_{k}"
+        if cand != base:
+            print(f"fastsr: note: {name} is saved as {cand} (its flat name {base} is another image's)", file=sys.stderr)
+        flat[name] = cand
+        taken.add(cand)
+    return flat
+
+
 def _run_eval(args, extra) -> int:
     if extra:
         raise UserError(f"unrecognized arguments: {' '.join(extra)}")
@@ -212,12 +230,13 @@ def _run_eval(args, extra) -> int:
     if args.scale is not None and args.scale != scale:
         raise UserError(f"--scale {args.scale} does not match the checkpoint's scale {scale}")
     pairs = _eval_pairs(args, scale)
+    file_names = _flat_names([name for name, _, _ in pairs])
 
     def on_image(name, sr, bic, hr):
         if not bool(sr.isfinite().all()):
             raise UserError(f"{checkpoint}: the model's output for {name} holds NaN or infinite values")
         if args.save_images:
-            out, safe = Path(args.save_images), name.replace("/", "_")
+            out, safe = Path(args.save_images), file_names[name]
             write_image(sr, out / f"{safe}_SR.png")
             write_image(_side_by_side([bic, sr, hr], args.crop), out / f"{safe}_bicubic_SR_HR.png")
 

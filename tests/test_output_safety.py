@@ -188,3 +188,39 @@ def test_a_run_folder_is_locked_while_a_run_uses_it(tmp_path):
     d.prepare(False, True)
     d.release()
     assert not (tmp_path / "run" / "log.jsonl").exists()
+
+
+def test_eval_saved_image_names_never_collide(capsys):
+    from fastsr.cli import _flat_names
+
+    names = _flat_names(["sub1/x", "sub1_x", "a/b/c", "a_b/c", "plain"])
+    assert names["sub1/x"] == "sub1_x" and names["sub1_x"] == "sub1_x_2" and names["a_b/c"] == "a_b_c_2"
+    assert len(set(names.values())) == 5 and names["plain"] == "plain"
+    assert "sub1_x is saved as sub1_x_2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seed,ok", [(2**63 - 1, True), (2**63, False), (-1, False), ("7", True)])
+def test_seed_fits_torch(seed, ok):
+    from fastsr.errors import ConfigError
+    from fastsr.train import load_config
+
+    if ok:
+        assert load_config("nonbn_x4", [f"train.seed={seed}"])["train"]["seed"] == int(seed)
+    else:
+        with pytest.raises(ConfigError, match="train.seed must be"):
+            load_config("nonbn_x4", [f"train.seed={seed}"])
+
+
+def test_bench_report_without_matplotlib(tmp_path, monkeypatch):
+    import sys
+
+    from fastsr.bench import iteration
+
+    fake = {"variant": "2", "times": [0.5, 0.6], "peak_mib": 1.0, "flops": 1e9}
+    monkeypatch.setattr(iteration, "_run_worker", lambda variant, args: {**fake, "variant": variant.key})
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    lines = []
+    iteration.run_benchmark(variants=["2"], rounds=1, inference=False, parity=False, out_dir=tmp_path,
+                            device="cpu", log=lines.append)
+    assert (tmp_path / "iteration.md").exists() and not (tmp_path / "iteration.png").exists()
+    assert any("matplotlib is not installed" in str(x) for x in lines)

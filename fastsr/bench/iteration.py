@@ -518,9 +518,16 @@ def run_benchmark(variants=None, rounds: int = 3, iters: int = 3, warmup: int = 
     out.mkdir(parents=True, exist_ok=True)
     (out / "iteration.json").write_text(json.dumps(report, indent=2))
     (out / "iteration.md").write_text(markdown(report))
-    bar_chart(report, out / "iteration.png")
+    written = [out / "iteration.json", out / "iteration.md"]
+    try:
+        import matplotlib  # noqa: F401  (not a dependency of fastsr: the chart is optional)
+    except ImportError:
+        log("matplotlib is not installed: no chart (pip install matplotlib)")
+    else:
+        bar_chart(report, out / "iteration.png")
+        written.append(out / "iteration.png")
     log(markdown(report))
-    log(f"wrote {out / 'iteration.json'}, {out / 'iteration.md'}, {out / 'iteration.png'}")
+    log(f"wrote {', '.join(map(str, written))}")
     return report
 
 

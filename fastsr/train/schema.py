@@ -81,6 +81,16 @@ def _int(key: str, value, minimum: int, optional: bool) -> int:
     return int(num)
 
 
+def _seed(key: str, value) -> int:
+    """``train.seed``: an integer in [0, 2**63) (torch.manual_seed takes a signed 64-bit seed),
+    kept exact (not through a float)."""
+    v = value if isinstance(value, int) and not isinstance(value, bool) else _int(key, value, 0, False)
+    if not 0 <= v < 2**63:
+        raise ConfigError(f"{key} must be an integer in [0, 2**63) (torch's seed is a signed 64-bit integer), "
+                          f"got {value!r}")
+    return v
+
+
 def _float(key: str, value, meta: dict, optional: bool) -> float:
     low, high, low_open, high_open = meta["low"] or 0.0, meta["high"], meta["low_open"], meta["high_open"]
     num = _number(value)
@@ -312,7 +322,7 @@ class TrainConfig:
     tune_allocator: bool | None = spec()
     compile: dict | None = spec(check=lambda key, v: compile_kwargs(v), store=False)
     cuda_graph: Auto = spec()
-    seed: int = spec(low=0)
+    seed: int = spec(check=_seed)
     deterministic: bool | None = spec()
 
 
