@@ -224,3 +224,47 @@ def test_bench_report_without_matplotlib(tmp_path, monkeypatch):
                             device="cpu", log=lines.append)
     assert (tmp_path / "iteration.md").exists() and not (tmp_path / "iteration.png").exists()
     assert any("matplotlib is not installed" in str(x) for x in lines)
+
+
+def _rrdb_state_dict(num_feat=64, num_block=2, make=None):
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in fastsr.models.create("RRDBNet", num_feat=num_feat,
+                                                              num_block=num_block).state_dict().items()}
+    return {k: make(s) for k, s in shapes.items()}
+
+
+def test_tiny_files_do_not_allocate_huge_models(tmp_path):
+    """Metadata or shapes that describe a model far larger than the data in the file are
+    refused before the model is built (before: a 212-byte file asked for 4.3 GB)."""
+    from fastsr.errors import CheckpointError
+    from fastsr.models.checkpoint import load_generator, read_metadata, save_generator
+
+    from fastsr.models.pretrained import pretrained_path
+
+    meta = read_metadata(pretrained_path("nonbn_x4"))
+    meta.pop("format", None)
+    small = tmp_path / "bomb.safetensors"
+    save_generator(small, {"conv_first.weight": torch.zeros(1)}, None,
+                   {**meta, "generator": {"name": "RRDBNet", "num_feat": 4000, "num_block": 23}, "scale": 4})
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_generator(small)
+    # shapes that match but hold no data: zero-size and stride-0 (expanded) tensors in a .pth
+    for make in (lambda s: torch.zeros(1).expand(s),
+                 lambda s: torch.empty(*s[:2], 0, 0) if len(s) == 4 else torch.zeros(s)):  # (K, C, 0, 0) kernels
+        path = tmp_path / "expanded.pth"
+        torch.save(_rrdb_state_dict(num_feat=256, make=make), path)
+        assert path.stat().st_size < 200_000
+        with pytest.raises(ValueError, match="bytes of weights but describes a model|do not fit"):
+            fastsr.models.load(path)
+
+
+def test_weights_that_are_not_floating_point_are_refused(tmp_path):
+    for dtype in (torch.int64, torch.bool, torch.complex64):
+        path = tmp_path / "ints.pth"
+        torch.save(_rrdb_state_dict(make=lambda s: torch.ones(s, dtype=dtype)), path)
+        with pytest.raises(ValueError, match="not floating point"):
+            fastsr.models.load(path)
+    ok = tmp_path / "ok.pth"
+    torch.save(_rrdb_state_dict(make=lambda s: torch.randn(s) * 0.01), ok)
+    model, detected = fastsr.models.load(ok)
+    assert detected.architecture == "RRDBNet" and next(model.parameters()).dtype == torch.float32

@@ -17,6 +17,8 @@ __all__ = [
     "load_state_dict",
     "extract_state_dict",
     "count_parameters",
+    "build_for_weights",
+    "check_state_dict",
 ]
 
 
@@ -150,6 +152,14 @@ def load_state_dict(
     if isinstance(checkpoint, (str, os.PathLike)):
         checkpoint = torch.load(checkpoint, map_location=map_location, weights_only=True)
     sd = extract_state_dict(checkpoint, key)
+    check_state_dict(model, sd)
+    model.load_state_dict(sd, strict=True)
+    return model
+
+
+def check_state_dict(model: nn.Module, sd: Mapping) -> None:
+    """Raise :func:`load_state_dict`'s ValueError when ``sd`` does not fit ``model`` (keys and
+    shapes only; ``model`` may live on the meta device)."""
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
@@ -167,5 +177,48 @@ def load_state_dict(
         if wrong_shape:
             parts.append(f"shape mismatches ({len(wrong_shape)}): {wrong_shape}")
         raise ValueError("\n".join(parts))
-    model.load_state_dict(sd, strict=True)
-    return model
+
+
+def _storage_bytes(tensors) -> int:
+    """Bytes of data the tensors actually hold: each distinct storage once (an expanded,
+    stride-0 tensor of any shape holds only its storage)."""
+    seen, total = set(), 0
+    for t in tensors:
+        if isinstance(t, torch.Tensor) and t.device.type != "meta":
+            st = t.untyped_storage()
+            if st.data_ptr() not in seen:
+                seen.add(st.data_ptr())
+                total += st.nbytes()
+    return total
+
+
+def build_for_weights(factory, state_dict: Mapping, check) -> nn.Module:
+    """``factory()`` -- a model -- built only once ``state_dict`` is known to fill it, so that a
+    small file whose metadata or shapes describe a huge model never allocates it.
+
+    The model is first built on the meta device (no memory) and ``check(probe, state_dict)``
+    (the caller's key / shape check, raising its own error) runs on it; then every tensor
+    for a floating-point parameter must be floating point (int, bool and complex weights
+    are refused, not cast), and the data present in ``state_dict`` must be at least half the
+    model's float32 size (fp16 / bf16 files are half; zero-size or stride-0 tensors that
+    claim a large model are not).
+
+    Raises:
+        ValueError: non-floating weights, or far less data than the model needs; the errors
+            of ``check``.
+    """
+    with torch.device("meta"):
+        probe = factory()
+    check(probe, state_dict)
+    own = probe.state_dict()
+    bad = [f"{k} ({state_dict[k].dtype})" for k, v in own.items()
+           if v.is_floating_point() and k in state_dict and not state_dict[k].is_floating_point()]
+    if bad:
+        raise ValueError(f"weights that are not floating point: {', '.join(bad[:3])}"
+                         + (f", ... ({len(bad)} in all)" if len(bad) > 3 else ""))
+    need = sum(v.numel() * 4 for v in own.values() if v.is_floating_point())
+    have = _storage_bytes(state_dict.values())
+    if need > 2 * have + (1 << 20):
+        raise ValueError(f"the file holds {have:,} bytes of weights but describes a model of {need:,} bytes "
+                         "(zero-size or expanded tensors?): refusing to allocate it")
+    return factory()

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from fastsr.errors import CheckpointError
+from fastsr.models._utils import build_for_weights
 from fastsr.models.registry import create
 
 __all__ = ["CheckpointError", "atomic_write", "remove_temp_files", "read_checked", "load_weights",
@@ -175,6 +176,14 @@ def load_weights(module: nn.Module, state_dict: dict, source) -> nn.Module:
             checkpoint of another architecture or size): the counts and the first few of
             each, with both shapes, and ``source``.
     """
+    check_fit(module, state_dict, source)
+    module.load_state_dict(state_dict, strict=True)
+    return module
+
+
+def check_fit(module: nn.Module, state_dict: dict, source) -> None:
+    """Raise :func:`load_weights`' CheckpointError when ``state_dict`` does not fit
+    ``module`` (keys and shapes only; ``module`` may live on the meta device)."""
     own = module.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
@@ -187,8 +196,6 @@ def load_weights(module: nn.Module, state_dict: dict, source) -> nn.Module:
                  (("other shapes", shapes), ("missing keys", missing), ("unexpected keys", unexpected)) if items]
         raise CheckpointError(f"{source} does not fit the {type(module).__name__} being loaded (a checkpoint of "
                               f"another architecture or size?): " + "; ".join(parts))
-    module.load_state_dict(state_dict, strict=True)
-    return module
 
 
 def check_finite_weights(module: nn.Module, source) -> nn.Module:
@@ -241,8 +248,11 @@ def load_generator(path, weights: str = "auto", device="cpu") -> tuple[nn.Module
     kwargs = dict(spec)
     name = kwargs.pop("name")
     try:
-        model = create(name, **kwargs)
+        model = build_for_weights(lambda: create(name, **kwargs), sd, lambda probe, w: check_fit(probe, w, path))
+    except CheckpointError:
+        raise
     except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: its generator metadata {spec} builds no model: {e}") from None
+        raise CheckpointError(f"{path}: its generator metadata {spec} builds no model for its weights: {e}") \
+            from None
     load_weights(model, sd, path)
     return model.to(device).eval(), int(meta.get("scale", spec.get("scale", 1)))

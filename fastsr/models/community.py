@@ -55,7 +55,7 @@ import torch
 from torch import nn
 
 from fastsr.errors import CheckpointError
-from fastsr.models._utils import load_state_dict
+from fastsr.models._utils import build_for_weights, check_state_dict, load_state_dict
 from fastsr.models.registry import create
 
 __all__ = ["load", "detect", "read_checkpoint", "Detected", "UnknownCheckpointError", "KEY_PATTERNS"]
@@ -507,9 +507,12 @@ def load(checkpoint: str | os.PathLike | Mapping, fused: bool = True, device: st
                             detected.layout, detected.wrapper, detected.source,
                             tuple(n for n in detected.notes if not any(k in n for k in overrides)))
     try:
-        model = create(detected.architecture, **params, fused=fused)
+        model = build_for_weights(lambda: create(detected.architecture, **params, fused=fused), sd, check_state_dict)
     except TypeError as e:
         raise ValueError(f"load: {detected.architecture} does not take these arguments: {e}") from None
+    except ValueError as e:
+        detail = "; ".join(str(e).splitlines())
+        raise UnknownCheckpointError(f"{source}: detected {detected} but the weights do not fit: {detail}") from None
     try:
         load_state_dict(model, sd)
     except ValueError as e:
