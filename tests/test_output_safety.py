@@ -268,3 +268,40 @@ def test_weights_that_are_not_floating_point_are_refused(tmp_path):
     torch.save(_rrdb_state_dict(make=lambda s: torch.randn(s) * 0.01), ok)
     model, detected = fastsr.models.load(ok)
     assert detected.architecture == "RRDBNet" and next(model.parameters()).dtype == torch.float32
+
+
+def test_forward_mode_ad_through_the_fused_ops_is_exact():
+    """The kernels' autograd is reverse-mode only: under forward-mode AD the ops run their
+    plain-PyTorch reference (before, every tangent through a fastsr op was zero or None)."""
+    import torch.autograd.forward_ad as fwAD
+    from torch.func import jacfwd, jvp
+
+    from fastsr.ops import bias_prelu, bias_residual, l1_loss, pixel_shuffle_prelu, ssim
+
+    g = torch.Generator().manual_seed(5)
+    x, r = torch.randn(1, 8, 5, 6, generator=g, dtype=torch.float64), torch.randn(1, 8, 5, 6, dtype=torch.float64)
+    b, w = torch.randn(8, dtype=torch.float64), torch.rand(8, dtype=torch.float64)
+    img, ref_img = torch.rand(1, 3, 16, 16, dtype=torch.float64), torch.rand(1, 3, 16, 16, dtype=torch.float64)
+    cases = {
+        "bias_prelu": (lambda a: bias_prelu(a, b, w), x),
+        "bias_residual": (lambda a: bias_residual(a, b, r, 0.2), x),
+        "pixel_shuffle_prelu": (lambda a: pixel_shuffle_prelu(a, w[:2], 2), x),
+        "l1_loss": (lambda a: l1_loss(a, r, "mean", eps=1e-3), x),
+        "ssim": (lambda a: ssim(a, ref_img, data_range=1.0), img),
+    }
+    for name, (fn, inp) in cases.items():
+        tangent = torch.randn(inp.shape, generator=g, dtype=torch.float64)
+        _, t = jvp(fn, (inp,), (tangent,))
+        h = 1e-6  # central difference in float64
+        fd = (fn(inp + h * tangent) - fn(inp - h * tangent)) / (2 * h)
+        assert t.abs().sum() > 0, name
+        torch.testing.assert_close(t, fd, rtol=1e-5, atol=1e-7, msg=name)
+        with fwAD.dual_level():
+            out = fn(fwAD.make_dual(inp, tangent))
+            torch.testing.assert_close(fwAD.unpack_dual(out).tangent, t, msg=name)
+    model = fastsr.models.create("NonBNResNet", scale=2, num_blocks=1, channels=16).double()
+    lr = torch.rand(1, 3, 6, 5, dtype=torch.float64)
+    model.fused = True
+    fused = jacfwd(model)(lr)
+    model.fused = False
+    torch.testing.assert_close(fused, jacfwd(model)(lr))

@@ -35,13 +35,15 @@ TRITON_CUDA = TRITON and torch.cuda.is_available()
 def use_reference(impl: str, x: torch.Tensor, op: str) -> bool:
     """True when ``op`` (``"fastsr.ops.<family>"``) must run its plain-PyTorch reference.
 
-    ``impl="reference"`` forces it; ``impl="auto"`` uses the C++ kernel on CPU; on CUDA the
+    ``impl="reference"`` forces it, and so does forward-mode AD (:func:`forward_ad_active`:
+    the kernels' autograd is reverse-mode only, the reference's is both); ``impl="auto"``
+    uses the C++ kernel on CPU; on CUDA the
     compiled CUDA kernel of fastsr._C, else the Triton kernel (not for float64), else the
     reference; the reference on any other device.
     """
     if impl not in IMPLS:
         raise ValueError(f"{op}: impl must be one of {IMPLS}, got {impl!r}")
-    if impl == "reference":
+    if impl == "reference" or forward_ad_active():
         return True
     if x.device.type == "cpu":
         return False
@@ -50,6 +52,19 @@ def use_reference(impl: str, x: torch.Tensor, op: str) -> bool:
             return False
         return x.dtype == torch.float64 or not TRITON_CUDA
     return True
+
+
+def forward_ad_active() -> bool:
+    """Whether forward-mode AD may be tracing: inside ``torch.autograd.forward_ad.dual_level``
+    or a ``torch.func.jvp`` / ``jacfwd`` transform. The C++ kernels' autograd has no forward
+    formulas (their tangents would silently be zero), so the ops run their plain-PyTorch
+    reference there, whose forward-mode derivatives are exact."""
+    if torch.compiler.is_compiling():
+        return False
+    if torch.autograd.forward_ad._current_level >= 0:
+        return True
+    stack = torch._C._functorch.get_interpreter_stack()
+    return bool(stack) and any(i.key() == torch._C._functorch.TransformType.Jvp for i in stack)
 
 
 def output_format(x: torch.Tensor) -> torch.memory_format:
