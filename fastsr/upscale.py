@@ -313,9 +313,10 @@ def expand_inputs(inputs: Iterable[str]) -> list[tuple[Path, Path]]:
 
 
 def _unique(dest: Path, seen: set) -> Path:
-    """``dest``, or ``stem_2``, ``stem_3``, ... when an earlier input already writes it."""
+    """``dest``, or ``stem_2``, ``stem_3``, ... when an earlier input already writes it (a
+    renamed output also skips names of files that exist: they are not this input's)."""
     d, k = dest, 2
-    while d.resolve() in seen:
+    while d.resolve() in seen or (d != dest and (d.exists() or d.is_symlink())):
         d = dest.with_name(f"{dest.stem}_{k}{dest.suffix}")
         k += 1
     if d != dest:
@@ -387,6 +388,9 @@ def upscale_files(inputs: Iterable[str], output, checkpoint=None, *, bicubic: bo
         raise UserError("no input images found")
     check_tiling(tile, tile_pad, tile_batch, outscale)
     dests = destinations(files, output, inputs, format, suffix)
+    existing = [d for d in dests if d.exists()]
+    if existing and not skip_existing:
+        write(f"note: replacing {len(existing)} existing output file(s), e.g. {existing[0]} (--skip-existing keeps them)")
     if bicubic:
         up = bicubic_upscaler(scale)
     else:

@@ -305,3 +305,20 @@ def test_forward_mode_ad_through_the_fused_ops_is_exact():
     fused = jacfwd(model)(lr)
     model.fused = False
     torch.testing.assert_close(fused, jacfwd(model)(lr))
+
+
+def test_renamed_outputs_do_not_replace_unrelated_files(tmp_path):
+    for sub in ("a", "b"):
+        save_image(tmp_path / "in" / sub / "x.png", torch.rand(3, 6, 6))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "x_2.png").write_bytes(b"unrelated")
+    notes = []
+    upscale_files([str(tmp_path / "in" / "a" / "x.png"), str(tmp_path / "in" / "b" / "x.png")], out, bicubic=True,
+                  scale=2, progress=False, write=notes.append)
+    assert (out / "x_2.png").read_bytes() == b"unrelated"
+    assert sorted(p.name for p in out.iterdir()) == ["x.png", "x_2.png", "x_3.png"]
+    notes.clear()
+    upscale_files([str(tmp_path / "in" / "a" / "x.png")], out, bicubic=True, scale=2, progress=False,
+                  write=notes.append)
+    assert any("replacing 1 existing output file" in n for n in notes)
