@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fastsr.models._utils import input_channels
+from fastsr.models._utils import size_multiple as model_size_multiple
 from fastsr.ops import bias_prelu_reference, bias_residual_reference, pixel_shuffle_prelu_reference
 
 __all__ = ["export_onnx", "REFERENCE_DECOMPOSITIONS", "reference_program"]
@@ -34,17 +36,11 @@ REFERENCE_DECOMPOSITIONS = {
 INPUT_NAME, OUTPUT_NAME = "lr", "sr"
 
 
-def _size_multiple(model: nn.Module) -> int:
-    """H and W must be multiples of this (RRDBNet x2 / x1 pixel-unshuffle their input)."""
-    return int(getattr(model, "unshuffle", 1) or 1)
-
-
 def _in_channels(model: nn.Module) -> int:
-    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    if first is None:
-        raise ValueError(f"export_onnx: {type(model).__name__} has no Conv2d to read the input channels from; "
-                         "pass in_channels=")
-    return first.in_channels // _size_multiple(model) ** 2
+    try:
+        return input_channels(model)
+    except ValueError as e:
+        raise ValueError(f"export_onnx: {e}; pass in_channels=") from None
 
 
 def reference_program(model: nn.Module, in_channels: int | None = None, size_multiple: int | None = None,
@@ -64,7 +60,7 @@ def reference_program(model: nn.Module, in_channels: int | None = None, size_mul
     Raises:
         ValueError: a fastsr op without a reference decomposition remains in the graph.
     """
-    mult = size_multiple or _size_multiple(model)
+    mult = size_multiple or model_size_multiple(model)
     c = in_channels or _in_channels(model)
     side = max(example_size // mult, 2) * mult
     x = torch.rand(2, c, side, side + mult)  # batch 2 and H != W: neither may be specialised

@@ -47,6 +47,8 @@ class Upscaler:
     device: str
     precision: str | None = None
     description: str = "bicubic"
+    channels: int = 3  #: image channels the model takes
+    multiple: int = 1  #: LR sides must be multiples of this (RRDBNet x2 / x1); others are padded
 
     @property
     def autocast_precision(self) -> str | None:
@@ -142,6 +144,7 @@ def prepare_model(checkpoint=None, *, weights: str = "auto", device: str | None 
             of :func:`graphed`; CheckpointError: an unreadable file or NaN/Inf weights.
     """
     from fastsr.evaluate import check_cuda, resolve_precision
+    from fastsr.models._utils import input_channels, size_multiple
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if torch.device(device).type == "cuda":
@@ -153,13 +156,15 @@ def prepare_model(checkpoint=None, *, weights: str = "auto", device: str | None 
     checkpoint = checkpoint or default_checkpoint()
     model, model_scale, description = load_model(checkpoint, weights, device)
     _check_finite(model, checkpoint)
+    channels, multiple = input_channels(model), size_multiple(model)
     model, how = _for_inference(model.eval(), device, precision)
     if log is not None:
         log(f"model: {description}; precision {precision}{how}")
     if scale is not None and scale != model_scale:
         raise UserError(f"--scale {scale} does not match the model's scale {model_scale} (use --outscale for "
                         "another final scale, or --bicubic)")
-    return Upscaler(graphed(model, cuda_graph, device, tile), model_scale, device, precision, description)
+    return Upscaler(graphed(model, cuda_graph, device, tile), model_scale, device, precision, description, channels,
+                    multiple)
 
 
 def _for_inference(model: nn.Module, device: str, precision: str) -> tuple[nn.Module, str]:
@@ -218,6 +223,26 @@ def _resize(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(chans)).clamp_(0, 1)
 
 
+def _model_inputs(up: Upscaler, img, src) -> list[torch.Tensor]:
+    """What the model runs on: RGB for an RGB model (grayscale repeated to RGB); for a
+    one-channel model the gray plane, or each of R, G and B in turn; each (1, C, h, w)
+    padded (replicated edge) to a multiple of ``up.multiple``.
+
+    Raises:
+        UserError: a model of another channel count than 1 or 3.
+    """
+    if up.channels == 3:
+        planes = [img.rgb]
+    elif up.channels == 1:
+        planes = [img.pixels] if img.pixels.shape[0] == 1 else list(img.rgb.split(1))
+    else:
+        raise UserError(f"{src}: the model takes {up.channels}-channel images; fastsr upscale runs RGB (3) or "
+                        "one-channel models")
+    h, w = img.rgb.shape[-2:]
+    pad = (0, -w % up.multiple, 0, -h % up.multiple)
+    return [torch.nn.functional.pad(p[None], pad, mode="replicate") if any(pad) else p[None] for p in planes]
+
+
 def _run_model(up: Upscaler, img, tile, tile_pad: int, tile_batch: int, progress: bool, src) -> torch.Tensor:
     """The model's output for a loaded image (grayscale folded back to one channel)."""
     from tqdm import tqdm
@@ -230,9 +255,11 @@ def _run_model(up: Upscaler, img, tile, tile_pad: int, tile_batch: int, progress
         tiles.total = total
         tiles.update(done - tiles.n)
 
+    h, w = img.rgb.shape[-2:]
     try:
-        sr = upscale_image(up.model, img.rgb[None], up.scale, tile, tile_pad, precision=up.autocast_precision,
-                           tile_batch=tile_batch, progress=report)[0]
+        sr = torch.cat([upscale_image(up.model, lr, up.scale, tile, tile_pad, precision=up.autocast_precision,
+                                      tile_batch=tile_batch, progress=report)[0, :, :h * up.scale, :w * up.scale]
+                        for lr in _model_inputs(up, img, src)])
     except torch.OutOfMemoryError:
         raise UserError(f"out of memory upscaling {src}; use a smaller --tile or --tile auto") from None
     finally:

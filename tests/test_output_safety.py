@@ -322,3 +322,35 @@ def test_renamed_outputs_do_not_replace_unrelated_files(tmp_path):
     upscale_files([str(tmp_path / "in" / "a" / "x.png")], out, bicubic=True, scale=2, progress=False,
                   write=notes.append)
     assert any("replacing 1 existing output file" in n for n in notes)
+
+
+def _community(tmp_path, name, **kw):
+    torch.manual_seed(0)
+    model = fastsr.models.create("RRDBNet", num_block=1, num_feat=16, num_grow_ch=8, **kw).eval()
+    path = tmp_path / f"{name}.pth"
+    torch.save({"params_ema": model.state_dict()}, path)
+    return model, path
+
+
+def test_odd_sizes_and_one_channel_models_upscale(tmp_path):
+    """Real-ESRGAN x2 / x1 models pixel-unshuffle their input (odd sizes are padded by the
+    replicated edge and the output cropped); a one-channel model runs on the gray plane or
+    on each of R, G, B; other channel counts are a one-line error."""
+    rgb = torch.rand(3, 9, 7)
+    src = tmp_path / "odd.png"
+    save_image(src, rgb)
+    rgb = load_image(src).pixels
+    x2, path = _community(tmp_path, "x2", scale=2)
+    upscale_files([str(src)], tmp_path / "o2.png", path, precision="fp32", progress=False)
+    with torch.no_grad():
+        want = x2(torch.nn.functional.pad(rgb[None], (0, 1, 0, 1), mode="replicate"))[0, :, :18, :14].clamp(0, 1)
+    got = load_image(tmp_path / "o2.png").pixels
+    assert got.shape == (3, 18, 14) and (got - want).abs().max() <= 0.5 / 255 + 1e-4
+    gray_model, gpath = _community(tmp_path, "gray", scale=4, num_in_ch=1, num_out_ch=1)
+    upscale_files([str(src)], tmp_path / "og.png", gpath, precision="fp32", progress=False)
+    with torch.no_grad():
+        want = torch.cat([gray_model(p[None])[0] for p in rgb.split(1)]).clamp(0, 1)
+    assert (load_image(tmp_path / "og.png").pixels - want).abs().max() <= 0.5 / 255 + 1e-4
+    _, rgba = _community(tmp_path, "rgba", scale=4, num_in_ch=4, num_out_ch=4)
+    with pytest.raises(UserError, match="takes 4-channel images"):
+        upscale_files([str(src)], tmp_path / "o4.png", rgba, progress=False)

@@ -19,6 +19,8 @@ __all__ = [
     "count_parameters",
     "build_for_weights",
     "check_state_dict",
+    "size_multiple",
+    "input_channels",
 ]
 
 
@@ -222,3 +224,22 @@ def build_for_weights(factory, state_dict: Mapping, check) -> nn.Module:
         raise ValueError(f"the file holds {have:,} bytes of weights but describes a model of {need:,} bytes "
                          "(zero-size or expanded tensors?): refusing to allocate it")
     return factory()
+
+
+def size_multiple(model: nn.Module) -> int:
+    """LR height and width must be multiples of this (RRDBNet x2 / x1 pixel-unshuffle their
+    input by 2 / 4); 1 for every other model."""
+    return int(getattr(model, "unshuffle", 1) or 1)
+
+
+def input_channels(model: nn.Module) -> int:
+    """The image channels ``model`` takes: its first convolution's input channels, less the
+    pixel-unshuffle factor.
+
+    Raises:
+        ValueError: ``model`` has no ``nn.Conv2d``.
+    """
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None:
+        raise ValueError(f"{type(model).__name__} has no Conv2d to read the input channels from")
+    return first.in_channels // size_multiple(model) ** 2
