@@ -183,8 +183,14 @@ def _eval_pairs(args, scale: int) -> list:
     if unreadable:
         print(f"fastsr: warning: skipped {len(unreadable)} unreadable image(s): {'; '.join(unreadable)}",
               file=sys.stderr)
+    # SSIM's 11 x 11 window must fit in what crop_border (= scale) leaves of the HR image
+    small = [name for name, _, hr in pairs if min(hr.shape[-2:]) < 2 * scale + 11]
+    if small:
+        print(f"fastsr: warning: skipped {len(small)} image(s) under {2 * scale + 11} px on a side (after the "
+              f"crop to a multiple of {scale}), too small to measure: {'; '.join(small)}", file=sys.stderr)
+        pairs = [p for p in pairs if p[0] not in small]
     if not pairs:
-        raise UserError(f"no readable images in {args.data}")
+        raise UserError(f"no readable images large enough to measure in {args.data}")
     return pairs
 
 

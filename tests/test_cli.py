@@ -123,3 +123,18 @@ def test_internal_errors_keep_their_traceback(monkeypatch):
         cli = _fake_command(monkeypatch, exc)
         with pytest.raises(type(exc), match="internal"):
             cli.main(["eval"])
+
+
+def test_eval_skips_images_too_small_to_measure(tmp_path):
+    folder = tmp_path / "hr"
+    folder.mkdir()
+    for name, side in (("tiny", 6), ("ok", 40)):
+        Image.fromarray((np.random.default_rng(0).random((side, side, 3)) * 255).astype(np.uint8)).save(
+            folder / f"{name}.png")
+    p = run("eval", "--data", folder, check=False)
+    assert p.returncode == 0 and "skipped 1 image(s) under 19 px" in p.stderr and "tiny" in p.stderr, p.stderr
+    assert "ok" in p.stdout and "Traceback" not in p.stderr
+    (folder / "ok.png").unlink()
+    p = run("eval", "--data", folder, check=False)
+    err = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and err[-1].startswith("fastsr: error: no readable images large enough"), p.stderr
