@@ -159,3 +159,16 @@ def test_packed_conv_picks_winograd_only_where_it_applies():
             direct = packed(x)
         torch.testing.assert_close(out, direct, atol=2e-5, rtol=1e-5)
         torch.testing.assert_close(out, conv(x), atol=2e-5, rtol=1e-5)
+
+
+def test_bf16_on_amx_cpus_stays_with_onednn(monkeypatch):
+    import fastsr.ops.winograd as wg
+
+    conv = PackedConv2d.from_conv(nn.Conv2d(16, 16, 3, padding=1))
+    x = torch.empty(1, 16, 4, 4, dtype=torch.bfloat16)
+    monkeypatch.setattr(wg, "_AVX512_BF16", True)
+    monkeypatch.setattr(wg, "_AVX512", True)
+    for amx, expected in ((False, True), (True, False)):
+        monkeypatch.setattr(wg, "_AMX", amx)
+        assert conv.winograd(x) is expected
+        assert conv.winograd(x.float()) is True  # fp32 has no AMX path

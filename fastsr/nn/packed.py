@@ -12,8 +12,9 @@ backend uses after freezing):
 * a 3x3 stride-1 convolution with 16k input and output channels runs as Winograd F(2x2, 3x3)
   (:func:`fastsr.ops.winograd_conv3x3`, 2.25x fewer multiplications than the direct
   convolution, every epilogue including the per-channel PReLU in the same pass) on CPUs that
-  have the kernel (AVX-512 for fp32, AVX512-BF16 for bf16); ``use_winograd = False`` keeps
-  oneDNN's direct convolution;
+  have the kernel (AVX-512 for fp32, AVX512-BF16 for bf16; bf16 on AMX CPUs stays with
+  oneDNN's tile kernels, :func:`fastsr.ops.winograd.winograd_preferred`); ``use_winograd =
+  False`` keeps oneDNN's direct convolution;
 * the epilogue runs as a oneDNN post-op on the accumulator before the single rounding to
   the output dtype: ReLU, LeakyReLU (also a PReLU with one shared slope), or the residual add
   ``residual + scale * (conv(x) + bias)``, with ``scale`` folded into the packed weight and bias.
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastsr.ops import bias_prelu
-from fastsr.ops.winograd import winograd_conv3x3, winograd_eligible, winograd_supported, winograd_weight
+from fastsr.ops.winograd import winograd_conv3x3, winograd_eligible, winograd_preferred, winograd_weight
 
 __all__ = ["PackedConv2d", "ACTIVATIONS", "pack_convolutions"]
 
@@ -76,7 +77,7 @@ class PackedConv2d(nn.Conv2d):
 
     def winograd(self, x: torch.Tensor) -> bool:
         """Whether the packed path for ``x`` is the Winograd kernel (else oneDNN's)."""
-        return self.use_winograd and winograd_eligible(self) and winograd_supported(x.dtype)
+        return self.use_winograd and winograd_eligible(self) and winograd_preferred(x.dtype)
 
     def packable(self, x: torch.Tensor) -> bool:
         """Whether ``x`` takes the packed oneDNN path (else the plain ``nn.Conv2d`` one)."""
