@@ -382,9 +382,11 @@ def destinations(files: list[tuple[Path, Path]], output, inputs, fmt: str = "png
     for d in dests:
         if d.is_symlink():
             raise UserError(f"output {d} is a symbolic link: refusing to write through it")
-        if root is not None and not d.resolve().is_relative_to(root):
-            raise UserError(f"output {d} resolves to {d.resolve()}, outside -o {out}: refusing to write there")
-        if d.resolve() in sources or (d.exists() and (d.stat().st_dev, d.stat().st_ino) in inodes):
+        real = d.resolve()
+        if root is not None and not real.is_relative_to(root):
+            raise UserError(f"output {d} resolves to {real}, outside -o {out}: refusing to write there")
+        st = d.stat() if d.exists() else None
+        if real in sources or (st is not None and (st.st_dev, st.st_ino) in inodes):
             raise UserError(f"output {d} is one of the inputs: refusing to overwrite it (use -o elsewhere or --suffix)")
     return dests
 

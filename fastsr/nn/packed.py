@@ -104,10 +104,10 @@ class PackedConv2d(nn.Conv2d):
         if hit is not None and hit[0] == version:
             return hit[1], hit[2]
         with torch.no_grad():
-            w = self.weight if scale == 1.0 else self.weight * scale
-            if winograd:  # transformed from the fp32 weight, rounded once; bias stays fp32
-                packed = winograd_weight(w.float() if scale == 1.0 else self.weight.float() * scale, x.dtype)
+            if winograd:  # transformed in float64 from the weight, rounded once; bias stays fp32
+                packed = winograd_weight(self.weight if scale == 1.0 else self.weight.float() * scale, x.dtype)
             else:
+                w = self.weight if scale == 1.0 else self.weight * scale
                 packed = torch.ops.mkldnn._reorder_convolution_weight(
                     w.contiguous(), list(self.padding), list(self.stride), list(self.dilation), self.groups,
                     list(x.shape))
