@@ -66,3 +66,29 @@ def truncate_images_after(monkeypatch, loads: int) -> None:
         return real_load(self, index)
 
     monkeypatch.setattr(HRImageDataset, "load", load)
+
+
+def spandrel_arch(family: str, module: str):
+    """spandrel's architecture module ``spandrel/architectures/<family>/__arch/<module>.py``,
+    the independent reference of the community-architecture tests, or a pytest skip where
+    spandrel is not installed. spandrel's package ``__init__`` imports its whole registry,
+    which needs torchvision (not installable beside the pinned torch); the architecture files
+    need only torch, einops and ``spandrel.util``, so the parent packages are registered as
+    bare namespaces and the architecture module is imported alone."""
+    import sys
+    import types
+
+    if "spandrel" in sys.modules:
+        base = sys.modules["spandrel"].__path__[0]
+    else:
+        spec = importlib.util.find_spec("spandrel")
+        if spec is None or importlib.util.find_spec("einops") is None:
+            pytest.skip("spandrel (pip install --no-deps spandrel==0.4.2) and einops are the reference")
+        base = spec.submodule_search_locations[0]
+    for name, path in (("spandrel", base), ("spandrel.architectures", f"{base}/architectures"),
+                       (f"spandrel.architectures.{family}", f"{base}/architectures/{family}")):
+        if name not in sys.modules:
+            pkg = types.ModuleType(name)
+            pkg.__path__ = [path]
+            sys.modules[name] = pkg
+    return importlib.import_module(f"spandrel.architectures.{family}.__arch.{module}")
