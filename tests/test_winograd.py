@@ -168,7 +168,26 @@ def test_bf16_on_amx_cpus_stays_with_onednn(monkeypatch):
     x = torch.empty(1, 16, 4, 4, dtype=torch.bfloat16)
     monkeypatch.setattr(wg, "_AVX512_BF16", True)
     monkeypatch.setattr(wg, "_AVX512", True)
+    monkeypatch.setattr(wg, "_AVX2", True)
     for amx, expected in ((False, True), (True, False)):
         monkeypatch.setattr(wg, "_AMX", amx)
         assert conv.winograd(x) is expected
         assert conv.winograd(x.float()) is True  # fp32 has no AMX path
+
+
+@pytest.mark.skipif(not winograd_supported(torch.float32), reason="this CPU has no Winograd kernel")
+@pytest.mark.parametrize("shape", [(1, 64, 64, 31, 29), (2, 16, 48, 7, 8), (1, 32, 16, 1, 3)])
+def test_avx2_body_on_any_cpu(monkeypatch, shape):
+    """The fp32 body compiled for AVX2 (what CPUs without AVX-512 run) against the
+    convolution and the AVX-512 body, forced by FASTSR_WINOGRAD_ISA on any CPU."""
+    x, weight, bias, slopes, residual = _case(*shape, torch.float32, seed=5)
+    u = winograd_weight(weight)
+    with torch.no_grad():
+        for act in ACTS:
+            for res in (None, residual):
+                monkeypatch.delenv("FASTSR_WINOGRAD_ISA", raising=False)
+                native = winograd_conv3x3(x, u, bias, act, 0.2, slopes, res)
+                monkeypatch.setenv("FASTSR_WINOGRAD_ISA", "avx2")
+                avx2 = winograd_conv3x3(x, u, bias, act, 0.2, slopes, res)
+                _check_close(avx2, _expected(x, weight, bias, act, slopes, res), torch.float32)
+                torch.testing.assert_close(avx2, native, atol=1e-5, rtol=1e-5)

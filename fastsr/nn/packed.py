@@ -43,8 +43,15 @@ ACTIVATIONS = ("none", "relu", "leaky_relu")
 _DTYPES = (torch.float32, torch.bfloat16)
 
 
-def _mkldnn_ok() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+def _mkldnn_ok(dtype: torch.dtype) -> bool:
+    """Whether oneDNN's fused convolution runs ``dtype`` here: bf16 weights can only be
+    reordered where oneDNN has a bf16 path (AVX512-BW/VL/DQ or AVX-NE-CONVERT); on other
+    CPUs (AVX2 only) the plain convolution runs bf16."""
+    return _MKLDNN and (dtype != torch.bfloat16 or _MKLDNN_BF16)
+
+
+_MKLDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+_MKLDNN_BF16 = _MKLDNN and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 class PackedConv2d(nn.Conv2d):
@@ -90,7 +97,7 @@ class PackedConv2d(nn.Conv2d):
             return False
         if torch.compiler.is_compiling():
             return False
-        return _mkldnn_ok()
+        return _mkldnn_ok(x.dtype)
 
     def _packed(self, x: torch.Tensor, scale: float, with_bias: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(packed weight, bias) for x's dtype with ``scale`` folded in, re-packed when the

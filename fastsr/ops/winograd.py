@@ -13,8 +13,8 @@ Numerics: the transformed weight and input are rounded to the input dtype, the p
 accumulated in fp32. In fp32 the error against the direct convolution is about 1e-6 of the
 output scale (direct: 1e-7); in bf16 about 1.4x the direct bf16 convolution's RMS error.
 
-Kernel: C++ ``csrc/cpu/winograd.cpp`` (AVX512-BF16 for bf16, AVX-512 for fp32; see
-:func:`winograd_supported`); :func:`winograd_conv3x3_reference` (plain PyTorch, the same
+Kernel: C++ ``csrc/cpu/winograd.cpp`` (AVX512-BF16 for bf16; AVX-512, else AVX2 + FMA, for
+fp32; see :func:`winograd_supported`); :func:`winograd_conv3x3_reference` (plain PyTorch, the same
 algorithm; fallback and test oracle). Inference only: no autograd. CPU only.
 """
 from __future__ import annotations
@@ -36,21 +36,23 @@ _G = torch.tensor([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dty
 _AT = torch.tensor([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=torch.float64)
 
 
-def _cpu_features() -> tuple[bool, bool]:
-    avx512 = torch.backends.cpu.get_cpu_capability() == "AVX512"
+def _cpu_features() -> tuple[bool, bool, bool]:
+    capability = torch.backends.cpu.get_cpu_capability()  # ATen's: AVX2 means AVX2 + FMA
+    avx512 = capability == "AVX512"
     fn = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    return avx512, bool(avx512 and fn is not None and fn())
+    return avx512, bool(avx512 and fn is not None and fn()), avx512 or capability == "AVX2"
 
 
-_AVX512, _AVX512_BF16 = _cpu_features()
+_AVX512, _AVX512_BF16, _AVX2 = _cpu_features()
 _AMX = bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 def winograd_supported(dtype: torch.dtype) -> bool:
-    """Whether this CPU runs the C++ kernel for ``dtype``: float32 needs AVX-512, bfloat16
-    AVX512-BF16 (elsewhere :func:`winograd_conv3x3` runs the reference, which is slower than
-    a direct convolution)."""
-    return _AVX512_BF16 if dtype == torch.bfloat16 else dtype == torch.float32 and _AVX512
+    """Whether this CPU runs the C++ kernel for ``dtype``: float32 needs AVX2 + FMA (an
+    AVX-512 body where the CPU has it), bfloat16 AVX512-BF16 (elsewhere
+    :func:`winograd_conv3x3` runs the reference, which is slower than a direct convolution).
+    ``FASTSR_WINOGRAD_ISA=avx2`` makes an AVX-512 CPU run the AVX2 body (for tests)."""
+    return _AVX512_BF16 if dtype == torch.bfloat16 else dtype == torch.float32 and _AVX2
 
 
 def winograd_preferred(dtype: torch.dtype) -> bool:
