@@ -8,9 +8,14 @@
 // bias, activation (none, ReLU, LeakyReLU, per-channel PReLU) and residual add, and one
 // rounding to the output dtype: the convolution and its epilogue are one pass over memory.
 //
+// fp32 also runs F(4x4, 3x3): 6x6 input tiles, 36 products per 4x4 output block, 4x fewer
+// multiplications than direct; its transforms have larger coefficients (up to 8 and 1/24), so
+// its rounding error is larger (about 1e-6 of the output scale against 2e-7) -- too large for
+// bf16, which keeps F(2x2, 3x3).
+//
 // Layout: x and the residual are channels_last (N, H, W, C in memory), the output too. The
 // weight is transformed and laid out once in Python (fastsr/ops/winograd.py):
-//   fp32: u[i][c][k]                        (16, C, K)
+//   fp32: u[i][c][k]                        (16 or 36, C, K): F(2x2, 3x3) or F(4x4, 3x3)
 //   bf16: u[i][c / 2][k][c % 2]             (16, C / 2, K, 2), the pair order of vdpbf16ps
 // C and K must be multiples of 16; the caller falls back to oneDNN otherwise.
 //
@@ -76,6 +81,8 @@ FASTSR_INLINE void vstore(bf16_t* p, vec v) {
 FASTSR_INLINE vec vadd(vec a, vec b) { return _mm512_add_ps(a, b); }
 FASTSR_INLINE vec vsub(vec a, vec b) { return _mm512_sub_ps(a, b); }
 FASTSR_INLINE vec vmax(vec a, vec b) { return _mm512_max_ps(a, b); }
+FASTSR_INLINE vec vmul(vec a, vec b) { return _mm512_mul_ps(a, b); }
+FASTSR_INLINE vec vfmadd(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
 FASTSR_INLINE vec vzero() { return _mm512_setzero_ps(); }
 FASTSR_INLINE vec vset1(float a) { return _mm512_set1_ps(a); }
 FASTSR_INLINE vec vleaky(vec v, vec slope) {
@@ -139,6 +146,8 @@ FASTSR_INLINE void vstore(float* p, vec v) { _mm256_storeu_ps(p, v); }
 FASTSR_INLINE vec vadd(vec a, vec b) { return _mm256_add_ps(a, b); }
 FASTSR_INLINE vec vsub(vec a, vec b) { return _mm256_sub_ps(a, b); }
 FASTSR_INLINE vec vmax(vec a, vec b) { return _mm256_max_ps(a, b); }
+FASTSR_INLINE vec vmul(vec a, vec b) { return _mm256_mul_ps(a, b); }
+FASTSR_INLINE vec vfmadd(vec a, vec b, vec c) { return _mm256_fmadd_ps(a, b, c); }
 FASTSR_INLINE vec vzero() { return _mm256_setzero_ps(); }
 FASTSR_INLINE vec vset1(float a) { return _mm256_set1_ps(a); }
 FASTSR_INLINE vec vleaky(vec v, vec slope) {
@@ -173,21 +182,25 @@ template <typename T>
 using BlockFn = void (*)(const T*, const T*, const T*, const Geometry&, const Epilogue&, const T*, int64_t, int64_t,
                          int64_t, int64_t, T*, float*, T*);
 
-// The fp32 body for this CPU: AVX-512 where present, else AVX2. FASTSR_WINOGRAD_ISA=avx2 picks
-// the AVX2 body on an AVX-512 CPU too (both bodies are then testable on one machine).
-BlockFn<float> float_block() {
+// The fp32 body for this CPU and output tile: AVX-512 where present, else AVX2.
+// FASTSR_WINOGRAD_ISA=avx2 picks the AVX2 body on an AVX-512 CPU too (both bodies are then
+// testable on one machine).
+BlockFn<float> float_block(int tile) {
   const char* isa = std::getenv("FASTSR_WINOGRAD_ISA");
-  const bool force_avx2 = isa != nullptr && std::string(isa) == "avx2";
-  return cpu_has_avx512() && !force_avx2 ? &avx512::process_block<float> : &avx2::process_block<float>;
+  const bool avx512 = cpu_has_avx512() && !(isa != nullptr && std::string(isa) == "avx2");
+  if (tile == 4) return avx512 ? &avx512::process_block<float, 4> : &avx2::process_block<float, 4>;
+  return avx512 ? &avx512::process_block<float, 2> : &avx2::process_block<float, 2>;
 }
 
 template <typename T>
-void run(BlockFn<T> block, const T* x, const T* u, const Geometry& g, const Epilogue& e, const T* res, T* y) {
+void run(BlockFn<T> block, int tile, const T* x, const T* u, const Geometry& g, const Epilogue& e, const T* res,
+         T* y) {
   const int64_t blocks_per_row = (g.Wt + kBlockTiles - 1) / kBlockTiles;
   const int64_t units = g.N * g.Ht * blocks_per_row;
+  const int64_t components = (tile + 2) * (tile + 2);
   at::parallel_for(0, units, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> V(16 * kBlockTiles * g.C), zeros(g.C);
-    std::vector<float> M(16 * kBlockTiles * g.K);
+    std::vector<T> V(components * kBlockTiles * g.C), zeros(g.C);
+    std::vector<float> M(components * kBlockTiles * g.K);
     for (int64_t unit = begin; unit < end; ++unit) {
       const int64_t n = unit / (g.Ht * blocks_per_row), rem = unit % (g.Ht * blocks_per_row);
       const int64_t ty = rem / blocks_per_row, tx0 = (rem % blocks_per_row) * kBlockTiles;
@@ -208,9 +221,11 @@ void check_args(const at::Tensor& x, const at::Tensor& u, const c10::optional<at
                    x.scalar_type(), "), got ", u.scalar_type());
   const bool bf16 = x.scalar_type() == at::kBFloat16;
   const int64_t C = x.size(1);
+  // fp32: (16 | 36, C, K), F(2x2, 3x3) or F(4x4, 3x3); bf16: (16, C / 2, K, 2), F(2x2, 3x3) only
   TORCH_CHECK_VALUE(u.is_contiguous() && (bf16 ? (u.dim() == 4 && u.size(0) == 16 && u.size(1) * 2 == C &&
                                                   u.size(3) == 2)
-                                               : (u.dim() == 3 && u.size(0) == 16 && u.size(1) == C)),
+                                               : (u.dim() == 3 && (u.size(0) == 16 || u.size(0) == 36) &&
+                                                  u.size(1) == C)),
                     kOp, ": weight must be the contiguous Winograd-transformed weight of ", C,
                     " input channels (fastsr.ops.winograd_weight), got shape ", u.sizes());
   const int64_t K = u.size(2);
@@ -244,7 +259,8 @@ at::Tensor winograd_conv3x3_cpu(const at::Tensor& x, const at::Tensor& u, const 
                                 const c10::optional<at::Tensor>& residual_in) {
   check_args(x, u, bias, act, prelu, residual_in);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = u.size(2);
-  const Geometry g{N, H, W, C, K, (H + 1) / 2, (W + 1) / 2};
+  const int tile = u.size(0) == 36 ? 4 : 2;  // output tile side: F(tile x tile, 3x3)
+  const Geometry g{N, H, W, C, K, (H + tile - 1) / tile, (W + tile - 1) / tile};
   at::Tensor y = at::empty({N, K, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   if (y.numel() == 0) return y;
   at::Tensor res;
@@ -253,10 +269,10 @@ at::Tensor winograd_conv3x3_cpu(const at::Tensor& x, const at::Tensor& u, const 
                    prelu.has_value() ? prelu->contiguous().data_ptr<float>() : nullptr,
                    static_cast<float>(slope), act};
   if (x.scalar_type() == at::kBFloat16) {
-    run<bf16_t>(&avx512::process_block<bf16_t>, ptr<at::BFloat16>(x), ptr<at::BFloat16>(u), g, e,
+    run<bf16_t>(&avx512::process_block<bf16_t, 2>, tile, ptr<at::BFloat16>(x), ptr<at::BFloat16>(u), g, e,
                 res.defined() ? ptr<at::BFloat16>(res) : nullptr, ptr<at::BFloat16>(y));
   } else {
-    run<float>(float_block(), x.data_ptr<float>(), u.data_ptr<float>(), g, e,
+    run<float>(float_block(tile), tile, x.data_ptr<float>(), u.data_ptr<float>(), g, e,
                res.defined() ? res.data_ptr<float>() : nullptr, y.data_ptr<float>());
   }
   return y;

@@ -4,7 +4,7 @@
 // namespace, which first defines the vector type and its operations:
 //   vec, kLanes (fp32 lanes), kMaxCols (widest micro-kernel, in vectors),
 //   vload(const float* | const bf16_t*), vstore(float* | bf16_t*, vec), vadd, vsub, vmax,
-//   vzero(), vset1(float), vleaky(v, slope) (v <= 0 ? v * slope : v),
+//   vmul, vfmadd(a, b, c) (a b + c), vzero(), vset1(float), vleaky(v, slope) (v <= 0 ? v * slope : v),
 //   micro<R, NV>(v, C, u, K, k0, m): m[r][k0 .. k0 + kLanes NV) = sum_c v[r][c] u[c][k].
 // Nothing here may instantiate a template of another header (std::min, std::vector, ...):
 // that code would be compiled for this target and could be picked by the linker for callers
@@ -32,40 +32,114 @@ void gemm(const T* v, int64_t rows, int64_t C, const T* u, int64_t K, float* m) 
   }
 }
 
-// V[i][t][c] = (B^T d B)[i] of the tile t = (ty, tx0 + t), whose 4x4 input pixels start at
-// (2 ty - 1, 2 tx - 1); pixels outside the image are the zero padding. kLanes channels at a
-// time (C is a multiple of 16).
-template <typename T>
+// The tile transforms of one vector of channels. F(2x2, 3x3): d is the 4x4 input tile (row
+// major), out the 16 components of B^T d B; F(4x4, 3x3): 6x6 and 36 (Lavin & Gray's B^T:
+// rows 4 0 -5 0 1 0 / 0 -4 -4 1 1 0 / 0 4 -4 -1 1 0 / 0 -2 -1 2 1 0 / 0 2 -1 -2 1 0 /
+// 0 4 0 -5 0 1).
+template <int TM>
+FASTSR_INLINE void tile_in(const vec* d, vec* out);
+
+template <>
+FASTSR_INLINE void tile_in<2>(const vec* d, vec* out) {
+  vec s[16];
+  for (int b = 0; b < 4; ++b) {  // rows: B^T d
+    s[0 + b] = vsub(d[0 + b], d[8 + b]);
+    s[4 + b] = vadd(d[4 + b], d[8 + b]);
+    s[8 + b] = vsub(d[8 + b], d[4 + b]);
+    s[12 + b] = vsub(d[4 + b], d[12 + b]);
+  }
+  for (int a = 0; a < 4; ++a) {  // columns: (B^T d) B
+    const vec* r = s + a * 4;
+    out[a * 4 + 0] = vsub(r[0], r[2]);
+    out[a * 4 + 1] = vadd(r[1], r[2]);
+    out[a * 4 + 2] = vsub(r[2], r[1]);
+    out[a * 4 + 3] = vsub(r[1], r[3]);
+  }
+}
+
+// B^T applied to six vectors d[0], d[stride], ..., d[5 stride], into o[0], o[ostride], ...
+FASTSR_INLINE void bt6(const vec* d, int stride, vec* o, int ostride) {
+  const vec d0 = d[0], d1 = d[stride], d2 = d[2 * stride], d3 = d[3 * stride], d4 = d[4 * stride],
+            d5 = d[5 * stride];
+  const vec four = vset1(4.0f), five = vset1(-5.0f), two = vset1(2.0f);
+  const vec a = vfmadd(vset1(-4.0f), d2, d4);  // d4 - 4 d2
+  const vec b = vfmadd(vset1(-4.0f), d1, d3);  // d3 - 4 d1
+  const vec c = vsub(d4, d2);
+  const vec e = vmul(two, vsub(d3, d1));
+  o[0] = vfmadd(four, d0, vfmadd(five, d2, d4));
+  o[ostride] = vadd(a, b);
+  o[2 * ostride] = vsub(a, b);
+  o[3 * ostride] = vadd(c, e);
+  o[4 * ostride] = vsub(c, e);
+  o[5 * ostride] = vfmadd(four, d1, vfmadd(five, d3, d5));
+}
+
+template <>
+FASTSR_INLINE void tile_in<4>(const vec* d, vec* out) {
+  vec s[36];
+  for (int b = 0; b < 6; ++b) bt6(d + b, 6, s + b, 6);        // rows: B^T d
+  for (int a = 0; a < 6; ++a) bt6(s + a * 6, 1, out + a * 6, 1);  // columns: (B^T d) B
+}
+
+// A^T M A of the (TM + 2)^2 components m into the TM x TM outputs o (row major).
+// F(4x4, 3x3)'s A^T: rows 1 1 1 1 1 0 / 0 1 -1 2 -2 0 / 0 1 1 4 4 0 / 0 1 -1 8 -8 1.
+template <int TM>
+FASTSR_INLINE void tile_out(const vec* m, vec* o);
+
+template <>
+FASTSR_INLINE void tile_out<2>(const vec* m, vec* o) {
+  vec s[8];
+  for (int b = 0; b < 4; ++b) {  // rows: A^T M
+    s[b] = vadd(vadd(m[b], m[4 + b]), m[8 + b]);
+    s[4 + b] = vsub(vsub(m[4 + b], m[8 + b]), m[12 + b]);
+  }
+  o[0] = vadd(vadd(s[0], s[1]), s[2]);  // columns: (A^T M) A
+  o[1] = vsub(vsub(s[1], s[2]), s[3]);
+  o[2] = vadd(vadd(s[4], s[5]), s[6]);
+  o[3] = vsub(vsub(s[5], s[6]), s[7]);
+}
+
+// A^T applied to six vectors m[0], m[stride], ..., into o[0], o[ostride], o[2 ostride], o[3 ostride].
+FASTSR_INLINE void at6(const vec* m, int stride, vec* o, int ostride) {
+  const vec a = vadd(m[stride], m[2 * stride]), b = vsub(m[stride], m[2 * stride]);
+  const vec c = vadd(m[3 * stride], m[4 * stride]), d = vsub(m[3 * stride], m[4 * stride]);
+  o[0] = vadd(vadd(m[0], a), c);
+  o[ostride] = vfmadd(vset1(2.0f), d, b);
+  o[2 * ostride] = vfmadd(vset1(4.0f), c, a);
+  o[3 * ostride] = vadd(vfmadd(vset1(8.0f), d, b), m[5 * stride]);
+}
+
+template <>
+FASTSR_INLINE void tile_out<4>(const vec* m, vec* o) {
+  vec s[24];
+  for (int b = 0; b < 6; ++b) at6(m + b, 6, s + b, 6);       // rows: A^T M (4 x 6)
+  for (int a = 0; a < 4; ++a) at6(s + a * 6, 1, o + a * 4, 1);  // columns: (A^T M) A
+}
+
+// V[i][t][c] = (B^T d B)[i] of the tile t = (ty, tx0 + t), whose (TM + 2)^2 input pixels start
+// at (TM ty - 1, TM tx - 1); pixels outside the image are the zero padding. kLanes channels at
+// a time (C is a multiple of 16).
+template <typename T, int TM>
 FASTSR_INLINE void input_transform(const T* x, const T* zeros, const Geometry& g, int64_t n, int64_t ty,
                                    int64_t tx0, int64_t tiles, T* V) {
+  constexpr int A = TM + 2;
   const int64_t C = g.C, plane = kBlockTiles * C;
   for (int64_t t = 0; t < tiles; ++t) {
-    const T* p[16];
-    for (int a = 0; a < 4; ++a) {
-      const int64_t y = 2 * ty - 1 + a;
-      for (int b = 0; b < 4; ++b) {
-        const int64_t xx = 2 * (tx0 + t) - 1 + b;
+    const T* p[A * A];
+    for (int a = 0; a < A; ++a) {
+      const int64_t y = TM * ty - 1 + a;
+      for (int b = 0; b < A; ++b) {
+        const int64_t xx = TM * (tx0 + t) - 1 + b;
         const bool in = y >= 0 && y < g.H && xx >= 0 && xx < g.W;
-        p[a * 4 + b] = in ? x + ((n * g.H + y) * g.W + xx) * C : zeros;
+        p[a * A + b] = in ? x + ((n * g.H + y) * g.W + xx) * C : zeros;
       }
     }
     for (int64_t c = 0; c < C; c += kLanes) {
-      vec d[16], s[16];
-      for (int i = 0; i < 16; ++i) d[i] = vload(p[i] + c);
-      for (int b = 0; b < 4; ++b) {  // rows: B^T d
-        s[0 + b] = vsub(d[0 + b], d[8 + b]);
-        s[4 + b] = vadd(d[4 + b], d[8 + b]);
-        s[8 + b] = vsub(d[8 + b], d[4 + b]);
-        s[12 + b] = vsub(d[4 + b], d[12 + b]);
-      }
-      for (int a = 0; a < 4; ++a) {  // columns: (B^T d) B
-        const vec* r = s + a * 4;
-        T* out = V + (a * 4) * plane + t * C + c;
-        vstore(out, vsub(r[0], r[2]));
-        vstore(out + plane, vadd(r[1], r[2]));
-        vstore(out + 2 * plane, vsub(r[2], r[1]));
-        vstore(out + 3 * plane, vsub(r[1], r[3]));
-      }
+      vec d[A * A], out[A * A];
+      for (int i = 0; i < A * A; ++i) d[i] = vload(p[i] + c);
+      tile_in<TM>(d, out);
+      T* o = V + t * C + c;
+      for (int i = 0; i < A * A; ++i) vstore(o + i * plane, out[i]);
     }
   }
 }
@@ -77,68 +151,64 @@ FASTSR_INLINE vec activate(vec v, vec slope) {
   return v;
 }
 
-// y[2 ty + a][2 tx + b] = act((A^T M A)[a][b] + bias) + residual, for the pixels inside the
+// y[TM ty + a][TM tx + b] = act((A^T M A)[a][b] + bias) + residual, for the pixels inside the
 // image; ACT and RES are template arguments so that the loops have no branches on values.
-template <typename T, int ACT, bool RES>
+template <typename T, int TM, int ACT, bool RES>
 FASTSR_INLINE void output_transform_impl(const float* M, const Geometry& g, const Epilogue& e, const T* res,
                                          int64_t n, int64_t ty, int64_t tx0, int64_t tiles, T* y) {
+  constexpr int A = TM + 2;
   const int64_t K = g.K, plane = kBlockTiles * K;
   for (int64_t t = 0; t < tiles; ++t) {
-    const int64_t oy = 2 * ty, ox = 2 * (tx0 + t);
-    const int64_t base[4] = {(n * g.H + oy) * g.W + ox, (n * g.H + oy) * g.W + ox + 1,
-                             (n * g.H + oy + 1) * g.W + ox, (n * g.H + oy + 1) * g.W + ox + 1};
-    const bool inside[4] = {true, ox + 1 < g.W, oy + 1 < g.H, oy + 1 < g.H && ox + 1 < g.W};
+    const int64_t oy = TM * ty, ox = TM * (tx0 + t);
+    const int rows = g.H - oy < TM ? static_cast<int>(g.H - oy) : TM;
+    const int cols = g.W - ox < TM ? static_cast<int>(g.W - ox) : TM;
     for (int64_t k = 0; k < K; k += kLanes) {
       const float* m = M + t * K + k;
-      vec s[8];
-      for (int b = 0; b < 4; ++b) {  // rows: A^T M
-        const vec m1 = vload(m + (4 + b) * plane), m2 = vload(m + (8 + b) * plane);
-        s[b] = vadd(vadd(vload(m + b * plane), m1), m2);
-        s[4 + b] = vsub(vsub(m1, m2), vload(m + (12 + b) * plane));
-      }
+      vec mm[A * A], out[TM * TM];
+      for (int i = 0; i < A * A; ++i) mm[i] = vload(m + i * plane);
+      tile_out<TM>(mm, out);
       const vec bias = e.bias ? vload(e.bias + k) : vzero();
       const vec slope = ACT == kPrelu ? vload(e.prelu + k) : vset1(e.slope);
-      vec out[4];  // columns: (A^T M) A
-      out[0] = vadd(vadd(s[0], s[1]), s[2]);
-      out[1] = vsub(vsub(s[1], s[2]), s[3]);
-      out[2] = vadd(vadd(s[4], s[5]), s[6]);
-      out[3] = vsub(vsub(s[5], s[6]), s[7]);
-      for (int q = 0; q < 4; ++q) {
-        if (!inside[q]) continue;
-        vec v = activate<ACT>(vadd(out[q], bias), slope);
-        if (RES) v = vadd(v, vload(res + base[q] * K + k));
-        vstore(y + base[q] * K + k, v);
+      for (int a = 0; a < TM; ++a) {  // constant trip counts (unrolled); edge tiles stop early
+        if (a == rows) break;
+        for (int b = 0; b < TM; ++b) {
+          if (b == cols) break;
+          const int64_t at = ((n * g.H + oy + a) * g.W + ox + b) * K + k;
+          vec v = activate<ACT>(vadd(out[a * TM + b], bias), slope);
+          if (RES) v = vadd(v, vload(res + at));
+          vstore(y + at, v);
+        }
       }
     }
   }
 }
 
-template <typename T, int ACT>
+template <typename T, int TM, int ACT>
 FASTSR_INLINE void output_transform_act(const float* M, const Geometry& g, const Epilogue& e, const T* res,
                                         int64_t n, int64_t ty, int64_t tx0, int64_t tiles, T* y) {
-  if (res) output_transform_impl<T, ACT, true>(M, g, e, res, n, ty, tx0, tiles, y);
-  else output_transform_impl<T, ACT, false>(M, g, e, res, n, ty, tx0, tiles, y);
+  if (res) output_transform_impl<T, TM, ACT, true>(M, g, e, res, n, ty, tx0, tiles, y);
+  else output_transform_impl<T, TM, ACT, false>(M, g, e, res, n, ty, tx0, tiles, y);
 }
 
-template <typename T>
+template <typename T, int TM>
 void output_transform(const float* M, const Geometry& g, const Epilogue& e, const T* res, int64_t n, int64_t ty,
                       int64_t tx0, int64_t tiles, T* y) {
   switch (e.act) {
-    case kRelu: output_transform_act<T, kRelu>(M, g, e, res, n, ty, tx0, tiles, y); break;
-    case kLeaky: output_transform_act<T, kLeaky>(M, g, e, res, n, ty, tx0, tiles, y); break;
-    case kPrelu: output_transform_act<T, kPrelu>(M, g, e, res, n, ty, tx0, tiles, y); break;
-    default: output_transform_act<T, kNone>(M, g, e, res, n, ty, tx0, tiles, y); break;
+    case kRelu: output_transform_act<T, TM, kRelu>(M, g, e, res, n, ty, tx0, tiles, y); break;
+    case kLeaky: output_transform_act<T, TM, kLeaky>(M, g, e, res, n, ty, tx0, tiles, y); break;
+    case kPrelu: output_transform_act<T, TM, kPrelu>(M, g, e, res, n, ty, tx0, tiles, y); break;
+    default: output_transform_act<T, TM, kNone>(M, g, e, res, n, ty, tx0, tiles, y); break;
   }
 }
 
-// One unit of work: the tiles tx0 .. tx0 + tiles of tile row ty of image n, with V and M the
-// caller's scratch buffers.
-template <typename T>
+// One unit of work: the tiles tx0 .. tx0 + tiles (at most kBlockTiles) of tile row ty of image
+// n, F(TM x TM, 3x3), with V and M the caller's scratch buffers ((TM + 2)^2 components each).
+template <typename T, int TM>
 __attribute__((noinline)) void process_block(const T* x, const T* zeros, const T* u, const Geometry& g,
                                              const Epilogue& e, const T* res, int64_t n, int64_t ty, int64_t tx0,
                                              int64_t tiles, T* V, float* M, T* y) {
-  input_transform(x, zeros, g, n, ty, tx0, tiles, V);
-  for (int i = 0; i < 16; ++i)
+  input_transform<T, TM>(x, zeros, g, n, ty, tx0, tiles, V);
+  for (int i = 0; i < (TM + 2) * (TM + 2); ++i)
     gemm<T>(V + i * kBlockTiles * g.C, tiles, g.C, u + i * g.C * g.K, g.K, M + i * kBlockTiles * g.K);
-  output_transform(M, g, e, res, n, ty, tx0, tiles, y);
+  output_transform<T, TM>(M, g, e, res, n, ty, tx0, tiles, y);
 }

@@ -31,9 +31,20 @@ _OP = "fastsr.ops.winograd_conv3x3"
 #: activation name -> the kernel's code
 WINOGRAD_ACTS = {"none": 0, "relu": 1, "leaky_relu": 2, "prelu": 3}
 
-_BT = torch.tensor([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=torch.float64)
-_G = torch.tensor([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=torch.float64)
-_AT = torch.tensor([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=torch.float64)
+#: output tile side -> (B^T, G, A^T) of F(tile x tile, 3x3), Lavin & Gray's matrices
+_MATRICES = {
+    2: (torch.tensor([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=torch.float64),
+        torch.tensor([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=torch.float64),
+        torch.tensor([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=torch.float64)),
+    4: (torch.tensor([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0],
+                      [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=torch.float64),
+        torch.tensor([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
+                      [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], dtype=torch.float64),
+        torch.tensor([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
+                     dtype=torch.float64)),
+}
+#: number of transformed components -> output tile side
+_TILE_OF = {16: 2, 36: 4}
 
 
 def _cpu_features() -> tuple[bool, bool, bool]:
@@ -74,31 +85,41 @@ def winograd_eligible(conv: torch.nn.Conv2d) -> bool:
             and conv.in_channels % 16 == 0 and conv.out_channels % 16 == 0)
 
 
-def winograd_weight(weight: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """The transformed weight ``G g G^T`` of a (K, C, 3, 3) convolution weight, computed in
-    float64 and rounded once to ``dtype`` (default: the weight's), laid out for the kernel:
-    float32 (16, C, K); bfloat16 (16, C / 2, K, 2), input-channel pairs innermost.
+def winograd_weight(weight: torch.Tensor, dtype: torch.dtype | None = None, tile: int | None = None) -> torch.Tensor:
+    """The transformed weight ``G g G^T`` of a (K, C, 3, 3) convolution weight for
+    F(tile x tile, 3x3), computed in float64 and rounded once to ``dtype`` (default: the
+    weight's), laid out for the kernel: float32 (tile + 2)^2 x (C, K), i.e. (16, C, K) or
+    (36, C, K); bfloat16 (16, C / 2, K, 2), input-channel pairs innermost.
+
+    Args:
+        tile: output tile side, 2 (F(2x2, 3x3), 2.25x fewer multiplications than direct) or 4
+            (F(4x4, 3x3), 4x fewer; float32 only: its transforms' larger coefficients cost
+            bf16 too much accuracy). Default: 4 for float32, 2 for bfloat16.
 
     Raises:
-        ValueError: ``weight`` is not (K, C, 3, 3) with C and K multiples of 16.
+        ValueError: ``weight`` is not (K, C, 3, 3) with C and K multiples of 16, or ``tile``
+            is not 2 or 4 (4 with bfloat16).
         TypeError: ``dtype`` is not float32 or bfloat16.
     """
     dtype = weight.dtype if dtype is None else dtype
     if dtype not in (torch.float32, torch.bfloat16):
         raise TypeError(f"winograd_weight: dtype must be float32 or bfloat16, got {dtype}")
+    tile = (4 if dtype == torch.float32 else 2) if tile is None else tile
+    if tile not in _MATRICES or (tile == 4 and dtype == torch.bfloat16):
+        raise ValueError(f"winograd_weight: tile must be 2 or 4 (2 for bfloat16), got {tile!r} for {dtype}")
     if weight.dim() != 4 or tuple(weight.shape[2:]) != (3, 3) or weight.shape[0] % 16 or weight.shape[1] % 16:
         raise ValueError(f"winograd_weight: weight must be (K, C, 3, 3) with C and K multiples of 16, got "
                          f"{tuple(weight.shape)}")
     k, c = weight.shape[:2]
-    g = _G.to(weight.device)
-    u = torch.einsum("ij,kcjl,ml->imck", g, weight.detach().double(), g).reshape(16, c, k)
+    g = _MATRICES[tile][1].to(weight.device)
+    u = torch.einsum("ij,kcjl,ml->imck", g, weight.detach().double(), g).reshape((tile + 2) ** 2, c, k)
     if dtype == torch.float32:
         return u.float().contiguous()
     return u.reshape(16, c // 2, 2, k).permute(0, 1, 3, 2).contiguous().to(dtype)
 
 
 def _unpack(u: torch.Tensor) -> torch.Tensor:
-    """(16, C, K) float64 from either layout of :func:`winograd_weight`."""
+    """((tile + 2)^2, C, K) float64 from either layout of :func:`winograd_weight`."""
     if u.dim() == 4:
         return u.permute(0, 1, 3, 2).reshape(16, -1, u.shape[2]).double()
     return u.double()
@@ -110,7 +131,7 @@ def _check(x, u, bias, act, prelu_weight, residual, op):
         raise TypeError(f"{op}: weight must be a tensor of the dtype of x ({x.dtype}) from winograd_weight")
     c = x.shape[1]
     ok = (u.dim() == 4 and u.shape[0] == 16 and 2 * u.shape[1] == c and u.shape[3] == 2) if x.dtype == torch.bfloat16 \
-        else (u.dim() == 3 and u.shape[0] == 16 and u.shape[1] == c)
+        else (u.dim() == 3 and u.shape[0] in _TILE_OF and u.shape[1] == c)
     if not ok or c % 16 or u.shape[2] % 16:
         raise ValueError(f"{op}: weight must be the Winograd-transformed weight (winograd_weight) of {c} input "
                          f"channels, both channel counts multiples of 16, got shape {tuple(u.shape)}")
@@ -128,18 +149,21 @@ def _check(x, u, bias, act, prelu_weight, residual, op):
 
 
 def winograd_conv3x3_reference(x, weight, bias=None, act="none", slope=0.0, prelu_weight=None, residual=None):
-    """Plain-PyTorch F(2x2, 3x3) of :func:`winograd_conv3x3` (same arguments and errors),
-    computed in float64 from the same transformed weight and rounded to ``x.dtype``."""
+    """Plain-PyTorch F(2x2, 3x3) or F(4x4, 3x3) (by the weight's layout) of
+    :func:`winograd_conv3x3` (same arguments and errors): the transformed input rounded to
+    ``x.dtype`` as the kernel stores it, the rest in float64, rounded once to ``x.dtype``."""
     _check(x, weight, bias, act, prelu_weight, residual, _OP)
     n, c, h, w = x.shape
-    ht, wt = (h + 1) // 2, (w + 1) // 2
-    bt, at = _BT.to(x.device), _AT.to(x.device)
-    xp = F.pad(x.double(), (1, 1 + 2 * wt - w, 1, 1 + 2 * ht - h))
-    tiles = xp.unfold(2, 4, 2).unfold(3, 4, 2)  # (N, C, Ht, Wt, 4, 4)
+    tile = _TILE_OF[weight.shape[0]]
+    side = tile + 2
+    ht, wt = -(-h // tile), -(-w // tile)
+    bt, _, at = (m.to(x.device) for m in _MATRICES[tile])
+    xp = F.pad(x.double(), (1, 1 + tile * wt - w, 1, 1 + tile * ht - h))
+    tiles = xp.unfold(2, side, tile).unfold(3, side, tile)  # (N, C, Ht, Wt, side, side)
     v = torch.einsum("ij,nctujk,lk->nctuil", bt, tiles, bt).to(x.dtype).double()
-    m = torch.einsum("nctuij,ijck->nktuij", v, _unpack(weight).reshape(4, 4, c, -1))
+    m = torch.einsum("nctuij,ijck->nktuij", v, _unpack(weight).reshape(side, side, c, -1))
     y = torch.einsum("ij,nktujl,ml->nktuim", at, m, at).permute(0, 1, 2, 4, 3, 5)
-    y = y.reshape(n, -1, 2 * ht, 2 * wt)[:, :, :h, :w]
+    y = y.reshape(n, -1, tile * ht, tile * wt)[:, :, :h, :w]
     if bias is not None:
         y = y + bias.double().view(1, -1, 1, 1)
     if act == "relu":
