@@ -1,7 +1,7 @@
 """Build fastsr's HR training corpus: the photographs of Debian's desktop wallpaper packages
 listed in ``scripts/corpus_photos.json``, downscaled, as PNG files in a train / val split.
 
-    python scripts/build_corpus.py --out data/corpus            # downloads 4 .deb files (~175 MB)
+    PYTHONPATH=$PWD python scripts/build_corpus.py --out data/corpus   # downloads 4 .deb files (~175 MB)
     fastsr train nonbn_corpus_x4 --data data/corpus/train --val-data data/corpus/val --out runs/corpus
 
 Steps, each reproducible:
@@ -181,7 +181,6 @@ def build_samples(out: Path, max_side: int) -> list[dict]:
     """The training split of fastsr's bundled sample photographs, as PNGs in ``train/``."""
     import numpy as np
 
-    sys.path.insert(0, str(ROOT))
     from fastsr.data import sample_images
 
     entries = []

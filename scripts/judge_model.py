@@ -15,7 +15,9 @@ image. Per photo:
 * ``Err R/G/B``: mean SR - HR per channel in 8-bit levels (:func:`fastsr.metrics.channel_mean_error`);
 * ``Checker``: checkerboard energy, levels^2 (:func:`fastsr.metrics.checkerboard_energy`:
   period-``scale`` component of Y(SR) - Y(bicubic) on blocks whose HR mean gradient is
-  <= ``--max-gradient`` levels/px), ``Smooth``: the fraction of such blocks;
+  <= ``--max-gradient`` levels/px), ``Smooth``: the fraction of such blocks, ``Chk HR``: the
+  same measure of the HR image itself (what a perfect SR scores: real detail of the smooth
+  blocks that bicubic lacks, not an artefact);
 * ``NIQE`` of SR and of bicubic (:func:`fastsr.metrics.niqe`, BasicSR's code, ``crop_border
   = scale``; lower is more natural).
 
@@ -63,6 +65,7 @@ def judge(model, pairs, scale: int, max_gradient: float = 1.0) -> list[dict]:
         extra[name] = {
             "checker": float(metrics.checkerboard_energy(sr, bic, hr[None], scale, max_gradient=max_gradient)),
             "smooth": float(blocks.float().mean()),
+            "checker_hr": float(metrics.checkerboard_energy(hr[None], bic, hr[None], scale, max_gradient=max_gradient)),
             "niqe_sr": float(metrics.niqe(sr, crop_border=scale)),
             "niqe_bic": float(metrics.niqe(bic, crop_border=scale)),
         }
@@ -80,7 +83,7 @@ def judge(model, pairs, scale: int, max_gradient: float = 1.0) -> list[dict]:
 
 COLUMNS = [("Bic PSNR", "bic_psnr", 2), ("SR PSNR", "sr_psnr", 2), ("Gain dB", "gain", 2), ("SR SSIM", "sr_ssim", 4),
            ("Err R", "err_r", 2), ("Err G", "err_g", 2), ("Err B", "err_b", 2), ("Checker", "checker", 4),
-           ("Smooth", "smooth", 2), ("NIQE SR", "niqe_sr", 2), ("NIQE Bic", "niqe_bic", 2)]
+           ("Smooth", "smooth", 2), ("Chk HR", "checker_hr", 4), ("NIQE SR", "niqe_sr", 2), ("NIQE Bic", "niqe_bic", 2)]
 
 
 def _nanmean(values) -> float:

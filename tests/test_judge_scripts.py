@@ -25,7 +25,7 @@ def judge():
 
 def _row(name, gain, err=(0.0, 0.0, 0.0), checker=0.1):
     return {"image": name, "bic_psnr": 30.0, "sr_psnr": 30.0 + gain, "gain": gain, "sr_ssim": 0.9,
-            "err_r": err[0], "err_g": err[1], "err_b": err[2], "checker": checker, "smooth": 0.5,
+            "err_r": err[0], "err_g": err[1], "err_b": err[2], "checker": checker, "smooth": 0.5, "checker_hr": 0.01,
             "niqe_sr": 5.0, "niqe_bic": 6.0}
 
 
@@ -52,7 +52,7 @@ def test_judge_rows_of_a_model(judge):
     rows = judge.judge(models.create("ESPCN", scale=4, icnr=True), [("x", degrade(hr, 4), hr)], 4)
     r = rows[0]
     assert r["image"] == "x" and math.isclose(r["gain"], r["sr_psnr"] - r["bic_psnr"])
-    assert r["checker"] >= 0 and 0.2 <= r["smooth"] <= 0.8 and r["niqe_sr"] > 0
+    assert r["checker"] >= 0 and 0.2 <= r["smooth"] <= 0.8 and r["niqe_sr"] > 0 and r["checker_hr"] >= 0
 
 
 def test_readme_crops_sheet(tmp_path):
