@@ -114,6 +114,7 @@ from fastsr.train.builders import resolve_channels_last  # noqa: E402
 _TINY_MODELS = {
     "nonbn_wgan_x4": ["model.generator={name: NonBNResNet, num_blocks: 1, channels: 8}",
                       "model.discriminator={name: WGANCritic, input_size: 64, num_feat: 1}", "data.crop_size=64"],
+    "nonbn_corpus_x4": ["model.generator={name: NonBNResNet, num_blocks: 1, channels: 8}", "data.crop_size=32"],
     "srresnet_x4": ["model.generator={name: SRResNet, num_blocks: 1, channels: 8, bn: true}", "data.crop_size=32"],
     "srgan_x4": ["model.generator={name: SRResNet, num_blocks: 1, channels: 8, bn: true}",
                  "model.discriminator={name: SRGANDiscriminator, input_size: 32, num_feat: 4}", "data.crop_size=32"],

@@ -107,6 +107,23 @@ def _check_data_range(data_range, fn):
         raise ValueError(f"{fn}: data_range must be a finite number > 0 (or None), got {data_range!r}")
 
 
+def prepare_y(img: _Image, data_range: float | None, quantize: bool, name: str, fn: str) -> torch.Tensor:
+    """Steps 1, 2 and 4 of the pipeline for one image argument of the metric ``fn``: float64
+    (N, 1, H, W) on the [0, 255] scale, the Y channel of RGB (one-channel images as they
+    are). Errors name ``fn`` and the argument ``name``.
+
+    Raises:
+        ValueError / TypeError: as :func:`psnr` for one image; not 1 or 3 channels.
+    """
+    _check_data_range(data_range, fn)
+    x = _to_nchw255(img, data_range, quantize, name, fn)
+    if x.shape[1] == 3:
+        return rgb_to_ycbcr(x, y_only=True, data_range=255.0)
+    if x.shape[1] != 1:
+        raise ValueError(f"{fn}: {name} must have 3 (RGB) or 1 channels, got {x.shape[1]}")
+    return x
+
+
 def _prepare(sr, hr, crop_border, test_y_channel, data_range, quantize, fn):
     _check_data_range(data_range, fn)
     if type(sr) is not type(hr) and not (isinstance(sr, torch.Tensor) and isinstance(hr, torch.Tensor)):

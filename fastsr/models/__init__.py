@@ -11,13 +11,15 @@ class name (and a few aliases) for :func:`create`::
 Every model takes ``fused`` (same state_dict for ``fused=True`` and ``False``; setting
 ``model.fused`` propagates to every submodule), generators also ``scale``. Discriminators return logits /
 critic scores (no sigmoid). :func:`init_weights` re-initialises (PyTorch default or
-N(0, 0.02)); :func:`load_state_dict` loads BasicSR-style checkpoints strictly and lists
+N(0, 0.02)); :func:`init_icnr` ICNR-initialises the sub-pixel upsamplers (every generator
+with one also takes ``icnr=True``); :func:`load_state_dict` loads BasicSR-style checkpoints strictly and lists
 missing / unexpected keys on mismatch. :mod:`fastsr.models.checkpoint` is fastsr's own
 generator file format (:func:`save_generator`, :func:`load_generator`, ...) and
 :func:`pretrained` loads the generators shipped in ``fastsr/weights``. :func:`load` reads community checkpoints (ESRGAN,
 Real-ESRGAN, BasicSR files), recognising the architecture from the keys.
 """
-from fastsr.models._utils import count_parameters, extract_state_dict, init_weights, load_state_dict
+from fastsr.models._utils import (count_parameters, extract_state_dict, has_subpixel_convs, init_icnr,
+                                  init_weights, load_state_dict)
 from fastsr.models.registry import create, list_models, register_model
 from fastsr.models.discriminators import SRGANDiscriminator, WGANCritic
 from fastsr.models.srresnet import MSRResNet, SRResNet
@@ -33,7 +35,7 @@ from fastsr.models.pretrained import list_pretrained, pretrained, pretrained_inf
 from fastsr.models.community import Detected, UnknownCheckpointError, detect, load
 
 __all__ = [
-    "create", "list_models", "register_model", "init_weights", "load_state_dict",
+    "create", "list_models", "register_model", "init_weights", "init_icnr", "has_subpixel_convs", "load_state_dict",
     "extract_state_dict", "count_parameters",
     "pretrained", "pretrained_info", "pretrained_path", "list_pretrained",
     "CheckpointError", "save_generator", "load_generator", "load_generator_weights", "read_metadata",

@@ -14,6 +14,8 @@ __all__ = [
     "check_scale",
     "check_input_size",
     "init_weights",
+    "init_icnr",
+    "has_subpixel_convs",
     "load_state_dict",
     "extract_state_dict",
     "count_parameters",
@@ -101,6 +103,39 @@ def init_weights(model: nn.Module, method: str = "default", std: float = 0.02) -
         elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
             nn.init.normal_(m.weight, 1.0, std)
             nn.init.zeros_(m.bias)
+    return model
+
+
+def has_subpixel_convs(model: nn.Module) -> bool:
+    """Whether ``model`` declares convolutions that feed a PixelShuffle (a
+    ``subpixel_convs()`` method that returns at least one)."""
+    method = getattr(model, "subpixel_convs", None)
+    return callable(method) and bool(method())
+
+
+@torch.no_grad()
+def init_icnr(model: nn.Module) -> nn.Module:
+    """ICNR-initialise every convolution that feeds a PixelShuffle in ``model``, in place, and
+    return the model (Aitken et al. 2017, "Checkerboard artifact free sub-pixel convolution";
+    :func:`fastsr.nn.icnr_`): at initialisation each sub-pixel upsampler then equals
+    nearest-neighbour upsampling + a convolution, with no checkerboard.
+
+    The layers come from ``model.subpixel_convs()`` (``[(conv, r)]``), which every fastsr
+    generator with a sub-pixel upsampler has (NonBNResNet, SRResNet, MSRResNet, ESPCN, EDSR,
+    RCAN, SRVGGNetCompact, AttentiveGenerator). Call it after any other initialisation
+    (:func:`init_weights`): ICNR copies each output channel's first sub-kernel as that
+    initialisation left it.
+
+    Raises:
+        ValueError: ``model`` has no ``subpixel_convs()`` or it lists no layer.
+    """
+    if not has_subpixel_convs(model):
+        raise ValueError(f"init_icnr: {type(model).__name__} has no sub-pixel convolution (no PixelShuffle "
+                         "upsampler) to initialise")
+    from fastsr.nn import icnr_
+
+    for conv, r in model.subpixel_convs():
+        icnr_(conv, r)
     return model
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastsr.models._utils import FusedModule, check_input_size, check_scale
+from fastsr.models._utils import FusedModule, check_input_size, check_scale, init_icnr
 from fastsr.models.registry import register_model
 from fastsr.nn.conv import Conv2d
 
@@ -86,6 +86,8 @@ class AttentiveGenerator(FusedModule):
         num_mapping: conv+ReLU layers of the mapping network (8, paper).
         in_channels, out_channels: image channels (3).
         fused: accepted for the uniform generator interface and propagated to submodules.
+        icnr: ICNR-initialise the sub-pixel convolutions (:func:`fastsr.models.init_icnr`;
+            Aitken et al. 2017): no checkerboard at initialisation. Same state_dict.
             This architecture uses only ReLU / sigmoid / tanh and no fastsr fused layer
             applies, so it currently changes nothing.
 
@@ -111,6 +113,7 @@ class AttentiveGenerator(FusedModule):
         in_channels: int = 3,
         out_channels: int = 3,
         fused: bool = True,
+        icnr: bool = False,
     ):
         super().__init__()
         check_scale("AttentiveGenerator", scale, (2, 3, 4))
@@ -132,6 +135,12 @@ class AttentiveGenerator(FusedModule):
         self.mapping = nn.Sequential(*mapping)
         self.conv_up = nn.Conv2d(channels, out_channels * scale * scale, 3, padding=1)
         self.fused = fused
+        if icnr:
+            init_icnr(self)
+
+    def subpixel_convs(self) -> list[tuple[nn.Conv2d, int]]:
+        """``[(conv_up, scale)]`` (for :func:`fastsr.models.init_icnr`)."""
+        return [(self.conv_up, self.scale)]
 
     def forward(
         self, x: torch.Tensor, return_attention: bool = False

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastsr.models._utils import FusedModule, check_scale
+from fastsr.models._utils import FusedModule, check_scale, init_icnr
 from fastsr.models.registry import register_model
 from fastsr.nn.conv import conv_act, conv_residual
 
@@ -76,19 +76,27 @@ class ESPCN(FusedModule):
         scale: 2, 3, 4 or 8 (r).
         in_channels: 3 or 1.
         fused: accepted for the uniform interface; no fastsr fused layer applies here.
+        icnr: ICNR-initialise the sub-pixel convolutions (:func:`fastsr.models.init_icnr`;
+            Aitken et al. 2017): no checkerboard at initialisation. Same state_dict.
 
     Shape: LR (N, C, H, W) -> (N, C, r*H, r*W), values in [0, 1], linear output.
 
     Parameters (RGB, x4): 37,200.
     """
 
-    def __init__(self, scale: int = 4, in_channels: int = 3, fused: bool = True):
+    def __init__(self, scale: int = 4, in_channels: int = 3, fused: bool = True, icnr: bool = False):
         super().__init__()
         self.scale = check_scale("ESPCN", scale, (2, 3, 4, 8))
         self.conv1 = nn.Conv2d(in_channels, 64, 5, padding=2)
         self.conv2 = nn.Conv2d(64, 32, 3, padding=1)
         self.conv3 = nn.Conv2d(32, in_channels * scale * scale, 3, padding=1)
         self.fused = fused
+        if icnr:
+            init_icnr(self)
+
+    def subpixel_convs(self) -> list[tuple[nn.Conv2d, int]]:
+        """``[(conv3, scale)]`` (for :func:`fastsr.models.init_icnr`)."""
+        return [(self.conv3, self.scale)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = torch.tanh(self.conv2(torch.tanh(self.conv1(x))))
@@ -163,6 +171,10 @@ class PixelShuffleUpsample(nn.Sequential):
             raise ValueError(f"PixelShuffleUpsample: scale must be 2^n or 3, got {scale}")
         super().__init__(*layers)
 
+    def subpixel_convs(self) -> list[tuple[nn.Conv2d, int]]:
+        """``[(conv, r)]`` of every stage (for :func:`fastsr.models.init_icnr`)."""
+        return [(m, nxt.upscale_factor) for m, nxt in zip(self, list(self)[1:]) if isinstance(nxt, nn.PixelShuffle)]
+
 
 class _MeanShift(FusedModule):
     """BasicSR's ``(x - mean) * img_range`` in, ``x / img_range + mean`` out."""
@@ -194,6 +206,8 @@ class EDSR(_MeanShift):
         img_range, rgb_mean: input normalisation (BasicSR defaults).
         fused: conv2 epilogues of the blocks and the global skip as
             :func:`fastsr.ops.bias_residual`; same state_dict either way.
+        icnr: ICNR-initialise the sub-pixel convolutions (:func:`fastsr.models.init_icnr`;
+            Aitken et al. 2017): no checkerboard at initialisation. Same state_dict.
 
     Shape: LR (N, 3, H, W) in [0, 1] -> SR (N, 3, scale*H, scale*W) in about [0, 1].
 
@@ -202,7 +216,7 @@ class EDSR(_MeanShift):
 
     def __init__(self, scale: int = 4, num_feat: int = 64, num_block: int = 16, res_scale: float = 1.0,
                  in_channels: int = 3, out_channels: int = 3, img_range: float = 255.0,
-                 rgb_mean: Sequence[float] = DIV2K_RGB_MEAN, fused: bool = True):
+                 rgb_mean: Sequence[float] = DIV2K_RGB_MEAN, fused: bool = True, icnr: bool = False):
         super().__init__()
         self.scale = check_scale("EDSR", scale, (2, 3, 4, 8))
         self._setup_mean(img_range, rgb_mean, in_channels)
@@ -212,6 +226,12 @@ class EDSR(_MeanShift):
         self.upsample = PixelShuffleUpsample(scale, num_feat)
         self.conv_last = nn.Conv2d(num_feat, out_channels, 3, 1, 1)
         self.fused = fused
+        if icnr:
+            init_icnr(self)
+
+    def subpixel_convs(self) -> list[tuple[nn.Conv2d, int]]:
+        """``[(conv, r)]`` of the upsampler (for :func:`fastsr.models.init_icnr`)."""
+        return self.upsample.subpixel_convs()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_first(self._norm(x))
@@ -272,6 +292,8 @@ class RCAN(_MeanShift):
         num_feat, num_group, num_block, squeeze_factor, res_scale: 64, 10, 20, 16, 1.0.
         fused: the group convs' and ``conv_after_body``'s bias + skip as
             :func:`fastsr.ops.bias_residual`.
+        icnr: ICNR-initialise the sub-pixel convolutions (:func:`fastsr.models.init_icnr`;
+            Aitken et al. 2017): no checkerboard at initialisation. Same state_dict.
 
     Shape: LR (N, 3, H, W) in [0, 1] -> SR (N, 3, scale*H, scale*W) in about [0, 1].
 
@@ -280,7 +302,8 @@ class RCAN(_MeanShift):
 
     def __init__(self, scale: int = 4, num_feat: int = 64, num_group: int = 10, num_block: int = 20,
                  squeeze_factor: int = 16, res_scale: float = 1.0, in_channels: int = 3, out_channels: int = 3,
-                 img_range: float = 255.0, rgb_mean: Sequence[float] = DIV2K_RGB_MEAN, fused: bool = True):
+                 img_range: float = 255.0, rgb_mean: Sequence[float] = DIV2K_RGB_MEAN, fused: bool = True,
+                 icnr: bool = False):
         super().__init__()
         self.scale = check_scale("RCAN", scale, (2, 3, 4, 8))
         self._setup_mean(img_range, rgb_mean, in_channels)
@@ -291,6 +314,12 @@ class RCAN(_MeanShift):
         self.upsample = PixelShuffleUpsample(scale, num_feat)
         self.conv_last = nn.Conv2d(num_feat, out_channels, 3, 1, 1)
         self.fused = fused
+        if icnr:
+            init_icnr(self)
+
+    def subpixel_convs(self) -> list[tuple[nn.Conv2d, int]]:
+        """``[(conv, r)]`` of the upsampler (for :func:`fastsr.models.init_icnr`)."""
+        return self.upsample.subpixel_convs()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_first(self._norm(x))

@@ -32,6 +32,8 @@ class NonBNResNet(SRResNetBase):
         prelu_shared: one PReLU slope per layer instead of per channel.
         fused: fused epilogues (bias_prelu, bias_residual, pixel_shuffle_prelu); the
             state_dict is identical either way.
+        icnr: ICNR-initialise the sub-pixel convolutions (:func:`fastsr.models.init_icnr`;
+            Aitken et al. 2017): no checkerboard at initialisation. Same state_dict.
 
     Shape:
         LR (N, 3, H, W) -> SR (N, 3, scale*H, scale*W), float32 or bfloat16, any layout;
@@ -56,7 +58,9 @@ class NonBNResNet(SRResNetBase):
         out_channels: int = 3,
         prelu_shared: bool = False,
         fused: bool = True,
+        icnr: bool = False,
     ):
         super().__init__(scale=scale, num_blocks=num_blocks, channels=channels, bn=False,
                          first_kernel_size=first_kernel_size, last_kernel_size=1, in_channels=in_channels,
-                         out_channels=out_channels, prelu_shared=prelu_shared, fused=fused, name="NonBNResNet")
+                         out_channels=out_channels, prelu_shared=prelu_shared, fused=fused, name="NonBNResNet",
+                         icnr=icnr)

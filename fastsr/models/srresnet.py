@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastsr.models._utils import FusedModule, check_scale
+from fastsr.models._utils import FusedModule, check_scale, init_icnr
 from fastsr.models.registry import register_model
 from fastsr.nn import ResidualBlockBN, ResidualBlockNoBN, Upsampler
 from fastsr.nn.conv import conv_act, conv_prelu, conv_residual
@@ -42,6 +42,7 @@ class SRResNetBase(FusedModule):
         prelu_shared: bool,
         fused: bool,
         name: str,
+        icnr: bool = False,
     ):
         super().__init__()
         check_scale(name, scale, UPSAMPLER_SCALES)
@@ -64,6 +65,12 @@ class SRResNetBase(FusedModule):
         self.upsampler = Upsampler(channels, scale, fused=fused)
         self.conv_last = nn.Conv2d(channels, out_channels, last_kernel_size, padding=last_kernel_size // 2)
         self.fused = fused
+        if icnr:
+            init_icnr(self)
+
+    def subpixel_convs(self) -> list[tuple[nn.Conv2d, int]]:
+        """``[(conv, r)]`` of the upsampler's stages (for :func:`fastsr.models.init_icnr`)."""
+        return self.upsampler.subpixel_convs()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feat = conv_prelu(x, self.conv_first, self.prelu_first, self.fused)
@@ -101,6 +108,8 @@ class SRResNet(SRResNetBase):
             not say; per channel by default).
         fused: use fastsr's fused epilogues where the architecture allows (the BN blocks
             are plain PyTorch either way); same state_dict either way.
+        icnr: ICNR-initialise the sub-pixel convolutions (:func:`fastsr.models.init_icnr`;
+            Aitken et al. 2017): no checkerboard at initialisation. Same state_dict.
 
     Shape:
         LR (N, in_channels, H, W) -> SR (N, out_channels, scale*H, scale*W), float32 or
@@ -125,10 +134,11 @@ class SRResNet(SRResNetBase):
         out_channels: int = 3,
         prelu_shared: bool = False,
         fused: bool = True,
+        icnr: bool = False,
     ):
         super().__init__(scale=scale, num_blocks=num_blocks, channels=channels, bn=bn, first_kernel_size=9,
                          last_kernel_size=9, in_channels=in_channels, out_channels=out_channels,
-                         prelu_shared=prelu_shared, fused=fused, name="SRResNet")
+                         prelu_shared=prelu_shared, fused=fused, name="SRResNet", icnr=icnr)
 
 
 @register_model()
@@ -148,6 +158,8 @@ class MSRResNet(FusedModule):
         num_in_ch, num_out_ch, num_feat, num_block: 3, 3, 64, 16.
         fused: each block's conv2 bias + skip as :func:`fastsr.ops.bias_residual`; same
             state_dict either way.
+        icnr: ICNR-initialise the sub-pixel convolutions (:func:`fastsr.models.init_icnr`;
+            Aitken et al. 2017): no checkerboard at initialisation. Same state_dict.
 
     Shape: LR (N, 3, H, W) in [0, 1] -> SR (N, 3, scale*H, scale*W).
 
@@ -158,7 +170,7 @@ class MSRResNet(FusedModule):
     """
 
     def __init__(self, scale: int = 4, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 64,
-                 num_block: int = 16, fused: bool = True):
+                 num_block: int = 16, fused: bool = True, icnr: bool = False):
         super().__init__()
         from fastsr.models.baselines import ResidualBlockReLU
 
@@ -171,6 +183,13 @@ class MSRResNet(FusedModule):
         self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
         self.fused = fused
+        if icnr:
+            init_icnr(self)
+
+    def subpixel_convs(self) -> list[tuple[nn.Conv2d, int]]:
+        """``[(upconv1, r), (upconv2, 2)]`` (for :func:`fastsr.models.init_icnr`)."""
+        convs = [(self.upconv1, 2 if self.scale == 4 else self.scale)]
+        return convs + ([(self.upconv2, 2)] if self.upconv2 is not None else [])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.fused

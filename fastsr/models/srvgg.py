@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastsr.models._utils import FusedModule
+from fastsr.models._utils import FusedModule, init_icnr
 from fastsr.models.registry import register_model
 from fastsr.nn.conv import conv_act, conv_prelu, conv_residual
 
@@ -49,6 +49,8 @@ class SRVGGNetCompact(FusedModule):
         act_type: ``"prelu"`` (per channel, upstream default), ``"relu"`` or
             ``"leakyrelu"`` (slope 0.1).
         fused: see above.
+        icnr: ICNR-initialise the sub-pixel convolutions (:func:`fastsr.models.init_icnr`;
+            Aitken et al. 2017): no checkerboard at initialisation. Same state_dict.
 
     Shape:
         LR (N, num_in_ch, H, W) in [0, 1] -> SR (N, num_out_ch, s*H, s*W) in about [0, 1]
@@ -63,7 +65,7 @@ class SRVGGNetCompact(FusedModule):
     """
 
     def __init__(self, scale: int = 4, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 64,
-                 num_conv: int = 16, act_type: str = "prelu", fused: bool = True):
+                 num_conv: int = 16, act_type: str = "prelu", fused: bool = True, icnr: bool = False):
         super().__init__()
         if isinstance(scale, bool) or not isinstance(scale, int) or not 1 <= scale <= 8:
             raise ValueError(f"SRVGGNetCompact: scale must be an int in 1..8, got {scale!r}")
@@ -84,6 +86,12 @@ class SRVGGNetCompact(FusedModule):
         body.append(nn.Conv2d(num_feat, num_out_ch * scale * scale, 3, 1, 1))
         self.body = nn.ModuleList(body)
         self.fused = fused
+        if icnr:
+            init_icnr(self)
+
+    def subpixel_convs(self) -> list[tuple[nn.Conv2d, int]]:
+        """``[(last conv, scale)]`` (for :func:`fastsr.models.init_icnr`)."""
+        return [(self.body[-1], self.scale)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = x

@@ -12,8 +12,8 @@ from fastsr.nn.loss import L1Loss
 from fastsr.nn.packed import PackedConv2d, pack_convolutions
 from fastsr.nn.residual import ResidualBlockBN, ResidualBlockNoBN
 from fastsr.nn.ssim import SSIMLoss
-from fastsr.nn.upsample import Upsampler, UpsampleStage
+from fastsr.nn.upsample import Upsampler, UpsampleStage, icnr_
 
 __all__ = ["Conv2d", "conv2d", "conv_act", "conv_prelu", "conv_residual", "L1Loss", "PackedConv2d",
            "pack_convolutions", "ResidualBlockBN", "ResidualBlockNoBN", "SSIMLoss",
-           "Upsampler", "UpsampleStage"]
+           "Upsampler", "UpsampleStage", "icnr_"]

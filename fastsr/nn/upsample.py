@@ -8,6 +8,50 @@ from torch import nn
 
 from fastsr.ops import pixel_shuffle_prelu
 
+__all__ = ["UpsampleStage", "Upsampler", "icnr_"]
+
+
+@torch.no_grad()
+def icnr_(conv: nn.Conv2d, r: int) -> nn.Conv2d:
+    """ICNR initialisation of a convolution that feeds ``PixelShuffle(r)``, in place (Aitken
+    et al. 2017, "Checkerboard artifact free sub-pixel convolution: A note on sub-pixel
+    convolution, resize convolution and convolution resize", sec. 3).
+
+    PixelShuffle(r) sends input channel ``c * r**2 + i * r + j`` to output channel ``c`` at
+    sub-pixel offset (i, j). ICNR makes the r**2 kernels (and biases) of each output channel
+    equal, so that at initialisation the sub-pixel convolution equals nearest-neighbour
+    upsampling followed by one convolution: the r**2 sub-pixel phases of the output see the
+    same filter and the output has no period-r (checkerboard) component. (Stacked stages with
+    a PReLU between them, as SRGAN's x4, keep each stage free of it; the PReLU of the second
+    stage acts on a phase-varying convolution output and leaves a small period-4 residue, most
+    of the energy is still removed.) The kernel kept for
+    output channel ``c`` is the layer's own current one at ``c * r**2``, so the layer's
+    initialisation (PyTorch's default, or ``init_weights(..., "normal")``) is respected; the
+    other r**2 - 1 are overwritten with copies.
+
+    Args:
+        conv: a ``nn.Conv2d`` with ``out_channels`` divisible by ``r**2``.
+        r: the PixelShuffle factor (>= 1; 1 leaves ``conv`` unchanged).
+
+    Returns:
+        ``conv``.
+
+    Raises:
+        TypeError: ``conv`` is not an ``nn.Conv2d``.
+        ValueError: ``r`` is not an int >= 1, or ``out_channels`` is not a multiple of ``r**2``.
+    """
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(f"icnr_: conv must be a torch.nn.Conv2d, got {type(conv).__name__}")
+    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+        raise ValueError(f"icnr_: r must be an int >= 1, got {r!r}")
+    n = r * r
+    if conv.out_channels % n:
+        raise ValueError(f"icnr_: out_channels ({conv.out_channels}) must be a multiple of r**2 = {n}")
+    conv.weight.copy_(conv.weight[::n].repeat_interleave(n, dim=0))
+    if conv.bias is not None:
+        conv.bias.copy_(conv.bias[::n].repeat_interleave(n, dim=0))
+    return conv
+
 
 class UpsampleStage(nn.Module):
     """One sub-pixel stage: conv3x3 C -> C*r*r, PixelShuffle(r), PReLU.
@@ -28,6 +72,10 @@ class UpsampleStage(nn.Module):
         self.conv = nn.Conv2d(channels, channels * r * r, kernel_size, padding=kernel_size // 2)
         self.shuffle = nn.PixelShuffle(r)
         self.prelu = nn.PReLU(channels)
+
+    def subpixel_convs(self) -> list[tuple[nn.Conv2d, int]]:
+        """``[(conv, r)]``: the convolution that feeds the PixelShuffle (for :func:`icnr_`)."""
+        return [(self.conv, self.r)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x)
@@ -66,6 +114,10 @@ class Upsampler(nn.Sequential):
             raise ValueError(f"Upsampler: scale must be 2, 3, 4 or 8, got {scale!r}")
         super().__init__(*stages)
         self.scale = scale
+
+    def subpixel_convs(self) -> list[tuple[nn.Conv2d, int]]:
+        """``[(conv, r)]`` of every stage (for :func:`icnr_`)."""
+        return [pair for stage in self for pair in stage.subpixel_convs()]
 
     @property
     def fused(self) -> bool:

@@ -359,13 +359,17 @@ class Run:
 
 
 def build_models(cfg: Config | dict) -> tuple[dict, nn.Module, nn.Module | None]:
-    """``(generator spec, G, D)`` of ``model``, initialised per ``model.init``, on the CPU."""
+    """``(generator spec, G, D)`` of ``model``, initialised per ``model.init``, then G's
+    sub-pixel convolutions by ICNR when ``model.icnr`` (and G has any:
+    :func:`fastsr.models.init_icnr`), on the CPU."""
     c = parse(cfg)
     g_spec = generator_spec(c)
     G, D = build_generator(g_spec), build_discriminator(c)
     for m in (G, D):
         if m is not None:
             _init(m, c.model.init)
+    if c.model.icnr and models.has_subpixel_convs(G):
+        models.init_icnr(G)
     return g_spec, G, D
 
 

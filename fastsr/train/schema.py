@@ -275,6 +275,7 @@ class ModelConfig:
     generator: dict = spec(check=_model_spec)
     discriminator: dict | None = spec(check=lambda key, v: _model_spec(key, v, required=False))
     init: Literal["default", "normal"] = spec()
+    icnr: bool = spec()
     fused: bool = spec()
 
 

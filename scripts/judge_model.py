@@ -1,0 +1,185 @@
+"""Judge an x4 generator on held-back photographs: the per-photo table a shipped model must pass.
+
+    PYTHONPATH=$PWD python scripts/judge_model.py                       # the shipped nonbn_x4
+    PYTHONPATH=$PWD python scripts/judge_model.py --checkpoint runs/corpus/checkpoints/latest.safetensors \\
+        --baseline scripts/judge_baseline_nonbn_x4.json
+
+Photographs: the corpus's held-back split (``--data``, default ``data/corpus/val`` made by
+``scripts/build_corpus.py``) and fastsr's held-back sample photographs (chelsea, coffee;
+``--no-sample-data`` leaves them out). Each HR image is mod-cropped to the scale, its LR made
+by MATLAB bicubic (:func:`fastsr.data.degrade`), and the model runs in float32 on the full
+image. Per photo:
+
+* ``Bic`` / ``SR`` Y-PSNR (dB, BT.601 Y, ``crop_border = scale``) and ``Gain`` = SR - Bic;
+  ``SSIM`` of SR (same conventions, :func:`fastsr.metrics.ssim`);
+* ``Err R/G/B``: mean SR - HR per channel in 8-bit levels (:func:`fastsr.metrics.channel_mean_error`);
+* ``Checker``: checkerboard energy, levels^2 (:func:`fastsr.metrics.checkerboard_energy`:
+  period-``scale`` component of Y(SR) - Y(bicubic) on blocks whose HR mean gradient is
+  <= ``--max-gradient`` levels/px), ``Smooth``: the fraction of such blocks, ``Chk HR``: the
+  same measure of the HR image itself (what a perfect SR scores: real detail of the smooth
+  blocks that bicubic lacks, not an artefact);
+* ``NIQE`` of SR and of bicubic (:func:`fastsr.metrics.niqe`, BasicSR's code, ``crop_border
+  = scale``; lower is more natural).
+
+The targets a retrained model must meet are checked and printed (PASS / FAIL): every photo
+>= bicubic + 0.3 dB, mean gain >= 2 dB, every |Err| <= 0.3 levels and, with ``--baseline``
+(a ``--json`` of an earlier run), mean checkerboard <= half of the baseline's on the same
+photos.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+from fastsr import metrics
+from fastsr.data import degrade, list_images, mod_crop, read_image
+from fastsr.errors import UserError
+from fastsr.evaluate import evaluate, load_generator, sample_pairs
+from fastsr.models import pretrained_path
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = {"min_gain_db": 0.3, "mean_gain_db": 2.0, "max_abs_colour_error": 0.3, "checkerboard_ratio": 0.5}
+
+
+def folder_pairs(folder: Path, scale: int) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """``(name, lr, hr)`` of every image in ``folder``: HR mod-cropped, LR by MATLAB bicubic."""
+    out = []
+    for path in list_images(folder):
+        hr = mod_crop(read_image(path), scale).contiguous()
+        out.append((path.stem, degrade(hr, scale), hr))
+    return out
+
+
+def judge(model, pairs, scale: int, max_gradient: float = 1.0) -> list[dict]:
+    """One row per photo (keys: the table's columns, see the module docstring)."""
+    extra = {}
+
+    def on_image(name, sr, bic, hr):
+        sr, bic = sr.clamp(0, 1)[None], bic[None]
+        blocks = metrics.smooth_blocks(hr[None], 8 * scale, max_gradient)
+        extra[name] = {
+            "checker": float(metrics.checkerboard_energy(sr, bic, hr[None], scale, max_gradient=max_gradient)),
+            "smooth": float(blocks.float().mean()),
+            "checker_hr": float(metrics.checkerboard_energy(hr[None], bic, hr[None], scale, max_gradient=max_gradient)),
+            "niqe_sr": float(metrics.niqe(sr, crop_border=scale)),
+            "niqe_bic": float(metrics.niqe(bic, crop_border=scale)),
+        }
+        print(f"  {name}: done", file=sys.stderr, flush=True)
+
+    res = evaluate(model, pairs, scale, on_image=on_image)
+    rows = []
+    for i, name in enumerate(res.names):
+        err = res.sr_mean_error[i]
+        rows.append({"image": name, "bic_psnr": res.bicubic_psnr[i], "sr_psnr": res.sr_psnr[i],
+                     "gain": res.sr_psnr[i] - res.bicubic_psnr[i], "sr_ssim": res.sr_ssim[i],
+                     "err_r": err[0], "err_g": err[1], "err_b": err[2], **extra[name]})
+    return rows
+
+
+COLUMNS = [("Bic PSNR", "bic_psnr", 2), ("SR PSNR", "sr_psnr", 2), ("Gain dB", "gain", 2), ("SR SSIM", "sr_ssim", 4),
+           ("Err R", "err_r", 2), ("Err G", "err_g", 2), ("Err B", "err_b", 2), ("Checker", "checker", 4),
+           ("Smooth", "smooth", 2), ("Chk HR", "checker_hr", 4), ("NIQE SR", "niqe_sr", 2), ("NIQE Bic", "niqe_bic", 2)]
+
+
+def _nanmean(values) -> float:
+    vals = [v for v in values if not math.isnan(v)]
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
+def table(rows: list[dict], title: str) -> str:
+    cols = {h: [r[k] for r in rows] for h, k, _ in COLUMNS}
+    text = metrics.format_table([r["image"] for r in rows], cols, title=title, digits={h: d for h, _, d in COLUMNS})
+    if any(math.isnan(r["checker"]) for r in rows):
+        text += (f"\n(Checker: NaN = no smooth block; mean over the others: "
+                 f"{_nanmean(r['checker'] for r in rows):.4f})")
+    return text
+
+
+def verdicts(rows: list[dict], baseline: dict | None) -> list[str]:
+    """``PASS`` / ``FAIL`` lines of the targets (module docstring)."""
+    t = TARGETS
+    low = [r["image"] for r in rows if r["gain"] < t["min_gain_db"]]
+    mean_gain = sum(r["gain"] for r in rows) / len(rows)
+    cast = [f"{r['image']} {c.upper()} {r['err_' + c]:+.2f}" for r in rows for c in "rgb"
+            if abs(r["err_" + c]) > t["max_abs_colour_error"]]
+    out = [f"{'PASS' if not low else 'FAIL'}  every photo >= bicubic + {t['min_gain_db']} dB"
+           + (f" (below: {', '.join(low)})" if low else ""),
+           f"{'PASS' if mean_gain >= t['mean_gain_db'] else 'FAIL'}  mean gain {mean_gain:.2f} dB >= "
+           f"{t['mean_gain_db']} dB",
+           f"{'PASS' if not cast else 'FAIL'}  |colour error| <= {t['max_abs_colour_error']} levels"
+           + (f" (over: {'; '.join(cast)})" if cast else "")]
+    if baseline is not None:
+        base = {r["image"]: r["checker"] for r in baseline["rows"]}
+        common = [r for r in rows if r["image"] in base and not math.isnan(base[r["image"]])
+                  and not math.isnan(r["checker"])]
+        if common:
+            now, then = _nanmean(r["checker"] for r in common), _nanmean(base[r["image"]] for r in common)
+            ok = now <= t["checkerboard_ratio"] * then
+            out.append(f"{'PASS' if ok else 'FAIL'}  mean checkerboard {now:.4f} <= {t['checkerboard_ratio']} x "
+                       f"baseline {then:.4f} ({len(common)} photos)")
+        else:
+            out.append("n/a   checkerboard: no photo in common with the baseline has smooth blocks")
+    return out
+
+
+def _pairs(args, scale: int) -> list:
+    pairs = []
+    for folder in args.data:
+        if not folder.is_dir():
+            raise UserError(f"--data {folder}: no such folder (build it with scripts/build_corpus.py)")
+        pairs += folder_pairs(folder, scale)
+    if not args.no_sample_data:
+        pairs += sample_pairs(scale)
+    if not pairs:
+        raise UserError("no photographs to judge: give --data or drop --no-sample-data")
+    return pairs
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", type=Path, help="generator file (default: the shipped nonbn_x4)")
+    ap.add_argument("--weights", default="auto", choices=("auto", "params", "params_ema"),
+                    help="weight group of the file (auto: the EMA when present)")
+    ap.add_argument("--data", type=Path, action="append",
+                    help="folder of held-back HR photographs (repeatable; default data/corpus/val when present)")
+    ap.add_argument("--no-sample-data", action="store_true", help="leave out chelsea and coffee")
+    ap.add_argument("--max-gradient", type=float, default=1.0,
+                    help="smooth-block threshold of the checkerboard, 8-bit levels per pixel (default 1.0)")
+    ap.add_argument("--baseline", type=Path, help="a --json of an earlier run: checks checkerboard <= half of it")
+    ap.add_argument("--json", type=Path, help="write the rows and means here")
+    ap.add_argument("--threads", type=int, help="torch CPU threads")
+    args = ap.parse_args(argv)
+    if args.data is None:
+        default = ROOT / "data" / "corpus" / "val"
+        args.data = [default] if default.is_dir() else []
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        checkpoint = args.checkpoint or pretrained_path("nonbn_x4")
+        model, scale = load_generator(checkpoint, args.weights)
+        baseline = json.loads(args.baseline.read_text()) if args.baseline else None
+        pairs = _pairs(args, scale)
+    except (UserError, OSError, ValueError) as e:
+        print(f"judge_model: error: {e}", file=sys.stderr)
+        return 1
+    rows = judge(model, pairs, scale, args.max_gradient)
+    print(table(rows, f"{checkpoint.name} x{scale}: Y-PSNR (dB) / SSIM crop_border={scale}; Err = mean SR - HR "
+                      f"(8-bit levels); Checker = checkerboard energy (levels^2) on smooth blocks (HR mean gradient "
+                      f"<= {args.max_gradient} levels/px; Smooth = their fraction); NIQE crop_border={scale}"))
+    print("\n".join(verdicts(rows, baseline)))
+    if args.json:
+        means = {k: _nanmean(r[k] for r in rows) for _, k, _ in COLUMNS}
+        shown = checkpoint.resolve().relative_to(ROOT) if checkpoint.resolve().is_relative_to(ROOT) else checkpoint
+        args.json.write_text(json.dumps({"checkpoint": str(shown), "scale": scale,
+                                         "max_gradient": args.max_gradient, "rows": rows, "mean": means},
+                                        indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""scripts/judge_model.py's targets and scripts/make_readme_crops.py's sheet, on tiny inputs."""
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastsr import models
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def judge():
+    return _script("judge_model")
+
+
+def _row(name, gain, err=(0.0, 0.0, 0.0), checker=0.1):
+    return {"image": name, "bic_psnr": 30.0, "sr_psnr": 30.0 + gain, "gain": gain, "sr_ssim": 0.9,
+            "err_r": err[0], "err_g": err[1], "err_b": err[2], "checker": checker, "smooth": 0.5, "checker_hr": 0.01,
+            "niqe_sr": 5.0, "niqe_bic": 6.0}
+
+
+def test_verdicts(judge):
+    good = [_row("a", 2.5, checker=0.04), _row("b", 1.8, (0.1, -0.2, 0.0), 0.05), _row("c", 3.0, checker=float("nan"))]
+    base = {"rows": [_row("a", 0, checker=0.1), _row("b", 0, checker=0.12), _row("c", 0, checker=0.3)]}
+    lines = judge.verdicts(good, base)
+    assert all(line.startswith("PASS") for line in lines), lines
+    bad = [_row("a", 0.2, (0.5, 0.0, 0.0), 0.09), _row("b", 1.0, checker=0.05)]
+    lines = judge.verdicts(bad, base)
+    assert [line.split()[0] for line in lines] == ["FAIL", "FAIL", "FAIL", "FAIL"]
+    assert "(below: a)" in lines[0] and "a R +0.50" in lines[2]
+    text = judge.table(good, "t")
+    assert "Mean" in text and "NaN = no smooth block" in text
+
+
+def test_judge_rows_of_a_model(judge):
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    hr = torch.nn.functional.interpolate(torch.rand(1, 3, 24, 24, generator=g), size=(200, 200), mode="bilinear")[0]
+    hr[:, :, :96] = 0.4 + 0.1 * torch.linspace(0, 1, 200).view(1, 200, 1)  # a smooth left part
+    from fastsr.data import degrade
+
+    rows = judge.judge(models.create("ESPCN", scale=4, icnr=True), [("x", degrade(hr, 4), hr)], 4)
+    r = rows[0]
+    assert r["image"] == "x" and math.isclose(r["gain"], r["sr_psnr"] - r["bic_psnr"])
+    assert r["checker"] >= 0 and 0.2 <= r["smooth"] <= 0.8 and r["niqe_sr"] > 0 and r["checker_hr"] >= 0
+
+
+def test_readme_crops_sheet(tmp_path):
+    crops = _script("make_readme_crops")
+    g = torch.Generator().manual_seed(1)
+    hr = torch.rand(3, 64, 80, generator=g)
+    x, y = crops.pick_window(hr, 32, 4, "detail")
+    assert x % 4 == 0 and y % 4 == 0 and x + 32 <= 80 and y + 32 <= 64
+    row = crops.crops_of("img", hr, [("espcn", models.create("ESPCN", scale=4).eval())], 4, x, y, 32, 4)
+    assert [lab.split()[0] for lab, _ in row] == ["bicubic", "espcn", "HR"]
+    assert all(img.shape == (3, 32, 32) for _, img in row)
+    torch.testing.assert_close(row[-1][1], hr[:, y:y + 32, x:x + 32])
+    sheet = crops.compose([row, row], zoom=2)
+    assert sheet.size == (3 * 64 + 2 * 4, 2 * (64 + crops.LABEL_H) + 4)
