@@ -104,8 +104,9 @@ def _openvino(model, x, threads, precision):
     return lambda x: torch.from_numpy(compiled([x.numpy()])[0])
 
 
-def variants(model, x, threads, skip_compile=False):
-    bf16 = torch.bfloat16
+def variants(model, x, threads, skip_compile=False, bf16=True):
+    """name -> callable(x); ``bf16=False`` leaves the bf16 variants out (CPUs without native
+    bf16, where oneDNN and OpenVINO emulate it and no user would run it)."""
     out = {
         "eager fp32": _eager(model, torch.float32, False),
         "eager fp32 + channels_last": _eager(model, torch.float32, True),
@@ -113,18 +114,22 @@ def variants(model, x, threads, skip_compile=False):
         "fastsr optimize_for_inference fp32, oneDNN only": fastsr.optimize_for_inference(model, precision="fp32",
                                                                                         winograd=False),
         "fastsr optimize_for_inference fp32": fastsr.optimize_for_inference(model, precision="fp32"),
-        "eager bf16 + channels_last": _eager(model, bf16, True),
-        "fastsr optimize_for_inference bf16, oneDNN only": fastsr.optimize_for_inference(model, precision="bf16",
-                                                                                        winograd=False),
-        "fastsr optimize_for_inference bf16": fastsr.optimize_for_inference(model, precision="bf16"),
     }
+    if bf16:
+        out["eager bf16 + channels_last"] = _eager(model, torch.bfloat16, True)
+        out["fastsr optimize_for_inference bf16, oneDNN only"] = fastsr.optimize_for_inference(
+            model, precision="bf16", winograd=False)
+        out["fastsr optimize_for_inference bf16"] = fastsr.optimize_for_inference(model, precision="bf16")
     notes = []
     if not skip_compile:
         out["torch.compile freezing fp32"] = _compiled(model, torch.float32, False)
-        out["torch.compile freezing bf16 + channels_last"] = _compiled(model, bf16, True)
-    for name, make in (("onnxruntime fp32", lambda: _onnxruntime(model, x, threads)),
-                       ("openvino fp32", lambda: _openvino(model, x, threads, "f32")),
-                       ("openvino bf16", lambda: _openvino(model, x, threads, "bf16"))):
+        if bf16:
+            out["torch.compile freezing bf16 + channels_last"] = _compiled(model, torch.bfloat16, True)
+    peers = [("onnxruntime fp32", lambda: _onnxruntime(model, x, threads)),
+             ("openvino fp32", lambda: _openvino(model, x, threads, "f32"))]
+    if bf16:
+        peers.append(("openvino bf16", lambda: _openvino(model, x, threads, "bf16")))
+    for name, make in peers:
         try:
             out[name] = make()
         except ImportError as e:
@@ -132,9 +137,9 @@ def variants(model, x, threads, skip_compile=False):
     return out, notes
 
 
-def bench(label, model, px, rounds, threads, skip_compile):
+def bench(label, model, px, rounds, threads, skip_compile, bf16):
     x = torch.rand(1, 3, px, px)
-    runs, notes = variants(model, x, threads, skip_compile)
+    runs, notes = variants(model, x, threads, skip_compile, bf16)
     ref = runs["eager fp32"](x)
     errs, times = {}, {k: [] for k in runs}
     for k, f in runs.items():  # warm-up (compiles) and the output error against eager fp32
@@ -148,10 +153,10 @@ def bench(label, model, px, rounds, threads, skip_compile):
             f(x)
             times[k].append(time.perf_counter() - t0)
     base = statistics.median(times["eager fp32"])
-    bf = statistics.median(times["eager bf16 + channels_last"])
+    bf = statistics.median(times["eager bf16 + channels_last"]) if bf16 else None
     rows = [f"| {label}, {px} px | {k} | {min(v) * 1e3:.0f} | {statistics.median(v) * 1e3:.0f} | "
-            f"{base / statistics.median(v):.2f}x | {bf / statistics.median(v):.2f}x | {errs[k]:.1e} |"
-            for k, v in times.items()]
+            f"{base / statistics.median(v):.2f}x | {f'{bf / statistics.median(v):.2f}x' if bf else '-'} | "
+            f"{errs[k]:.1e} |" for k, v in times.items()]
     return rows, notes
 
 
@@ -164,9 +169,12 @@ def main(argv=None):
     p.add_argument("--max-lr-pixels-rrdb", type=int, default=128 * 128,
                    help="RRDBNet only up to this LR size (it is ~10x the others' cost)")
     p.add_argument("--skip-compile", action="store_true")
+    p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
+                   help="the bf16 variants (auto: where the CPU computes bf16 natively)")
     p.add_argument("--out", help="append the markdown table to this file")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    bf16 = args.bf16 == "on" or (args.bf16 == "auto" and fastsr.perf.native_bf16("cpu"))
     fastsr.perf.tune_allocator()  # both sides: the same process
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
                platform.processor())
@@ -184,7 +192,7 @@ def main(argv=None):
                 continue
             print(f"{label} {px} px", file=sys.stderr)
             r, n = bench(label, model, px, args.rounds if name != "RRDBNet" else max(3, args.rounds // 2),
-                         args.threads, args.skip_compile)
+                         args.threads, args.skip_compile, bf16)
             rows += r
             notes |= set(n)
     text = "\n".join(head + rows + [""] + sorted(notes)) + "\n"

@@ -6,9 +6,10 @@ architectures RRDBNet, SRVGGNetCompact, MSRResNet, EDSR, RCAN): the model is cop
 eval mode without gradients, switched to its fused path, cast to the precision that fits
 the device (:func:`fastsr.evaluate.resolve_precision`: bf16 on CPUs with native bf16, fp32 on
 other CPUs, fp16 on CUDA) in channels_last, and on the CPU every convolution becomes a
-:class:`fastsr.nn.PackedConv2d`: the 3x3 ones with 16k channels run as Winograd F(2x2, 3x3)
-with the bias and epilogue (ReLU / LeakyReLU / PReLU / residual add) in the same pass
-(:func:`fastsr.ops.winograd_conv3x3`, where the CPU has AVX-512), the others as one oneDNN
+:class:`fastsr.nn.PackedConv2d`: the 3x3 ones with 16k channels run as Winograd F(4x4, 3x3)
+in fp32 and F(2x2, 3x3) in bf16 with the bias and epilogue (ReLU / LeakyReLU / PReLU /
+residual add) in the same pass (:func:`fastsr.ops.winograd_conv3x3`, where the CPU has the
+kernel: AVX2 or AVX-512 for fp32, AVX512-BF16 for bf16), the others as one oneDNN
 primitive with the weight prepacked in its blocked layout and the epilogue as post-op.
 """
 from __future__ import annotations
@@ -94,7 +95,8 @@ def optimize_for_inference(model: nn.Module, device: torch.device | str | None =
         precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``, resolved by
             :func:`fastsr.evaluate.resolve_precision` (``auto``: bf16 on a CPU with native
             bf16, fp32 on other CPUs, fp16 on CUDA).
-        winograd: run the eligible 3x3 convolutions as Winograd F(2x2, 3x3) on CPUs with
+        winograd: run the eligible 3x3 convolutions as Winograd F(4x4, 3x3) (fp32) or
+            F(2x2, 3x3) (bf16) on CPUs with
             the kernel (:func:`fastsr.ops.winograd_supported`); False keeps oneDNN's direct
             convolution for all (results closer to the unprepared model's: about 1e-7 instead
             of 1e-6 of the output scale in fp32).

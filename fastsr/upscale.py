@@ -174,12 +174,15 @@ def _for_inference(model: nn.Module, device: str, precision: str) -> tuple[nn.Mo
         return model, ""
     from fastsr.inference import optimize_for_inference
     from fastsr.nn import PackedConv2d
+    from fastsr.ops.winograd import winograd_tile
 
     prepared = optimize_for_inference(model, device, precision)
     convs = [m for m in prepared.modules() if isinstance(m, PackedConv2d)]
     probe = torch.empty(0, dtype=prepared.dtype)
     winograd = sum(c.winograd(probe) for c in convs)
-    how = f", channels_last, {len(convs)} prepacked convolutions ({winograd} as Winograd F(2x2,3x3))"
+    tile = winograd_tile(prepared.dtype)
+    how = (f", channels_last, {len(convs)} prepacked convolutions ({winograd} as Winograd "
+           f"F({tile}x{tile},3x3))")
     return prepared, how
 
 

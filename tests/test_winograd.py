@@ -1,4 +1,4 @@
-"""winograd_conv3x3 (Winograd F(2x2, 3x3) convolution + epilogue) against F.conv2d and its
+"""winograd_conv3x3 (Winograd F(2x2, 3x3) and F(4x4, 3x3) convolution + epilogue) against F.conv2d and its
 plain-PyTorch reference: fp32 and bf16, odd and tiny sizes, batches, every activation, the
 residual, layouts, the input checks, opcheck; and PackedConv2d's use of it."""
 import pytest

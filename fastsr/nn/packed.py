@@ -9,10 +9,11 @@ backend uses after freezing):
 * the weight is reordered once into oneDNN's blocked layout for the dtype it runs in and kept
   (re-packed only when the weight or bias tensor changes in place, e.g. ``load_state_dict``);
 * the bias is added inside the convolution;
-* a 3x3 stride-1 convolution with 16k input and output channels runs as Winograd F(2x2, 3x3)
-  (:func:`fastsr.ops.winograd_conv3x3`, 2.25x fewer multiplications than the direct
-  convolution, every epilogue including the per-channel PReLU in the same pass) on CPUs that
-  have the kernel (AVX-512 for fp32, AVX512-BF16 for bf16; bf16 on AMX CPUs stays with
+* a 3x3 stride-1 convolution with 16k input and output channels runs as Winograd
+  (:func:`fastsr.ops.winograd_conv3x3`: F(4x4, 3x3) in fp32, 4x fewer multiplications than
+  the direct convolution; F(2x2, 3x3) in bf16, 2.25x fewer; every epilogue including the
+  per-channel PReLU in the same pass) on CPUs that have the kernel (AVX2 or AVX-512 for
+  fp32, AVX512-BF16 for bf16; bf16 on AMX CPUs stays with
   oneDNN's tile kernels, :func:`fastsr.ops.winograd.winograd_preferred`); ``use_winograd =
   False`` keeps oneDNN's direct convolution;
 * the epilogue runs as a oneDNN post-op on the accumulator before the single rounding to
@@ -69,7 +70,7 @@ class PackedConv2d(nn.Conv2d):
     """
 
     _pack_cache: dict
-    #: run eligible 3x3 convolutions as Winograd F(2x2, 3x3) where the CPU has the kernel
+    #: run eligible 3x3 convolutions as Winograd where the CPU has the kernel
     use_winograd: bool = True
 
     @classmethod

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from fastsr.ops import _common
 
 __all__ = ["winograd_conv3x3", "winograd_conv3x3_reference", "winograd_weight", "winograd_supported",
-           "winograd_preferred", "winograd_eligible", "WINOGRAD_ACTS"]
+           "winograd_preferred", "winograd_eligible", "winograd_tile", "WINOGRAD_ACTS"]
 
 _OP = "fastsr.ops.winograd_conv3x3"
 #: activation name -> the kernel's code
@@ -77,6 +77,12 @@ def winograd_preferred(dtype: torch.dtype) -> bool:
     return winograd_supported(dtype) and not (dtype == torch.bfloat16 and _AMX)
 
 
+def winograd_tile(dtype: torch.dtype) -> int:
+    """The output tile side :func:`winograd_weight` uses by default for ``dtype``: 4
+    (F(4x4, 3x3)) for float32, 2 (F(2x2, 3x3)) for bfloat16."""
+    return 4 if dtype == torch.float32 else 2
+
+
 def winograd_eligible(conv: torch.nn.Conv2d) -> bool:
     """Whether ``conv`` is a convolution this op computes: 3x3, stride 1, padding 1, no
     dilation or groups, zero padding, input and output channels multiples of 16."""
@@ -104,7 +110,7 @@ def winograd_weight(weight: torch.Tensor, dtype: torch.dtype | None = None, tile
     dtype = weight.dtype if dtype is None else dtype
     if dtype not in (torch.float32, torch.bfloat16):
         raise TypeError(f"winograd_weight: dtype must be float32 or bfloat16, got {dtype}")
-    tile = (4 if dtype == torch.float32 else 2) if tile is None else tile
+    tile = winograd_tile(dtype) if tile is None else tile
     if tile not in _MATRICES or (tile == 4 and dtype == torch.bfloat16):
         raise ValueError(f"winograd_weight: tile must be 2 or 4 (2 for bfloat16), got {tile!r} for {dtype}")
     if weight.dim() != 4 or tuple(weight.shape[2:]) != (3, 3) or weight.shape[0] % 16 or weight.shape[1] % 16:
