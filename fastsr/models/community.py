@@ -26,6 +26,10 @@ RCAN                basicsr      ``conv_first``, ``body.N.residual_group.M.rcab.
                                  ``conv_last``
 any fastsr model    fastsr       a fastsr generator file (safetensors, ``params.`` /
                                  ``params_ema.`` groups, metadata ``format=fastsr``)
+RRDBNetOld          esrgan-old   ``model.0``, ``model.1.sub.N.RDBk.convj.0`` (ESRGAN+:
+                                 also ``RDBk.conv1x1``), ``model.1.sub.<num_block>``,
+                                 ``model.3/6/9/..`` (one per x2 stage), HR and last conv
+                                 (x1 / x2 / x8 / x16 tails, and ESRGAN+ at any scale)
 ==================  ===========  =====================================================
 
 Checkpoint wrappers are removed first: ``params_ema`` (preferred), ``params``,
@@ -68,7 +72,7 @@ SAFETENSORS_SUFFIXES = (".safetensors",)
 #: and every pattern matches some key; otherwise the closest one is named in the error.
 KEY_PATTERNS: dict[tuple[str, str], tuple[str, ...]] = {
     ("RRDBNet", "esrgan-old"): (r"model\.0", r"model\.1\.sub\.\d+\.RDB[123]\.conv[1-5]\.0",
-                                r"model\.1\.sub\.\d+", r"model\.([2-9]|\d\d+)"),
+                                r"model\.1\.sub\.\d+", r"model\.(3|6|8|10)"),
     ("RRDBNet", "esrgan"): (r"conv_first", r"RRDB_trunk\.\d+\.RDB[123]\.conv[1-5]", r"trunk_conv",
                             r"upconv[12]", r"HRconv", r"conv_last"),
     ("RRDBNet", "basicsr"): (r"conv_first", r"body\.\d+\.rdb[123]\.conv[1-5]", r"conv_body", r"conv_up[12]",
@@ -80,9 +84,14 @@ KEY_PATTERNS: dict[tuple[str, str], tuple[str, ...]] = {
                           r"conv_last"),
     ("RCAN", "basicsr"): (r"conv_first", r"body\.\d+\.residual_group\.\d+\.rcab\.\d+(\.attention\.\d+)?",
                           r"body\.\d+\.conv", r"conv_after_body", r"upsample\.\d+", r"conv_last"),
+    # -- convolutional community families (fastsr/models/esrgan.py, span.py, plksr.py)
+    ("RRDBNetOld", "esrgan-old"): (r"model\.0", r"model\.1\.sub\.\d+\.RDB[123]\.conv[1-5]\.0",
+                                   r"model\.1\.sub\.\d+", r"model\.([2-9]|\d\d+)",
+                                   r"model\.1\.sub\.\d+\.RDB[123]\.conv1x1"),
 }
 # Patterns a file may lack and still be of the architecture (MSRResNet x2 / x3 has no upconv2).
-_OPTIONAL = {("MSRResNet", "basicsr"): {r"upconv2"}}
+_OPTIONAL = {("MSRResNet", "basicsr"): {r"upconv2"},
+             ("RRDBNetOld", "esrgan-old"): {r"model\.1\.sub\.\d+\.RDB[123]\.conv1x1"}}
 
 
 class UnknownCheckpointError(CheckpointError):
@@ -278,9 +287,9 @@ def _rrdb_from_esrgan_old(sd: Mapping) -> dict:
     convs = sorted(top)
     ups = convs[1:-2]
     if len(ups) != 2:
-        _bad("RRDBNet (esrgan-old keys)", f"{len(ups)} upsampling stage(s) (x{2 ** len(ups)} tail); fastsr's "
-             "RRDBNet has the x4 tail of two nearest-x2 stages (x2 / x1 models load when they use "
-             "pixel-unshuffle, as Real-ESRGAN's do)")
+        _bad("RRDBNet (esrgan-old keys)", f"{len(ups)} upsampling stage(s) at model.{ups} between model.0 and "
+             f"model.{convs[-2:]}: an x4 tail has them at model.3 and model.6 (the x1 / x2 / x8 tails, "
+             "upsampling convs at model.3, 6, 9, ..., load as RRDBNetOld)")
     names = {convs[0]: "conv_first", ups[0]: "conv_up1", ups[1]: "conv_up2", convs[-2]: "conv_hr",
              convs[-1]: "conv_last"}
     for idx, name in names.items():
@@ -397,9 +406,37 @@ def _rcan(sd: Mapping, notes: list) -> dict:
                 out_channels=_w(sd, "conv_last").shape[0])
 
 
-_CONVERT = {"esrgan-old": _rrdb_from_esrgan_old, "esrgan": _rrdb_from_esrgan}
+def _rrdbnet_old(sd: Mapping, notes: list) -> dict:
+    arch = "RRDBNetOld (esrgan-old keys)"
+    top = sorted({int(m[1]) for k in sd for m in [re.fullmatch(r"model\.(\d+)\.weight", k)] if m})
+    num_block = _count(sd, r"model\.1\.sub\.(\d+)\.RDB")
+    if f"model.1.sub.{num_block}.weight" not in sd:
+        _bad(arch, f"the trunk conv must be model.1.sub.{num_block} after {num_block} blocks")
+    n = (len(top) - 3) if len(top) >= 3 else -1
+    want = [0] + [3 + 3 * s for s in range(n)] + [2 + 3 * n, 4 + 3 * n]
+    if n < 0 or top != want or 2 ** n > 16:
+        _bad(arch, f"convolutions at model.{top}: expected model.0, model.3, 6, ... (one per x2 stage, at most "
+             "4), then the HR conv and the last conv two and four places after the last stage")
+    first, last = _w(sd, "model.0"), _w(sd, f"model.{top[-1]}")
+    if first.shape[1] in (4 * last.shape[0], 16 * last.shape[0]):
+        _bad(arch, f"model.0 takes {first.shape[1]} channels for {last.shape[0]} output channels, a "
+             "pixel-unshuffled input, which fastsr supports only with the x4 tail (as RRDBNet)")
+    plus = any(".conv1x1." in k for k in sd)
+    if n == 1:
+        notes.append("nearest x2 upsampling assumed (an x3 model has the same keys: pass scale=3)")
+    if plus:
+        notes.append("ESRGAN+ residual paths (conv1x1); nESRGAN+ noise_sigma=0.1 assumed for training "
+                     "(inference is noise-free)")
+    return dict(scale=2 ** n, num_in_ch=first.shape[1], num_out_ch=last.shape[0], num_feat=first.shape[0],
+                num_block=num_block, num_grow_ch=_w(sd, "model.1.sub.0.RDB1.conv1.0").shape[0], plus=plus,
+                noise_sigma=0.1 if plus else 0.0)
+
+
+_CONVERT = {("RRDBNet", "esrgan-old"): _rrdb_from_esrgan_old, ("RRDBNet", "esrgan"): _rrdb_from_esrgan}
 _PARSE = {"RRDBNet": _rrdbnet, "SRVGGNetCompact": _srvgg, "MSRResNet": _msrresnet, "EDSR": _edsr,
-          "RCAN": _rcan}
+          "RCAN": _rcan,
+          # -- convolutional community families
+          "RRDBNetOld": _rrdbnet_old}
 
 
 def _fastsr_spec(metadata: Mapping) -> dict | None:
@@ -456,8 +493,8 @@ def detect(checkpoint: Mapping, metadata: Mapping | None = None, source: str = "
         except UnknownCheckpointError:
             raise UnknownCheckpointError(f"{source}: {e}") from None
         sd, wrapper = stripped, f"{wrapper}+{prefix.pop()}." if wrapper else f"{prefix.pop()}."
-    if layout in _CONVERT:
-        sd = _CONVERT[layout](sd)
+    if (arch, layout) in _CONVERT:
+        sd = _CONVERT[arch, layout](sd)
     try:
         params = _PARSE[arch](sd, notes)
     except UnknownCheckpointError as e:

@@ -1,0 +1,173 @@
+"""fastsr.models.load on the convolutional community families, against spandrel's
+architecture code (the independent reference: spandrel 0.4.2, imported one architecture
+file at a time by :func:`helpers.spandrel_arch`).
+
+Each case: spandrel's class built with small random weights (biases and norm parameters
+randomised too) -> its state_dict saved as upstream saves it (.pth and .safetensors) ->
+``fastsr.models.load`` -> the same SR output within 1e-5 in float32, fused and unfused ->
+the loaded model's state_dict loads back into spandrel's class (strict) with the same output.
+"""
+from __future__ import annotations
+
+import importlib.util
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from fastsr.models import UnknownCheckpointError, create, load
+
+from helpers import spandrel_arch
+
+# find_spec, not importorskip: spandrel's package __init__ imports its registry, which needs
+# torchvision; helpers.spandrel_arch imports the single architecture files.
+if importlib.util.find_spec("spandrel") is None or importlib.util.find_spec("einops") is None:
+    pytest.skip("spandrel (pip install --no-deps spandrel==0.4.2) and einops are the reference",
+                allow_module_level=True)
+
+ATOL, RTOL = 1e-5, 1e-5
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models: OpenMP hand-offs between threads cost more than the convolutions."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _esrgan(**kw):
+    return spandrel_arch("ESRGAN", "RRDB").RRDBNet(**kw)
+
+
+# id -> (spandrel constructor, kwargs, fastsr architecture, scale, expected params (subset), input size)
+CASES = {
+    "esrgan_old_x1": (_esrgan, dict(num_filters=8, num_blocks=1, scale=1), "RRDBNetOld", 1,
+                      dict(num_feat=8, num_block=1, num_grow_ch=32, plus=False), 12),
+    "esrgan_old_x2": (_esrgan, dict(num_filters=8, num_blocks=2, scale=2), "RRDBNetOld", 2,
+                      dict(num_feat=8, num_block=2, plus=False), 12),
+    "esrgan_old_x4": (_esrgan, dict(num_filters=8, num_blocks=1, scale=4), "RRDBNet", 4,
+                      dict(num_feat=8, num_block=1), 8),
+    "esrgan_old_x8": (_esrgan, dict(num_filters=8, num_blocks=1, scale=8), "RRDBNetOld", 8,
+                      dict(num_feat=8, num_block=1), 6),
+    "esrgan_old_x8_gray": (_esrgan, dict(in_nc=1, out_nc=1, num_filters=4, num_blocks=1, scale=8), "RRDBNetOld",
+                           8, dict(num_in_ch=1, num_out_ch=1, num_feat=4), 6),
+    "esrgan_plus_x4": (_esrgan, dict(num_filters=8, num_blocks=2, scale=4, plus=True), "RRDBNetOld", 4,
+                       dict(num_feat=8, num_block=2, plus=True, noise_sigma=0.1), 8),
+    "esrgan_plus_x2": (_esrgan, dict(num_filters=8, num_blocks=1, scale=2, plus=True), "RRDBNetOld", 2,
+                       dict(plus=True), 8),
+}
+
+
+def _randomise(model: nn.Module, seed: int) -> nn.Module:
+    """Random weights everywhere, biases and norm parameters too (many upstream inits are
+    zero / one there), small enough that deep stacks stay in range."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.copy_(0.1 * torch.randn(p.shape, generator=g) + (1.0 if "norm" in name and "weight" in name else 0))
+            else:
+                fan_in = p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=g) / fan_in ** 0.5)
+    return model.eval()
+
+
+def _reference(case: str, seed: int = 0) -> nn.Module:
+    ctor, kwargs, *_ = CASES[case]
+    torch.manual_seed(seed)
+    return _randomise(ctor(**kwargs), seed)
+
+
+def _input(case: str, channels: int = 3) -> torch.Tensor:
+    size = CASES[case][5]
+    return torch.rand(2, channels, size, size, generator=torch.Generator().manual_seed(1))
+
+
+def _save(sd: dict, path: Path) -> Path:
+    sd = {k: v.detach().clone().contiguous() for k, v in sd.items()}
+    if path.suffix == ".safetensors":
+        save_file(sd, str(path))
+    else:
+        torch.save(sd, path)
+    return path
+
+
+def _check_outputs(model: nn.Module, ref: nn.Module, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        want = ref(x.clone())
+        for fused in (True, False):
+            model.fused = fused
+            got = model(x.clone())
+            assert got.shape == want.shape
+            torch.testing.assert_close(got, want, atol=ATOL, rtol=RTOL, msg=lambda m: f"fused={fused}: {m}")
+    model.fused = True
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_checkpoint_loads_with_upstream_output(case, suffix, tmp_path):
+    ref = _reference(case)
+    model, det = load(_save(ref.state_dict(), tmp_path / f"{case}{suffix}"))
+    arch, scale, params = CASES[case][2:5]
+    assert (det.architecture, det.scale) == (arch, scale) and type(model).__name__ == arch
+    assert {k: det.params[k] for k in params} == params
+    assert model.fused and not model.training
+    x = _input(case, det.params.get("num_in_ch", 3))
+    _check_outputs(model, ref, x)
+    if arch == "RRDBNet":  # BasicSR's key names, loaded back into BasicSR's class in test_community.py
+        return
+    # back into the upstream class, strictly, with the same output
+    back = _reference(case, seed=7)
+    back.load_state_dict(model.state_dict(), strict=True)
+    _check_outputs(model, back, x)
+
+
+def test_esrgan_old_x3_needs_the_scale_given():
+    """An x3 old-arch file (one nearest-x3 stage) has an x2 file's keys: x2 is assumed and said
+    so; scale=3 loads it."""
+    ref = _reference("esrgan_old_x2")
+    ref_x3 = _esrgan(num_filters=8, num_blocks=2, scale=3).eval()
+    ref_x3.load_state_dict(ref.state_dict())
+    model, det = load(ref.state_dict())
+    assert det.scale == 2 and any("scale=3" in n for n in det.notes)
+    model, det = load(ref.state_dict(), scale=3)
+    assert det.scale == 3
+    _check_outputs(model, ref_x3, _input("esrgan_old_x2"))
+
+
+def test_esrgan_plus_noise_only_in_training():
+    model = create("RRDBNetOld", scale=2, num_feat=8, num_block=1, num_grow_ch=4, plus=True, noise_sigma=0.1)
+    x = torch.rand(1, 3, 6, 6)
+    with torch.no_grad():
+        model.eval()
+        torch.testing.assert_close(model(x), model(x), rtol=0, atol=0)
+        model.train()
+        assert not torch.equal(model(x), model(x))
+        model.noise_sigma = 0.0
+        for m in model.modules():
+            if hasattr(m, "noise_sigma"):
+                m.noise_sigma = 0.0
+        model.eval()
+        a = model(x)
+        model.train()
+        torch.testing.assert_close(model(x), a, rtol=0, atol=0)
+
+
+def test_esrgan_old_malformed_tail_is_refused():
+    sd = dict(_reference("esrgan_old_x8").state_dict())
+    for kind in ("weight", "bias"):
+        sd[f"model.20.{kind}"] = sd.pop(f"model.13.{kind}")  # last conv at a wrong index
+    with pytest.raises(UnknownCheckpointError, match=r"RRDBNetOld.*11, 20\]"):
+        load(sd)
+
+
+def test_constructor_checks():
+    with pytest.raises(ValueError, match="scale"):
+        create("RRDBNetOld", scale=5)
+    with pytest.raises(ValueError, match="noise_sigma"):
+        create("RRDBNetOld", noise_sigma=-1.0)
