@@ -44,6 +44,10 @@ def _esrgan(**kw):
     return spandrel_arch("ESRGAN", "RRDB").RRDBNet(**kw)
 
 
+def _span(**kw):
+    return spandrel_arch("SPAN", "span").SPAN(**kw)
+
+
 # id -> (spandrel constructor, kwargs, fastsr architecture, scale, expected params (subset), input size)
 CASES = {
     "esrgan_old_x1": (_esrgan, dict(num_filters=8, num_blocks=1, scale=1), "RRDBNetOld", 1,
@@ -60,12 +64,20 @@ CASES = {
                        dict(num_feat=8, num_block=2, plus=True, noise_sigma=0.1), 8),
     "esrgan_plus_x2": (_esrgan, dict(num_filters=8, num_blocks=1, scale=2, plus=True), "RRDBNetOld", 2,
                        dict(plus=True), 8),
+    "span_x4": (_span, dict(num_in_ch=3, num_out_ch=3, feature_channels=8, upscale=4), "SPAN", 4,
+                dict(num_feat=8, norm=True), 16),
+    "span_x2_f12": (_span, dict(num_in_ch=3, num_out_ch=3, feature_channels=12, upscale=2), "SPAN", 2,
+                    dict(num_feat=12, norm=True), 17),
+    "span_x1_no_norm": (_span, dict(num_in_ch=3, num_out_ch=3, feature_channels=8, upscale=1, norm=False), "SPAN",
+                        1, dict(num_feat=8, norm=False), 16),
 }
 
 
 def _randomise(model: nn.Module, seed: int) -> nn.Module:
     """Random weights everywhere, biases and norm parameters too (many upstream inits are
-    zero / one there), small enough that deep stacks stay in range."""
+    zero / one there). Weights are 0.3 / sqrt(fan_in) standard normal: activations stay O(1)
+    through the deep stacks, as in trained SR networks; with gain 1 SPAN's 255-scaled input
+    grows to outputs ~400 whose float32 rounding alone (upstream vs float64) exceeds 0.1."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -73,7 +85,7 @@ def _randomise(model: nn.Module, seed: int) -> nn.Module:
                 p.copy_(0.1 * torch.randn(p.shape, generator=g) + (1.0 if "norm" in name and "weight" in name else 0))
             else:
                 fan_in = p[0].numel()
-                p.copy_(torch.randn(p.shape, generator=g) / fan_in ** 0.5)
+                p.copy_(0.3 * torch.randn(p.shape, generator=g) / fan_in ** 0.5)
     return model.eval()
 
 
@@ -171,3 +183,27 @@ def test_constructor_checks():
         create("RRDBNetOld", scale=5)
     with pytest.raises(ValueError, match="noise_sigma"):
         create("RRDBNetOld", noise_sigma=-1.0)
+
+
+def test_span_training_mode_and_merged_kernel_cache():
+    """Training mode runs the 1x1 -> 3x3 -> 1x1 + skip branches, as upstream's; in eval the
+    cached merged kernel follows in-place weight updates (an optimiser step)."""
+    ref = _reference("span_x2_f12")
+    model, _ = load(ref.state_dict())
+    x = _input("span_x2_f12")
+    model.train()
+    ref.train()
+    for fused in (True, False):
+        model.fused = fused
+        torch.testing.assert_close(model(x), ref(x), atol=ATOL, rtol=RTOL)
+    model.fused = True
+    model(x).square().mean().backward()
+    assert model.conv_1.conv[0].weight.grad is not None
+    model.eval()
+    ref.eval()
+    _check_outputs(model, ref, x)  # fills the cache
+    with torch.no_grad():
+        for m in (model, ref):
+            m.block_3.c2_r.conv[1].weight.mul_(1.5)
+            m.conv_1.sk.bias.add_(0.1)
+    _check_outputs(model, ref, x)

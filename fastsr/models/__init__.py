@@ -30,6 +30,7 @@ from fastsr.models.checkpoint import (CheckpointError, export_generator, load_ge
                                      read_metadata, save_generator)
 from fastsr.models.srvgg import SRVGGNetCompact
 from fastsr.models.esrgan import RRDBNetOld
+from fastsr.models.span import SPAN
 from fastsr.models.pretrained import list_pretrained, pretrained, pretrained_info, pretrained_path
 from fastsr.models.community import Detected, UnknownCheckpointError, detect, load
 
@@ -43,5 +44,5 @@ __all__ = [
     "SRResNet", "MSRResNet", "NonBNResNet", "SharpnessGenerator", "AttentiveGenerator", "RRDBNet",
     "SRCNN", "ESPCN", "VDSR", "EDSR", "RCAN",
     "SRGANDiscriminator", "WGANCritic", "SharpnessDiscriminator", "BEGANDiscriminator",
-    "VGGStyleDiscriminator", "RRDBNetOld",
+    "VGGStyleDiscriminator", "RRDBNetOld", "SPAN",
 ]

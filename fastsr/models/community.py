@@ -30,6 +30,9 @@ RRDBNetOld          esrgan-old   ``model.0``, ``model.1.sub.N.RDBk.convj.0`` (ES
                                  also ``RDBk.conv1x1``), ``model.1.sub.<num_block>``,
                                  ``model.3/6/9/..`` (one per x2 stage), HR and last conv
                                  (x1 / x2 / x8 / x16 tails, and ESRGAN+ at any scale)
+SPAN                span         ``conv_1/conv_2.{sk,conv.0-2,eval_conv}``,
+                                 ``block_1..6.c{1,2,3}_r.*``, ``conv_cat``,
+                                 ``upsampler.0``, ``no_norm`` (a buffer, when unnormalised)
 ==================  ===========  =====================================================
 
 Checkpoint wrappers are removed first: ``params_ema`` (preferred), ``params``,
@@ -88,10 +91,13 @@ KEY_PATTERNS: dict[tuple[str, str], tuple[str, ...]] = {
     ("RRDBNetOld", "esrgan-old"): (r"model\.0", r"model\.1\.sub\.\d+\.RDB[123]\.conv[1-5]\.0",
                                    r"model\.1\.sub\.\d+", r"model\.([2-9]|\d\d+)",
                                    r"model\.1\.sub\.\d+\.RDB[123]\.conv1x1"),
+    ("SPAN", "span"): (r"conv_1\.(sk|eval_conv|conv\.[012])", r"block_[1-6]\.c[123]_r\.(sk|eval_conv|conv\.[012])",
+                       r"conv_cat", r"conv_2\.(sk|eval_conv|conv\.[012])", r"upsampler\.0", r"no_norm"),
 }
 # Patterns a file may lack and still be of the architecture (MSRResNet x2 / x3 has no upconv2).
 _OPTIONAL = {("MSRResNet", "basicsr"): {r"upconv2"},
-             ("RRDBNetOld", "esrgan-old"): {r"model\.1\.sub\.\d+\.RDB[123]\.conv1x1"}}
+             ("RRDBNetOld", "esrgan-old"): {r"model\.1\.sub\.\d+\.RDB[123]\.conv1x1"},
+             ("SPAN", "span"): {r"no_norm"}}
 
 
 class UnknownCheckpointError(CheckpointError):
@@ -217,8 +223,8 @@ def _match(keys, arch_layout) -> tuple[list[str], list[str]]:
     compiled = [re.compile(p) for p in patterns]
     unmatched, used = [], set()
     for k in keys:
-        stem = _strip(k)
-        hit = [i for i, c in enumerate(compiled) if stem is not None and c.fullmatch(stem)]
+        stem = _strip(k) or k  # a buffer key without .weight / .bias (SPAN's ``no_norm``) as it is
+        hit = [i for i, c in enumerate(compiled) if c.fullmatch(stem)]
         if hit:
             used.update(hit)
         else:
@@ -432,11 +438,34 @@ def _rrdbnet_old(sd: Mapping, notes: list) -> dict:
                 noise_sigma=0.1 if plus else 0.0)
 
 
+def _pixel_shuffle_out(arch: str, channels: int, num_in_ch: int) -> tuple[int, int]:
+    """``(scale, out_channels)`` of a conv feeding PixelShuffle with ``channels`` outputs:
+    out_channels = num_in_ch if that divides into a square, else 3, else 1."""
+    for out in dict.fromkeys((num_in_ch, 3, 1)):
+        scale = math.isqrt(channels // out)
+        if channels % out == 0 and scale * scale * out == channels:
+            return scale, out
+    _bad(arch, f"the upsampling conv has {channels} outputs: not out_channels * scale^2 for {num_in_ch}, 3 or 1 "
+         "output channels")
+
+
+def _span(sd: Mapping, notes: list) -> dict:
+    sk = _w(sd, "conv_1.sk")
+    blocks = _count(sd, r"block_(\d+)\.")
+    if blocks != 6:
+        _bad("SPAN", f"{blocks} blocks (block_N keys); SPAN has 6")
+    scale, out = _pixel_shuffle_out("SPAN", _w(sd, "upsampler.0").shape[0], sk.shape[1])
+    norm = "no_norm" not in sd
+    if norm:
+        notes.append("img_range 255 and the DIV2K mean assumed (upstream defaults)")
+    return dict(scale=scale, num_in_ch=sk.shape[1], num_out_ch=out, num_feat=sk.shape[0], norm=norm)
+
+
 _CONVERT = {("RRDBNet", "esrgan-old"): _rrdb_from_esrgan_old, ("RRDBNet", "esrgan"): _rrdb_from_esrgan}
 _PARSE = {"RRDBNet": _rrdbnet, "SRVGGNetCompact": _srvgg, "MSRResNet": _msrresnet, "EDSR": _edsr,
           "RCAN": _rcan,
           # -- convolutional community families
-          "RRDBNetOld": _rrdbnet_old}
+          "RRDBNetOld": _rrdbnet_old, "SPAN": _span}
 
 
 def _fastsr_spec(metadata: Mapping) -> dict | None:
