@@ -48,6 +48,14 @@ def _span(**kw):
     return spandrel_arch("SPAN", "span").SPAN(**kw)
 
 
+def _plksr(**kw):
+    return spandrel_arch("PLKSR", "PLKSR").PLKSR(**kw)
+
+
+def _realplksr(**kw):
+    return spandrel_arch("PLKSR", "RealPLKSR").RealPLKSR(**kw)
+
+
 # id -> (spandrel constructor, kwargs, fastsr architecture, scale, expected params (subset), input size)
 CASES = {
     "esrgan_old_x1": (_esrgan, dict(num_filters=8, num_blocks=1, scale=1), "RRDBNetOld", 1,
@@ -70,6 +78,27 @@ CASES = {
                     dict(num_feat=12, norm=True), 17),
     "span_x1_no_norm": (_span, dict(num_in_ch=3, num_out_ch=3, feature_channels=8, upscale=1, norm=False), "SPAN",
                         1, dict(num_feat=8, norm=False), 16),
+    "plksr_x4": (_plksr, dict(dim=8, n_blocks=2, upscaling_factor=4, kernel_size=9), "PLKSR", 4,
+                 dict(dim=8, n_blocks=2, ccm_type="CCM", kernel_size=9, lk_type="PLK", use_ea=True), 16),
+    "plksr_x2_dccm_half": (_plksr, dict(dim=8, n_blocks=1, upscaling_factor=2, kernel_size=7, ccm_type="DCCM",
+                                        split_ratio=0.5, use_ea=False), "PLKSR", 2,
+                           dict(ccm_type="DCCM", split_ratio=0.5, use_ea=False), 16),
+    "plksr_x3_iccm_rect": (_plksr, dict(dim=8, n_blocks=1, upscaling_factor=3, kernel_size=9, ccm_type="ICCM",
+                                        lk_type="RectSparsePLK"), "PLKSR", 3,
+                           dict(ccm_type="ICCM", lk_type="RectSparsePLK", kernel_size=9), 16),
+    "plksr_x2_sparse": (_plksr, dict(dim=8, n_blocks=1, upscaling_factor=2, lk_type="SparsePLK"), "PLKSR", 2,
+                        dict(lk_type="SparsePLK", sparse_kernels=[5, 5, 5, 5]), 16),
+    "realplksr_x4": (_realplksr, dict(dim=8, n_blocks=2, upscaling_factor=4, kernel_size=9), "RealPLKSR", 4,
+                     dict(dim=8, n_blocks=2, kernel_size=9, layer_norm=False, dysample=False), 16),
+    "realplksr_x2_layernorm": (_realplksr, dict(dim=8, n_blocks=2, upscaling_factor=2, kernel_size=7,
+                                                layer_norm=True, use_ea=False), "RealPLKSR", 2,
+                               dict(layer_norm=True, use_ea=False), 16),
+    "realplksr_x4_dysample": (_realplksr, dict(dim=8, n_blocks=1, upscaling_factor=4, kernel_size=7, dysample=True),
+                              "RealPLKSR", 4, dict(dysample=True), 16),
+    "realplksr_x3_dysample": (_realplksr, dict(dim=8, n_blocks=1, upscaling_factor=3, kernel_size=7, dysample=True),
+                              "RealPLKSR", 3, dict(dysample=True), 16),
+    "realplksr_x1_dysample": (_realplksr, dict(dim=12, n_blocks=1, upscaling_factor=1, kernel_size=7, dysample=True,
+                                               split_ratio=0.5), "RealPLKSR", 1, dict(dim=12, dysample=True), 16),
 }
 
 
@@ -207,3 +236,22 @@ def test_span_training_mode_and_merged_kernel_cache():
             m.block_3.c2_r.conv[1].weight.mul_(1.5)
             m.conv_1.sk.bias.add_(0.1)
     _check_outputs(model, ref, x)
+
+
+@pytest.mark.parametrize("case", ["plksr_x4", "plksr_x3_iccm_rect", "realplksr_x4", "realplksr_x2_layernorm",
+                                  "realplksr_x4_dysample", "esrgan_plus_x2"])
+def test_training_mode_matches_upstream_and_backpropagates(case):
+    """With gradients on, the partial large kernel runs out of place (upstream's training
+    path) and every parameter that takes part gets a gradient."""
+    ref = _reference(case)
+    # ESRGAN+ files load with nESRGAN+'s training noise; the reference has none
+    overrides = {"noise_sigma": 0.0} if case.startswith("esrgan_plus") else {}
+    model, _ = load(ref.state_dict(), **overrides)
+    model.train()
+    ref.train()
+    x = _input(case)
+    for fused in (True, False):
+        model.fused = fused
+        torch.testing.assert_close(model(x), ref(x), atol=ATOL, rtol=RTOL, msg=lambda m: f"fused={fused}: {m}")
+    model(x).square().mean().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

@@ -33,6 +33,12 @@ RRDBNetOld          esrgan-old   ``model.0``, ``model.1.sub.N.RDBk.convj.0`` (ES
 SPAN                span         ``conv_1/conv_2.{sk,conv.0-2,eval_conv}``,
                                  ``block_1..6.c{1,2,3}_r.*``, ``conv_cat``,
                                  ``upsampler.0``, ``no_norm`` (a buffer, when unnormalised)
+PLKSR               plksr        ``feats.0``, ``feats.N.channe_mixer.{0,2}`` (sic),
+                                 ``feats.N.lk.{conv | convs.M | mn/nm/nn_conv}``,
+                                 ``feats.N.attn.f.0``, ``feats.N.refine``, last conv
+RealPLKSR           realplksr    ``feats.0``, ``feats.N.{layer_norm, channel_mixer.{0,2},
+                                 lk.conv, attn.f.0, refine, norm}``, last conv two places
+                                 after the last block; ``to_img.*`` with DySample
 ==================  ===========  =====================================================
 
 Checkpoint wrappers are removed first: ``params_ema`` (preferred), ``params``,
@@ -93,11 +99,20 @@ KEY_PATTERNS: dict[tuple[str, str], tuple[str, ...]] = {
                                    r"model\.1\.sub\.\d+\.RDB[123]\.conv1x1"),
     ("SPAN", "span"): (r"conv_1\.(sk|eval_conv|conv\.[012])", r"block_[1-6]\.c[123]_r\.(sk|eval_conv|conv\.[012])",
                        r"conv_cat", r"conv_2\.(sk|eval_conv|conv\.[012])", r"upsampler\.0", r"no_norm"),
+    ("PLKSR", "plksr"): (r"feats\.\d+", r"feats\.\d+\.channe_mixer\.[02]",
+                         r"feats\.\d+\.lk\.(conv|convs\.\d+|mn_conv|nm_conv|nn_conv)", r"feats\.\d+\.refine",
+                         r"feats\.\d+\.attn\.f\.0"),
+    ("RealPLKSR", "realplksr"): (r"feats\.\d+", r"feats\.\d+\.channel_mixer\.[02]", r"feats\.\d+\.lk\.conv",
+                                 r"feats\.\d+\.refine", r"feats\.\d+\.(norm|layer_norm)",
+                                 r"feats\.\d+\.attn\.f\.0", r"to_img\.(offset|scope|end_conv)", r"to_img\.init_pos"),
 }
 # Patterns a file may lack and still be of the architecture (MSRResNet x2 / x3 has no upconv2).
 _OPTIONAL = {("MSRResNet", "basicsr"): {r"upconv2"},
              ("RRDBNetOld", "esrgan-old"): {r"model\.1\.sub\.\d+\.RDB[123]\.conv1x1"},
-             ("SPAN", "span"): {r"no_norm"}}
+             ("SPAN", "span"): {r"no_norm"},
+             ("PLKSR", "plksr"): {r"feats\.\d+\.attn\.f\.0"},
+             ("RealPLKSR", "realplksr"): {r"feats\.\d+\.attn\.f\.0", r"to_img\.(offset|scope|end_conv)",
+                                          r"to_img\.init_pos"}}
 
 
 class UnknownCheckpointError(CheckpointError):
@@ -461,11 +476,66 @@ def _span(sd: Mapping, notes: list) -> dict:
     return dict(scale=scale, num_in_ch=sk.shape[1], num_out_ch=out, num_feat=sk.shape[0], norm=norm)
 
 
+def _plksr_common(arch: str, sd: Mapping, last_offset: int) -> dict:
+    """dim, n_blocks, scale of a PLKSR / RealPLKSR ``feats`` sequence whose last conv sits
+    ``last_offset`` places after the last block."""
+    dim = _w(sd, "feats.0").shape[0]
+    n_blocks = _count(sd, r"feats\.(\d+)\.refine\.")
+    if _count(sd, r"feats\.(\d+)\.") != n_blocks + 2 or f"feats.{n_blocks + last_offset}.weight" not in sd:
+        _bad(arch, f"{n_blocks} blocks: expected them at feats.1..{n_blocks} and the last conv at "
+             f"feats.{n_blocks + last_offset}")
+    out = _w(sd, f"feats.{n_blocks + last_offset}").shape[0]
+    scale = math.isqrt(out // 3)
+    if out % 3 or scale * scale * 3 != out:
+        _bad(arch, f"the last conv has {out} outputs, not 3 * scale^2")
+    return dict(scale=scale, dim=dim, n_blocks=n_blocks)
+
+
+def _lk_options(sd: Mapping, dim: int, notes: list) -> dict:
+    if "feats.1.lk.conv.weight" in sd:
+        w = _w(sd, "feats.1.lk.conv")
+        notes.append("with_idt=False assumed (not in the keys)")
+        return dict(lk_type="PLK", kernel_size=w.shape[2], split_ratio=w.shape[0] / dim)
+    if "feats.1.lk.mn_conv.weight" in sd:
+        w = _w(sd, "feats.1.lk.mn_conv")
+        return dict(lk_type="RectSparsePLK", kernel_size=w.shape[2], split_ratio=w.shape[0] / dim)
+    ws = [_w(sd, f"feats.1.lk.convs.{i}") for i in range(_count(sd, r"feats\.1\.lk\.convs\.(\d+)\."))]
+    notes.append(f"SparsePLK: dilations 1..{len(ws)}, no max kernel and with_idt=False assumed (not in the keys)")
+    return dict(lk_type="SparsePLK", split_ratio=ws[0].shape[0] / dim, sparse_kernels=[w.shape[2] for w in ws],
+                sparse_dilations=list(range(1, len(ws) + 1)))
+
+
+def _plksr(sd: Mapping, notes: list) -> dict:
+    params = _plksr_common("PLKSR", sd, 1)
+    k1, k2 = _w(sd, "feats.1.channe_mixer.0").shape[2], _w(sd, "feats.1.channe_mixer.2").shape[2]
+    ccm = {(3, 1): "CCM", (1, 3): "ICCM", (3, 3): "DCCM"}.get((k1, k2))
+    if ccm is None:
+        _bad("PLKSR", f"channel mixer kernels {k1}x{k1}, {k2}x{k2}: not CCM (3, 1), ICCM (1, 3) or DCCM (3, 3)")
+    return dict(params, ccm_type=ccm, **_lk_options(sd, params["dim"], notes),
+                use_ea="feats.1.attn.f.0.weight" in sd)
+
+
+def _realplksr(sd: Mapping, notes: list) -> dict:
+    params = _plksr_common("RealPLKSR", sd, 2)
+    w = _w(sd, "feats.1.lk.conv")
+    layer_norm = "feats.1.layer_norm.weight" in sd
+    dysample = "to_img.init_pos" in sd
+    if not layer_norm:
+        notes.append("norm_groups=4 assumed (GroupNorm; not in the keys)")
+    if dysample:
+        s = params["scale"]
+        groups = _w(sd, "to_img.offset").shape[0] // (2 * s * s)
+        if groups != (3 if s % 2 else 4):
+            _bad("RealPLKSR", f"DySample with {groups} groups at x{s}; the upstream class has {3 if s % 2 else 4}")
+    return dict(params, kernel_size=w.shape[2], split_ratio=w.shape[0] / params["dim"],
+                use_ea="feats.1.attn.f.0.weight" in sd, layer_norm=layer_norm, dysample=dysample)
+
+
 _CONVERT = {("RRDBNet", "esrgan-old"): _rrdb_from_esrgan_old, ("RRDBNet", "esrgan"): _rrdb_from_esrgan}
 _PARSE = {"RRDBNet": _rrdbnet, "SRVGGNetCompact": _srvgg, "MSRResNet": _msrresnet, "EDSR": _edsr,
           "RCAN": _rcan,
           # -- convolutional community families
-          "RRDBNetOld": _rrdbnet_old, "SPAN": _span}
+          "RRDBNetOld": _rrdbnet_old, "SPAN": _span, "PLKSR": _plksr, "RealPLKSR": _realplksr}
 
 
 def _fastsr_spec(metadata: Mapping) -> dict | None:
