@@ -255,3 +255,24 @@ def test_training_mode_matches_upstream_and_backpropagates(case):
         torch.testing.assert_close(model(x), ref(x), atol=ATOL, rtol=RTOL, msg=lambda m: f"fused={fused}: {m}")
     model(x).square().mean().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_unknown_file_lists_key_prefixes_instead_of_a_far_family():
+    """A transformer-like file shares one key name with the families: no family is named
+    'closest'; the top-level prefixes with their counts are."""
+    sd = {f"layers.{i}.attn.qkv.weight": torch.zeros(4, 4) for i in range(6)}
+    sd.update({"conv_first.weight": torch.zeros(4, 3, 3, 3), "norm.weight": torch.zeros(4),
+               "norm.bias": torch.zeros(4)})
+    with pytest.raises(UnknownCheckpointError) as e:
+        load(sd)
+    msg = str(e.value)
+    assert "closest" not in msg and "no supported family" in msg
+    assert "layers (6), norm (2), conv_first (1)" in msg and "SPAN" in msg
+
+
+def test_unknown_file_close_to_a_family_names_it():
+    """A PLKSR file with one extra layer: PLKSR is named, with the key that does not match."""
+    sd = dict(_reference("plksr_x4").state_dict())
+    sd["feats.1.extra.weight"] = torch.zeros(8, 8, 1, 1)
+    with pytest.raises(UnknownCheckpointError, match=r"closest: PLKSR .*feats\.1\.extra\.weight"):
+        load(sd)

@@ -78,7 +78,8 @@ SAFETENSORS_SUFFIXES = (".safetensors",)
 
 #: (architecture, layout) -> the key patterns of that layout, without ``.weight``/``.bias``
 #: (full matches). A file is of an architecture when every key matches one of its patterns
-#: and every pattern matches some key; otherwise the closest one is named in the error.
+#: and every pattern matches some key; otherwise the error names the closest one (see
+#: :data:`CLOSEST_MIN_SHARE`) or lists the file's top-level key prefixes.
 KEY_PATTERNS: dict[tuple[str, str], tuple[str, ...]] = {
     ("RRDBNet", "esrgan-old"): (r"model\.0", r"model\.1\.sub\.\d+\.RDB[123]\.conv[1-5]\.0",
                                 r"model\.1\.sub\.\d+", r"model\.(3|6|8|10)"),
@@ -117,7 +118,9 @@ _OPTIONAL = {("MSRResNet", "basicsr"): {r"upconv2"},
 
 class UnknownCheckpointError(CheckpointError):
     """A state dict that no supported architecture explains, or whose shapes do not fit the
-    detected one. The message names the closest architecture and the keys that did not match."""
+    detected one. The message names the closest architecture and the keys that did not match
+    when that architecture explains a meaningful share of the file (:data:`CLOSEST_MIN_SHARE`),
+    else says that no family matched and lists the file's top-level key prefixes with counts."""
 
 
 @dataclass(frozen=True)
@@ -253,6 +256,23 @@ def _readable(pattern: str) -> str:
     return pattern.replace(r"\d+", "N").replace("\\", "") + ".*"
 
 
+#: The closest family is named in an error only when it explains at least this share of
+#: the file's keys and its patterns match at least this share of (required) patterns;
+#: otherwise the error lists the file's top-level key prefixes instead.
+CLOSEST_MIN_SHARE = 0.5
+
+
+def _prefixes(keys, limit: int = 12) -> str:
+    """``"body (40), conv_first (2), ..."``: first dotted components by count, most first."""
+    counts: dict[str, int] = {}
+    for k in keys:
+        top = k.split(".", 1)[0]
+        counts[top] = counts.get(top, 0) + 1
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    shown = ", ".join(f"{name} ({n})" for name, n in ranked[:limit])
+    return shown + (f" and {len(ranked) - limit} more" if len(ranked) > limit else "")
+
+
 def _classify(sd: Mapping) -> tuple[str, str]:
     keys = sorted(sd)
     scores = []
@@ -264,6 +284,12 @@ def _classify(sd: Mapping) -> tuple[str, str]:
         covered = 1 - len(missing) / len(KEY_PATTERNS[arch_layout])
         scores.append((explained + covered, arch_layout, unmatched, missing))
     _, (arch, layout), unmatched, missing = max(scores, key=lambda s: s[0])
+    explained = 1 - len(unmatched) / max(len(keys), 1)
+    covered = 1 - len(missing) / len(KEY_PATTERNS[arch, layout])
+    if explained < CLOSEST_MIN_SHARE or covered < CLOSEST_MIN_SHARE:
+        raise UnknownCheckpointError(f"unknown architecture ({len(keys)} tensors): no supported family matches "
+                                     f"its keys; top-level key prefixes: {_prefixes(keys)}; supported: "
+                                     f"{', '.join(dict.fromkeys(a for a, _ in KEY_PATTERNS))}")
     show = ", ".join(unmatched[:8]) + (f" and {len(unmatched) - 8} more" if len(unmatched) > 8 else "")
     parts = [f"unknown architecture ({len(keys)} tensors); closest: {arch} ({layout} keys)"]
     if unmatched:
@@ -564,8 +590,9 @@ def detect(checkpoint: Mapping, metadata: Mapping | None = None, source: str = "
 
     Raises:
         UnknownCheckpointError: no supported architecture explains the keys (the message names
-            the closest one, the keys that do not match it and the expected keys not found),
-            or the shapes do not fit the one detected.
+            the closest one, the keys that do not match it and the expected keys not found,
+            or -- when no family matches even half of the file -- the file's top-level key
+            prefixes with counts), or the shapes do not fit the one detected.
     """
     if not isinstance(checkpoint, Mapping):
         raise TypeError(f"detect: checkpoint must be a mapping (a state dict), got {type(checkpoint).__name__}")
@@ -627,7 +654,8 @@ def load(checkpoint: str | os.PathLike | Mapping, fused: bool = True, device: st
         ValueError: unreadable file or bad suffix; an ``overrides`` name the model does not
             take.
         UnknownCheckpointError (a ValueError): unknown architecture (closest one and the
-            unmatched keys named) or weights that do not fit the detected model.
+            unmatched keys named, or the file's key prefixes when nothing is close) or
+            weights that do not fit the detected model.
     """
     if isinstance(checkpoint, (str, os.PathLike)):
         source = Path(checkpoint).name
