@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from fastsr.export import reference_program
 from fastsr.models import UnknownCheckpointError, create, load
 
 from helpers import spandrel_arch
@@ -214,9 +215,9 @@ def test_constructor_checks():
         create("RRDBNetOld", noise_sigma=-1.0)
 
 
-def test_span_training_mode_and_merged_kernel_cache():
+def test_span_training_mode_and_merged_kernel():
     """Training mode runs the 1x1 -> 3x3 -> 1x1 + skip branches, as upstream's; in eval the
-    cached merged kernel follows in-place weight updates (an optimiser step)."""
+    merged kernel follows in-place weight updates (an optimiser step)."""
     ref = _reference("span_x2_f12")
     model, _ = load(ref.state_dict())
     x = _input("span_x2_f12")
@@ -230,7 +231,7 @@ def test_span_training_mode_and_merged_kernel_cache():
     assert model.conv_1.conv[0].weight.grad is not None
     model.eval()
     ref.eval()
-    _check_outputs(model, ref, x)  # fills the cache
+    _check_outputs(model, ref, x)
     with torch.no_grad():
         for m in (model, ref):
             m.block_3.c2_r.conv[1].weight.mul_(1.5)
@@ -276,3 +277,17 @@ def test_unknown_file_close_to_a_family_names_it():
     sd["feats.1.extra.weight"] = torch.zeros(8, 8, 1, 1)
     with pytest.raises(UnknownCheckpointError, match=r"closest: PLKSR .*feats\.1\.extra\.weight"):
         load(sd)
+
+
+
+def test_span_traces_with_torch_export():
+    """The merged kernel is computed from the parameters inside the traced graph (under
+    no_grad, as ``fastsr export`` traces), with no state keyed on data pointers, which tracing
+    cannot read."""
+    ref = _reference("span_x2_f12")
+    model, _ = load(ref.state_dict())
+    x = _input("span_x2_f12")
+    # one re-parameterised conv (a small graph), captured as `fastsr export` captures models
+    program = reference_program(model.conv_1)
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x), ref.conv_1(x), atol=ATOL, rtol=RTOL)
