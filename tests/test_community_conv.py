@@ -291,3 +291,18 @@ def test_span_traces_with_torch_export():
     program = reference_program(model.conv_1)
     with torch.no_grad():
         torch.testing.assert_close(program.module()(x), ref.conv_1(x), atol=ATOL, rtol=RTOL)
+
+
+def test_dysample_bfloat16_samples_at_float32_positions():
+    """On a 600-pixel-wide input bf16 cannot hold the pixel coordinates: the grid is float32,
+    so the bf16 model stays within bf16 rounding of the float32 one."""
+    from fastsr.models.plksr import DySample
+
+    torch.manual_seed(0)
+    up = DySample(12, 3, scale=2, groups=4).eval()
+    x = torch.rand(1, 12, 2, 600)
+    with torch.no_grad():
+        want = up(x)
+        got = up.to(torch.bfloat16)(x.to(torch.bfloat16))
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), want, atol=0.05, rtol=0.02)

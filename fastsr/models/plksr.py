@@ -239,9 +239,12 @@ class DySample(nn.Module):
     to the output channels (when ``end_convolution``). Keys ``offset``, ``scope``,
     ``end_conv``, ``init_pos`` (a buffer), as RealPLKSR's.
 
+    The sampling grid and ``grid_sample`` run in float32 for bfloat16 / float16 inputs (the
+    result is cast back): half-precision coordinates are off by whole pixels on large images.
+
     Shape:
         (N, in_channels, H, W) -> (N, out_channels, scale*H, scale*W) (``in_channels`` without
-        ``end_convolution``).
+        ``end_convolution``), the input's dtype.
     """
 
     def __init__(self, in_channels: int, out_channels: int, scale: int = 2, groups: int = 4,
@@ -261,16 +264,19 @@ class DySample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         s, g = self.scale, self.groups
-        offset = (self.offset(x) * torch.sigmoid(self.scope(x)) * 0.5 + self.init_pos).view(n, 2, -1, h, w)
-        ys = torch.arange(h, dtype=x.dtype, device=x.device) + 0.5
-        xs = torch.arange(w, dtype=x.dtype, device=x.device) + 0.5
+        offset = self.offset(x) * torch.sigmoid(self.scope(x)) * 0.5 + self.init_pos.to(x.dtype)
+        # sampling positions in float32 at least: bf16 / fp16 cannot hold pixel coordinates
+        # beyond 256 / 2048 exactly, and a rounded grid samples the wrong pixels
+        dt = torch.promote_types(x.dtype, torch.float32)
+        ys = torch.arange(h, dtype=dt, device=x.device) + 0.5
+        xs = torch.arange(w, dtype=dt, device=x.device) + 0.5
         base = torch.stack((xs.view(1, w).expand(h, w), ys.view(h, 1).expand(h, w)))  # (2, H, W): x, y
-        size = torch.tensor([w, h], dtype=x.dtype, device=x.device).view(1, 2, 1, 1, 1)
-        grid = 2 * (base.view(1, 2, 1, h, w) + offset) / size - 1
+        size = torch.tensor([w, h], dtype=dt, device=x.device).view(1, 2, 1, 1, 1)
+        grid = 2 * (base.view(1, 2, 1, h, w) + offset.to(dt).view(n, 2, -1, h, w)) / size - 1
         grid = F.pixel_shuffle(grid.reshape(n, -1, h, w), s).view(n, 2, g, s * h, s * w)
         grid = grid.permute(0, 2, 3, 4, 1).reshape(n * g, s * h, s * w, 2)
-        out = F.grid_sample(x.reshape(n * g, c // g, h, w), grid, mode="bilinear", align_corners=False,
-                            padding_mode="border").view(n, c, s * h, s * w)
+        out = F.grid_sample(x.reshape(n * g, c // g, h, w).to(dt), grid, mode="bilinear", align_corners=False,
+                            padding_mode="border").view(n, c, s * h, s * w).to(x.dtype)
         return self.end_conv(out) if self.end_conv is not None else out
 
 
