@@ -54,6 +54,14 @@ What the keys do not record is assumed as the upstream defaults and listed in
 LeakyReLU), EDSR's residual scaling (0.1 for 256 features, the paper's large EDSR, else
 1.0), EDSR / RCAN ``img_range`` 255 and the DIV2K RGB mean. Pass them to :func:`load` as
 keyword overrides when a file differs.
+
+The convolutional community families keep their upstream key names (only the x4 old
+ESRGAN layout is renamed, to RRDBNet): RRDBNetOld (old-architecture ESRGAN x1 / x2 / x8 /
+x16 and ESRGAN+), SPAN, PLKSR and RealPLKSR load back into the upstream classes (the
+ESRGAN / ESRGAN+ repositories, spandrel, neosr). Assumed for them: nearest x2 stages for a
+one-stage old ESRGAN tail (an x3 file has the same keys: ``scale=3``), nESRGAN+'s training
+noise 0.1, SPAN's ``img_range`` 255 and DIV2K mean, PLKSR's ``with_idt=False`` and its
+SparsePLK dilations 1..n, RealPLKSR's 4 GroupNorm groups.
 """
 from __future__ import annotations
 
@@ -133,7 +141,8 @@ class Detected:
         params: constructor keyword arguments (without ``fused``), e.g. ``num_block``,
             ``num_feat``, ``num_grow_ch`` for RRDBNet, ``num_conv`` / ``act_type`` for
             SRVGGNetCompact.
-        layout: the key layout: ``"esrgan-old"``, ``"esrgan"``, ``"basicsr"`` or ``"fastsr"``.
+        layout: the key layout: ``"esrgan-old"``, ``"esrgan"``, ``"basicsr"``, ``"fastsr"``,
+            or the family's own (``"span"``, ``"plksr"``, ``"realplksr"``).
         wrapper: where the state dict sat in the file (``"params_ema"``, ``"params"``,
             ``"state_dict"``, ``"model"`` or ``""`` for a bare state dict), plus
             ``"+module."`` when a DataParallel prefix was removed.
