@@ -10,6 +10,7 @@ the loaded model's state_dict loads back into spandrel's class (strict) with the
 from __future__ import annotations
 
 import importlib.util
+import re
 
 from pathlib import Path
 
@@ -306,3 +307,38 @@ def test_dysample_bfloat16_samples_at_float32_positions():
         got = up.to(torch.bfloat16)(x.to(torch.bfloat16))
     assert got.dtype == torch.bfloat16
     torch.testing.assert_close(got.float(), want, atol=0.05, rtol=0.02)
+
+
+def _old_to_new(sd: dict, repo: bool) -> dict:
+    """Old ``model.N`` keys -> BasicSR's (``repo=False``) or the ESRGAN repository's
+    RRDBNet names, for any number of upsampling stages (``conv_upK`` / ``upconvK``)."""
+    top = sorted({int(k.split(".")[1]) for k in sd if re.fullmatch(r"model\.\d+\.(weight|bias)", k)})
+    n = len(top) - 3
+    nb = max(int(k.split(".")[3]) for k in sd if k.startswith("model.1.sub."))
+    names = {0: "conv_first", 3 * n + 2: "HRconv" if repo else "conv_hr", 3 * n + 4: "conv_last",
+             **{3 * k: f"upconv{k}" if repo else f"conv_up{k}" for k in range(1, n + 1)}}
+    out = {}
+    for k, v in sd.items():
+        kind = k.rsplit(".", 1)[1]
+        m = re.fullmatch(r"model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.\w+", k)
+        if m:
+            out[f"RRDB_trunk.{m[1]}.RDB{m[2]}.conv{m[3]}.{kind}" if repo else f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{kind}"] = v
+        elif k.startswith(f"model.1.sub.{nb}."):
+            out[f"{'trunk_conv' if repo else 'conv_body'}.{kind}"] = v
+        else:
+            out[f"{names[int(k.split('.')[1])]}.{kind}"] = v
+    return out
+
+
+@pytest.mark.parametrize("repo", [False, True], ids=["basicsr", "esrgan"])
+@pytest.mark.parametrize("case", ["esrgan_old_x1", "esrgan_old_x2", "esrgan_old_x8"])
+def test_new_arch_names_with_other_tails_load_as_old_arch(case, repo):
+    """x1 / x2 / x8 ESRGAN models saved under BasicSR's or the ESRGAN repository's names
+    (``conv_upK`` / ``upconvK``): renamed to the old layout, same output, and back upstream."""
+    ref = _reference(case)
+    model, det = load(_old_to_new(ref.state_dict(), repo))
+    assert (det.architecture, det.scale, det.layout) == ("RRDBNetOld", CASES[case][3], "esrgan" if repo else "basicsr")
+    _check_outputs(model, ref, _input(case))
+    back = _reference(case, seed=7)
+    back.load_state_dict(model.state_dict(), strict=True)
+    _check_outputs(model, back, _input(case))

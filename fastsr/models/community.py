@@ -30,6 +30,9 @@ RRDBNetOld          esrgan-old   ``model.0``, ``model.1.sub.N.RDBk.convj.0`` (ES
                                  also ``RDBk.conv1x1``), ``model.1.sub.<num_block>``,
                                  ``model.3/6/9/..`` (one per x2 stage), HR and last conv
                                  (x1 / x2 / x8 / x16 tails, and ESRGAN+ at any scale)
+RRDBNetOld          esrgan,      the RRDBNet keys above with ``conv_upK`` / ``upconvK``,
+                    basicsr      K = 1..n, n != 2 (x1 / x2 / x8 / x16 tails without
+                                 pixel-unshuffle), renamed to the ``model.N`` layout
 SPAN                span         ``conv_1/conv_2.{sk,conv.0-2,eval_conv}``,
                                  ``block_1..6.c{1,2,3}_r.*``, ``conv_cat``,
                                  ``upsampler.0``, ``no_norm`` (a buffer, when unnormalised)
@@ -92,8 +95,8 @@ KEY_PATTERNS: dict[tuple[str, str], tuple[str, ...]] = {
     ("RRDBNet", "esrgan-old"): (r"model\.0", r"model\.1\.sub\.\d+\.RDB[123]\.conv[1-5]\.0",
                                 r"model\.1\.sub\.\d+", r"model\.(3|6|8|10)"),
     ("RRDBNet", "esrgan"): (r"conv_first", r"RRDB_trunk\.\d+\.RDB[123]\.conv[1-5]", r"trunk_conv",
-                            r"upconv[12]", r"HRconv", r"conv_last"),
-    ("RRDBNet", "basicsr"): (r"conv_first", r"body\.\d+\.rdb[123]\.conv[1-5]", r"conv_body", r"conv_up[12]",
+                            r"upconv1", r"upconv2", r"HRconv", r"conv_last"),
+    ("RRDBNet", "basicsr"): (r"conv_first", r"body\.\d+\.rdb[123]\.conv[1-5]", r"conv_body", r"conv_up1", r"conv_up2",
                              r"conv_hr", r"conv_last"),
     ("SRVGGNetCompact", "basicsr"): (r"body\.\d+",),
     ("MSRResNet", "basicsr"): (r"conv_first", r"body\.\d+\.conv[12]", r"upconv1", r"conv_hr", r"conv_last",
@@ -106,6 +109,10 @@ KEY_PATTERNS: dict[tuple[str, str], tuple[str, ...]] = {
     ("RRDBNetOld", "esrgan-old"): (r"model\.0", r"model\.1\.sub\.\d+\.RDB[123]\.conv[1-5]\.0",
                                    r"model\.1\.sub\.\d+", r"model\.([2-9]|\d\d+)",
                                    r"model\.1\.sub\.\d+\.RDB[123]\.conv1x1"),
+    ("RRDBNetOld", "esrgan"): (r"conv_first", r"RRDB_trunk\.\d+\.RDB[123]\.conv[1-5]", r"trunk_conv",
+                               r"upconv\d", r"HRconv", r"conv_last"),
+    ("RRDBNetOld", "basicsr"): (r"conv_first", r"body\.\d+\.rdb[123]\.conv[1-5]", r"conv_body", r"conv_up\d",
+                                r"conv_hr", r"conv_last"),
     ("SPAN", "span"): (r"conv_1\.(sk|eval_conv|conv\.[012])", r"block_[1-6]\.c[123]_r\.(sk|eval_conv|conv\.[012])",
                        r"conv_cat", r"conv_2\.(sk|eval_conv|conv\.[012])", r"upsampler\.0", r"no_norm"),
     ("PLKSR", "plksr"): (r"feats\.\d+", r"feats\.\d+\.channe_mixer\.[02]",
@@ -118,6 +125,7 @@ KEY_PATTERNS: dict[tuple[str, str], tuple[str, ...]] = {
 # Patterns a file may lack and still be of the architecture (MSRResNet x2 / x3 has no upconv2).
 _OPTIONAL = {("MSRResNet", "basicsr"): {r"upconv2"},
              ("RRDBNetOld", "esrgan-old"): {r"model\.1\.sub\.\d+\.RDB[123]\.conv1x1"},
+             ("RRDBNetOld", "esrgan"): {r"upconv\d"}, ("RRDBNetOld", "basicsr"): {r"conv_up\d"},
              ("SPAN", "span"): {r"no_norm"},
              ("PLKSR", "plksr"): {r"feats\.\d+\.attn\.f\.0"},
              ("RealPLKSR", "realplksr"): {r"feats\.\d+\.attn\.f\.0", r"to_img\.(offset|scope|end_conv)",
@@ -462,6 +470,27 @@ def _rcan(sd: Mapping, notes: list) -> dict:
                 out_channels=_w(sd, "conv_last").shape[0])
 
 
+def _rrdb_to_old(sd: Mapping) -> dict:
+    """ESRGAN-repository / BasicSR RRDBNet keys with a tail other than x4 (``conv_upK`` /
+    ``upconvK``, K = 1..n) -> the old ``model.N`` layout of :class:`RRDBNetOld`."""
+    sd = _rrdb_from_esrgan({re.sub(r"^upconv(\d+)\.", r"conv_up\1.", k): v for k, v in sd.items()})
+    n = _count(sd, r"conv_up(\d+)\.")
+    num_block = _count(sd, r"body\.(\d+)\.")
+    names = {"conv_first": "model.0", "conv_body": f"model.1.sub.{num_block}", "conv_hr": f"model.{3 * n + 2}",
+             "conv_last": f"model.{3 * n + 4}", **{f"conv_up{k}": f"model.{3 * k}" for k in range(1, n + 1)}}
+    out = {}
+    for k, v in sd.items():
+        m = re.fullmatch(r"body\.(\d+)\.rdb([123])\.conv([1-5])\.(weight|bias)", k)
+        name, kind = k.rsplit(".", 1)
+        if m:
+            out[f"model.1.sub.{m[1]}.RDB{m[2]}.conv{m[3]}.0.{m[4]}"] = v
+        elif name in names:
+            out[f"{names[name]}.{kind}"] = v
+        else:
+            _bad("RRDBNetOld", f"{k}: the upsampling convs must be numbered 1..{n}")
+    return out
+
+
 def _rrdbnet_old(sd: Mapping, notes: list) -> dict:
     arch = "RRDBNetOld (esrgan-old keys)"
     top = sorted({int(m[1]) for k in sd for m in [re.fullmatch(r"model\.(\d+)\.weight", k)] if m})
@@ -566,7 +595,8 @@ def _realplksr(sd: Mapping, notes: list) -> dict:
                 use_ea="feats.1.attn.f.0.weight" in sd, layer_norm=layer_norm, dysample=dysample)
 
 
-_CONVERT = {("RRDBNet", "esrgan-old"): _rrdb_from_esrgan_old, ("RRDBNet", "esrgan"): _rrdb_from_esrgan}
+_CONVERT = {("RRDBNet", "esrgan-old"): _rrdb_from_esrgan_old, ("RRDBNet", "esrgan"): _rrdb_from_esrgan,
+            ("RRDBNetOld", "esrgan"): _rrdb_to_old, ("RRDBNetOld", "basicsr"): _rrdb_to_old}
 _PARSE = {"RRDBNet": _rrdbnet, "SRVGGNetCompact": _srvgg, "MSRResNet": _msrresnet, "EDSR": _edsr,
           "RCAN": _rcan,
           # -- convolutional community families
