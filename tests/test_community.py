@@ -253,9 +253,11 @@ def test_esrgan_layouts(up, layout, convert, tmp_path):
     _check_outputs(model, back, _input("rrdb_x4"))
 
 
-def test_esrgan_old_layout_with_x2_tail_is_refused(up, tmp_path):
+def test_esrgan_old_layout_with_broken_x4_tail_is_refused(up, tmp_path):
+    """x1 / x2 / x8 old-arch files load as RRDBNetOld (test_community_conv.py); an x4 tail
+    without its second upsampling conv fits neither."""
     sd = _to_esrgan_old(_upstream_model(up, "rrdb_x4").state_dict())
-    for kind in ("weight", "bias"):  # drop the second upsampling conv: a x2 old-arch file
+    for kind in ("weight", "bias"):  # drop the second upsampling conv (HR / last conv stay at 8 / 10)
         del sd[f"model.6.{kind}"]
     with pytest.raises(UnknownCheckpointError, match="1 upsampling stage"):
         load(sd)

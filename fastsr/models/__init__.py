@@ -16,7 +16,7 @@ with one also takes ``icnr=True``); :func:`load_state_dict` loads BasicSR-style 
 missing / unexpected keys on mismatch. :mod:`fastsr.models.checkpoint` is fastsr's own
 generator file format (:func:`save_generator`, :func:`load_generator`, ...) and
 :func:`pretrained` loads the generators shipped in ``fastsr/weights``. :func:`load` reads community checkpoints (ESRGAN,
-Real-ESRGAN, BasicSR files), recognising the architecture from the keys.
+ESRGAN+, Real-ESRGAN, BasicSR, SPAN, PLKSR / RealPLKSR files), recognising the architecture from the keys.
 """
 from fastsr.models._utils import (count_parameters, extract_state_dict, has_subpixel_convs, init_icnr,
                                   init_weights, load_state_dict)
@@ -31,6 +31,9 @@ from fastsr.models.baselines import EDSR, ESPCN, RCAN, SRCNN, VDSR
 from fastsr.models.checkpoint import (CheckpointError, export_generator, load_generator, load_generator_weights,
                                      read_metadata, save_generator)
 from fastsr.models.srvgg import SRVGGNetCompact
+from fastsr.models.esrgan import RRDBNetOld
+from fastsr.models.span import SPAN
+from fastsr.models.plksr import PLKSR, RealPLKSR
 from fastsr.models.pretrained import list_pretrained, pretrained, pretrained_info, pretrained_path
 from fastsr.models.community import Detected, UnknownCheckpointError, detect, load
 
@@ -44,5 +47,5 @@ __all__ = [
     "SRResNet", "MSRResNet", "NonBNResNet", "SharpnessGenerator", "AttentiveGenerator", "RRDBNet",
     "SRCNN", "ESPCN", "VDSR", "EDSR", "RCAN",
     "SRGANDiscriminator", "WGANCritic", "SharpnessDiscriminator", "BEGANDiscriminator",
-    "VGGStyleDiscriminator",
+    "VGGStyleDiscriminator", "RRDBNetOld", "SPAN", "PLKSR", "RealPLKSR",
 ]

@@ -26,6 +26,22 @@ RCAN                basicsr      ``conv_first``, ``body.N.residual_group.M.rcab.
                                  ``conv_last``
 any fastsr model    fastsr       a fastsr generator file (safetensors, ``params.`` /
                                  ``params_ema.`` groups, metadata ``format=fastsr``)
+RRDBNetOld          esrgan-old   ``model.0``, ``model.1.sub.N.RDBk.convj.0`` (ESRGAN+:
+                                 also ``RDBk.conv1x1``), ``model.1.sub.<num_block>``,
+                                 ``model.3/6/9/..`` (one per x2 stage), HR and last conv
+                                 (x1 / x2 / x8 / x16 tails, and ESRGAN+ at any scale)
+RRDBNetOld          esrgan,      the RRDBNet keys above with ``conv_upK`` / ``upconvK``,
+                    basicsr      K = 1..n, n != 2 (x1 / x2 / x8 / x16 tails without
+                                 pixel-unshuffle), renamed to the ``model.N`` layout
+SPAN                span         ``conv_1/conv_2.{sk,conv.0-2,eval_conv}``,
+                                 ``block_1..6.c{1,2,3}_r.*``, ``conv_cat``,
+                                 ``upsampler.0``, ``no_norm`` (a buffer, when unnormalised)
+PLKSR               plksr        ``feats.0``, ``feats.N.channe_mixer.{0,2}`` (sic),
+                                 ``feats.N.lk.{conv | convs.M | mn/nm/nn_conv}``,
+                                 ``feats.N.attn.f.0``, ``feats.N.refine``, last conv
+RealPLKSR           realplksr    ``feats.0``, ``feats.N.{layer_norm, channel_mixer.{0,2},
+                                 lk.conv, attn.f.0, refine, norm}``, last conv two places
+                                 after the last block; ``to_img.*`` with DySample
 ==================  ===========  =====================================================
 
 Checkpoint wrappers are removed first: ``params_ema`` (preferred), ``params``,
@@ -41,6 +57,14 @@ What the keys do not record is assumed as the upstream defaults and listed in
 LeakyReLU), EDSR's residual scaling (0.1 for 256 features, the paper's large EDSR, else
 1.0), EDSR / RCAN ``img_range`` 255 and the DIV2K RGB mean. Pass them to :func:`load` as
 keyword overrides when a file differs.
+
+The convolutional community families keep their upstream key names (only the x4 old
+ESRGAN layout is renamed, to RRDBNet): RRDBNetOld (old-architecture ESRGAN x1 / x2 / x8 /
+x16 and ESRGAN+), SPAN, PLKSR and RealPLKSR load back into the upstream classes (the
+ESRGAN / ESRGAN+ repositories, spandrel, neosr). Assumed for them: nearest x2 stages for a
+one-stage old ESRGAN tail (an x3 file has the same keys: ``scale=3``), nESRGAN+'s training
+noise 0.1, SPAN's ``img_range`` 255 and DIV2K mean, PLKSR's ``with_idt=False`` and its
+SparsePLK dilations 1..n, RealPLKSR's 4 GroupNorm groups.
 """
 from __future__ import annotations
 
@@ -65,13 +89,14 @@ SAFETENSORS_SUFFIXES = (".safetensors",)
 
 #: (architecture, layout) -> the key patterns of that layout, without ``.weight``/``.bias``
 #: (full matches). A file is of an architecture when every key matches one of its patterns
-#: and every pattern matches some key; otherwise the closest one is named in the error.
+#: and every pattern matches some key; otherwise the error names the closest one (see
+#: :data:`CLOSEST_MIN_SHARE`) or lists the file's top-level key prefixes.
 KEY_PATTERNS: dict[tuple[str, str], tuple[str, ...]] = {
     ("RRDBNet", "esrgan-old"): (r"model\.0", r"model\.1\.sub\.\d+\.RDB[123]\.conv[1-5]\.0",
-                                r"model\.1\.sub\.\d+", r"model\.([2-9]|\d\d+)"),
+                                r"model\.1\.sub\.\d+", r"model\.(3|6|8|10)"),
     ("RRDBNet", "esrgan"): (r"conv_first", r"RRDB_trunk\.\d+\.RDB[123]\.conv[1-5]", r"trunk_conv",
-                            r"upconv[12]", r"HRconv", r"conv_last"),
-    ("RRDBNet", "basicsr"): (r"conv_first", r"body\.\d+\.rdb[123]\.conv[1-5]", r"conv_body", r"conv_up[12]",
+                            r"upconv1", r"upconv2", r"HRconv", r"conv_last"),
+    ("RRDBNet", "basicsr"): (r"conv_first", r"body\.\d+\.rdb[123]\.conv[1-5]", r"conv_body", r"conv_up1", r"conv_up2",
                              r"conv_hr", r"conv_last"),
     ("SRVGGNetCompact", "basicsr"): (r"body\.\d+",),
     ("MSRResNet", "basicsr"): (r"conv_first", r"body\.\d+\.conv[12]", r"upconv1", r"conv_hr", r"conv_last",
@@ -80,14 +105,38 @@ KEY_PATTERNS: dict[tuple[str, str], tuple[str, ...]] = {
                           r"conv_last"),
     ("RCAN", "basicsr"): (r"conv_first", r"body\.\d+\.residual_group\.\d+\.rcab\.\d+(\.attention\.\d+)?",
                           r"body\.\d+\.conv", r"conv_after_body", r"upsample\.\d+", r"conv_last"),
+    # -- convolutional community families (fastsr/models/esrgan.py, span.py, plksr.py)
+    ("RRDBNetOld", "esrgan-old"): (r"model\.0", r"model\.1\.sub\.\d+\.RDB[123]\.conv[1-5]\.0",
+                                   r"model\.1\.sub\.\d+", r"model\.([2-9]|\d\d+)",
+                                   r"model\.1\.sub\.\d+\.RDB[123]\.conv1x1"),
+    ("RRDBNetOld", "esrgan"): (r"conv_first", r"RRDB_trunk\.\d+\.RDB[123]\.conv[1-5]", r"trunk_conv",
+                               r"upconv\d", r"HRconv", r"conv_last"),
+    ("RRDBNetOld", "basicsr"): (r"conv_first", r"body\.\d+\.rdb[123]\.conv[1-5]", r"conv_body", r"conv_up\d",
+                                r"conv_hr", r"conv_last"),
+    ("SPAN", "span"): (r"conv_1\.(sk|eval_conv|conv\.[012])", r"block_[1-6]\.c[123]_r\.(sk|eval_conv|conv\.[012])",
+                       r"conv_cat", r"conv_2\.(sk|eval_conv|conv\.[012])", r"upsampler\.0", r"no_norm"),
+    ("PLKSR", "plksr"): (r"feats\.\d+", r"feats\.\d+\.channe_mixer\.[02]",
+                         r"feats\.\d+\.lk\.(conv|convs\.\d+|mn_conv|nm_conv|nn_conv)", r"feats\.\d+\.refine",
+                         r"feats\.\d+\.attn\.f\.0"),
+    ("RealPLKSR", "realplksr"): (r"feats\.\d+", r"feats\.\d+\.channel_mixer\.[02]", r"feats\.\d+\.lk\.conv",
+                                 r"feats\.\d+\.refine", r"feats\.\d+\.(norm|layer_norm)",
+                                 r"feats\.\d+\.attn\.f\.0", r"to_img\.(offset|scope|end_conv)", r"to_img\.init_pos"),
 }
 # Patterns a file may lack and still be of the architecture (MSRResNet x2 / x3 has no upconv2).
-_OPTIONAL = {("MSRResNet", "basicsr"): {r"upconv2"}}
+_OPTIONAL = {("MSRResNet", "basicsr"): {r"upconv2"},
+             ("RRDBNetOld", "esrgan-old"): {r"model\.1\.sub\.\d+\.RDB[123]\.conv1x1"},
+             ("RRDBNetOld", "esrgan"): {r"upconv\d"}, ("RRDBNetOld", "basicsr"): {r"conv_up\d"},
+             ("SPAN", "span"): {r"no_norm"},
+             ("PLKSR", "plksr"): {r"feats\.\d+\.attn\.f\.0"},
+             ("RealPLKSR", "realplksr"): {r"feats\.\d+\.attn\.f\.0", r"to_img\.(offset|scope|end_conv)",
+                                          r"to_img\.init_pos"}}
 
 
 class UnknownCheckpointError(CheckpointError):
     """A state dict that no supported architecture explains, or whose shapes do not fit the
-    detected one. The message names the closest architecture and the keys that did not match."""
+    detected one. The message names the closest architecture and the keys that did not match
+    when that architecture explains a meaningful share of the file (:data:`CLOSEST_MIN_SHARE`),
+    else says that no family matched and lists the file's top-level key prefixes with counts."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +149,8 @@ class Detected:
         params: constructor keyword arguments (without ``fused``), e.g. ``num_block``,
             ``num_feat``, ``num_grow_ch`` for RRDBNet, ``num_conv`` / ``act_type`` for
             SRVGGNetCompact.
-        layout: the key layout: ``"esrgan-old"``, ``"esrgan"``, ``"basicsr"`` or ``"fastsr"``.
+        layout: the key layout: ``"esrgan-old"``, ``"esrgan"``, ``"basicsr"``, ``"fastsr"``,
+            or the family's own (``"span"``, ``"plksr"``, ``"realplksr"``).
         wrapper: where the state dict sat in the file (``"params_ema"``, ``"params"``,
             ``"state_dict"``, ``"model"`` or ``""`` for a bare state dict), plus
             ``"+module."`` when a DataParallel prefix was removed.
@@ -208,8 +258,8 @@ def _match(keys, arch_layout) -> tuple[list[str], list[str]]:
     compiled = [re.compile(p) for p in patterns]
     unmatched, used = [], set()
     for k in keys:
-        stem = _strip(k)
-        hit = [i for i, c in enumerate(compiled) if stem is not None and c.fullmatch(stem)]
+        stem = _strip(k) or k  # a buffer key without .weight / .bias (SPAN's ``no_norm``) as it is
+        hit = [i for i, c in enumerate(compiled) if c.fullmatch(stem)]
         if hit:
             used.update(hit)
         else:
@@ -223,6 +273,23 @@ def _readable(pattern: str) -> str:
     return pattern.replace(r"\d+", "N").replace("\\", "") + ".*"
 
 
+#: The closest family is named in an error only when it explains at least this share of
+#: the file's keys and its patterns match at least this share of (required) patterns;
+#: otherwise the error lists the file's top-level key prefixes instead.
+CLOSEST_MIN_SHARE = 0.5
+
+
+def _prefixes(keys, limit: int = 12) -> str:
+    """``"body (40), conv_first (2), ..."``: first dotted components by count, most first."""
+    counts: dict[str, int] = {}
+    for k in keys:
+        top = k.split(".", 1)[0]
+        counts[top] = counts.get(top, 0) + 1
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    shown = ", ".join(f"{name} ({n})" for name, n in ranked[:limit])
+    return shown + (f" and {len(ranked) - limit} more" if len(ranked) > limit else "")
+
+
 def _classify(sd: Mapping) -> tuple[str, str]:
     keys = sorted(sd)
     scores = []
@@ -234,6 +301,12 @@ def _classify(sd: Mapping) -> tuple[str, str]:
         covered = 1 - len(missing) / len(KEY_PATTERNS[arch_layout])
         scores.append((explained + covered, arch_layout, unmatched, missing))
     _, (arch, layout), unmatched, missing = max(scores, key=lambda s: s[0])
+    explained = 1 - len(unmatched) / max(len(keys), 1)
+    covered = 1 - len(missing) / len(KEY_PATTERNS[arch, layout])
+    if explained < CLOSEST_MIN_SHARE or covered < CLOSEST_MIN_SHARE:
+        raise UnknownCheckpointError(f"unknown architecture ({len(keys)} tensors): no supported family matches "
+                                     f"its keys; top-level key prefixes: {_prefixes(keys)}; supported: "
+                                     f"{', '.join(dict.fromkeys(a for a, _ in KEY_PATTERNS))}")
     show = ", ".join(unmatched[:8]) + (f" and {len(unmatched) - 8} more" if len(unmatched) > 8 else "")
     parts = [f"unknown architecture ({len(keys)} tensors); closest: {arch} ({layout} keys)"]
     if unmatched:
@@ -278,9 +351,9 @@ def _rrdb_from_esrgan_old(sd: Mapping) -> dict:
     convs = sorted(top)
     ups = convs[1:-2]
     if len(ups) != 2:
-        _bad("RRDBNet (esrgan-old keys)", f"{len(ups)} upsampling stage(s) (x{2 ** len(ups)} tail); fastsr's "
-             "RRDBNet has the x4 tail of two nearest-x2 stages (x2 / x1 models load when they use "
-             "pixel-unshuffle, as Real-ESRGAN's do)")
+        _bad("RRDBNet (esrgan-old keys)", f"{len(ups)} upsampling stage(s) at model.{ups} between model.0 and "
+             f"model.{convs[-2:]}: an x4 tail has them at model.3 and model.6 (the x1 / x2 / x8 tails, "
+             "upsampling convs at model.3, 6, 9, ..., load as RRDBNetOld)")
     names = {convs[0]: "conv_first", ups[0]: "conv_up1", ups[1]: "conv_up2", convs[-2]: "conv_hr",
              convs[-1]: "conv_last"}
     for idx, name in names.items():
@@ -397,9 +470,137 @@ def _rcan(sd: Mapping, notes: list) -> dict:
                 out_channels=_w(sd, "conv_last").shape[0])
 
 
-_CONVERT = {"esrgan-old": _rrdb_from_esrgan_old, "esrgan": _rrdb_from_esrgan}
+def _rrdb_to_old(sd: Mapping) -> dict:
+    """ESRGAN-repository / BasicSR RRDBNet keys with a tail other than x4 (``conv_upK`` /
+    ``upconvK``, K = 1..n) -> the old ``model.N`` layout of :class:`RRDBNetOld`."""
+    sd = _rrdb_from_esrgan({re.sub(r"^upconv(\d+)\.", r"conv_up\1.", k): v for k, v in sd.items()})
+    n = _count(sd, r"conv_up(\d+)\.")
+    num_block = _count(sd, r"body\.(\d+)\.")
+    names = {"conv_first": "model.0", "conv_body": f"model.1.sub.{num_block}", "conv_hr": f"model.{3 * n + 2}",
+             "conv_last": f"model.{3 * n + 4}", **{f"conv_up{k}": f"model.{3 * k}" for k in range(1, n + 1)}}
+    out = {}
+    for k, v in sd.items():
+        m = re.fullmatch(r"body\.(\d+)\.rdb([123])\.conv([1-5])\.(weight|bias)", k)
+        name, kind = k.rsplit(".", 1)
+        if m:
+            out[f"model.1.sub.{m[1]}.RDB{m[2]}.conv{m[3]}.0.{m[4]}"] = v
+        elif name in names:
+            out[f"{names[name]}.{kind}"] = v
+        else:
+            _bad("RRDBNetOld", f"{k}: the upsampling convs must be numbered 1..{n}")
+    return out
+
+
+def _rrdbnet_old(sd: Mapping, notes: list) -> dict:
+    arch = "RRDBNetOld (esrgan-old keys)"
+    top = sorted({int(m[1]) for k in sd for m in [re.fullmatch(r"model\.(\d+)\.weight", k)] if m})
+    num_block = _count(sd, r"model\.1\.sub\.(\d+)\.RDB")
+    if f"model.1.sub.{num_block}.weight" not in sd:
+        _bad(arch, f"the trunk conv must be model.1.sub.{num_block} after {num_block} blocks")
+    n = (len(top) - 3) if len(top) >= 3 else -1
+    want = [0] + [3 + 3 * s for s in range(n)] + [2 + 3 * n, 4 + 3 * n]
+    if n < 0 or top != want or 2 ** n > 16:
+        _bad(arch, f"convolutions at model.{top}: expected model.0, model.3, 6, ... (one per x2 stage, at most "
+             "4), then the HR conv and the last conv two and four places after the last stage")
+    first, last = _w(sd, "model.0"), _w(sd, f"model.{top[-1]}")
+    if first.shape[1] in (4 * last.shape[0], 16 * last.shape[0]):
+        _bad(arch, f"model.0 takes {first.shape[1]} channels for {last.shape[0]} output channels, a "
+             "pixel-unshuffled input, which fastsr supports only with the x4 tail (as RRDBNet)")
+    plus = any(".conv1x1." in k for k in sd)
+    if n == 1:
+        notes.append("nearest x2 upsampling assumed (an x3 model has the same keys: pass scale=3)")
+    if plus:
+        notes.append("ESRGAN+ residual paths (conv1x1); nESRGAN+ noise_sigma=0.1 assumed for training "
+                     "(inference is noise-free)")
+    return dict(scale=2 ** n, num_in_ch=first.shape[1], num_out_ch=last.shape[0], num_feat=first.shape[0],
+                num_block=num_block, num_grow_ch=_w(sd, "model.1.sub.0.RDB1.conv1.0").shape[0], plus=plus,
+                noise_sigma=0.1 if plus else 0.0)
+
+
+def _pixel_shuffle_out(arch: str, channels: int, num_in_ch: int) -> tuple[int, int]:
+    """``(scale, out_channels)`` of a conv feeding PixelShuffle with ``channels`` outputs:
+    out_channels = num_in_ch if that divides into a square, else 3, else 1."""
+    for out in dict.fromkeys((num_in_ch, 3, 1)):
+        scale = math.isqrt(channels // out)
+        if channels % out == 0 and scale * scale * out == channels:
+            return scale, out
+    _bad(arch, f"the upsampling conv has {channels} outputs: not out_channels * scale^2 for {num_in_ch}, 3 or 1 "
+         "output channels")
+
+
+def _span(sd: Mapping, notes: list) -> dict:
+    sk = _w(sd, "conv_1.sk")
+    blocks = _count(sd, r"block_(\d+)\.")
+    if blocks != 6:
+        _bad("SPAN", f"{blocks} blocks (block_N keys); SPAN has 6")
+    scale, out = _pixel_shuffle_out("SPAN", _w(sd, "upsampler.0").shape[0], sk.shape[1])
+    norm = "no_norm" not in sd
+    if norm:
+        notes.append("img_range 255 and the DIV2K mean assumed (upstream defaults)")
+    return dict(scale=scale, num_in_ch=sk.shape[1], num_out_ch=out, num_feat=sk.shape[0], norm=norm)
+
+
+def _plksr_common(arch: str, sd: Mapping, last_offset: int) -> dict:
+    """dim, n_blocks, scale of a PLKSR / RealPLKSR ``feats`` sequence whose last conv sits
+    ``last_offset`` places after the last block."""
+    dim = _w(sd, "feats.0").shape[0]
+    n_blocks = _count(sd, r"feats\.(\d+)\.refine\.")
+    if _count(sd, r"feats\.(\d+)\.") != n_blocks + 2 or f"feats.{n_blocks + last_offset}.weight" not in sd:
+        _bad(arch, f"{n_blocks} blocks: expected them at feats.1..{n_blocks} and the last conv at "
+             f"feats.{n_blocks + last_offset}")
+    out = _w(sd, f"feats.{n_blocks + last_offset}").shape[0]
+    scale = math.isqrt(out // 3)
+    if out % 3 or scale * scale * 3 != out:
+        _bad(arch, f"the last conv has {out} outputs, not 3 * scale^2")
+    return dict(scale=scale, dim=dim, n_blocks=n_blocks)
+
+
+def _lk_options(sd: Mapping, dim: int, notes: list) -> dict:
+    if "feats.1.lk.conv.weight" in sd:
+        w = _w(sd, "feats.1.lk.conv")
+        notes.append("with_idt=False assumed (not in the keys)")
+        return dict(lk_type="PLK", kernel_size=w.shape[2], split_ratio=w.shape[0] / dim)
+    if "feats.1.lk.mn_conv.weight" in sd:
+        w = _w(sd, "feats.1.lk.mn_conv")
+        return dict(lk_type="RectSparsePLK", kernel_size=w.shape[2], split_ratio=w.shape[0] / dim)
+    ws = [_w(sd, f"feats.1.lk.convs.{i}") for i in range(_count(sd, r"feats\.1\.lk\.convs\.(\d+)\."))]
+    notes.append(f"SparsePLK: dilations 1..{len(ws)}, no max kernel and with_idt=False assumed (not in the keys)")
+    return dict(lk_type="SparsePLK", split_ratio=ws[0].shape[0] / dim, sparse_kernels=[w.shape[2] for w in ws],
+                sparse_dilations=list(range(1, len(ws) + 1)))
+
+
+def _plksr(sd: Mapping, notes: list) -> dict:
+    params = _plksr_common("PLKSR", sd, 1)
+    k1, k2 = _w(sd, "feats.1.channe_mixer.0").shape[2], _w(sd, "feats.1.channe_mixer.2").shape[2]
+    ccm = {(3, 1): "CCM", (1, 3): "ICCM", (3, 3): "DCCM"}.get((k1, k2))
+    if ccm is None:
+        _bad("PLKSR", f"channel mixer kernels {k1}x{k1}, {k2}x{k2}: not CCM (3, 1), ICCM (1, 3) or DCCM (3, 3)")
+    return dict(params, ccm_type=ccm, **_lk_options(sd, params["dim"], notes),
+                use_ea="feats.1.attn.f.0.weight" in sd)
+
+
+def _realplksr(sd: Mapping, notes: list) -> dict:
+    params = _plksr_common("RealPLKSR", sd, 2)
+    w = _w(sd, "feats.1.lk.conv")
+    layer_norm = "feats.1.layer_norm.weight" in sd
+    dysample = "to_img.init_pos" in sd
+    if not layer_norm:
+        notes.append("norm_groups=4 assumed (GroupNorm; not in the keys)")
+    if dysample:
+        s = params["scale"]
+        groups = _w(sd, "to_img.offset").shape[0] // (2 * s * s)
+        if groups != (3 if s % 2 else 4):
+            _bad("RealPLKSR", f"DySample with {groups} groups at x{s}; the upstream class has {3 if s % 2 else 4}")
+    return dict(params, kernel_size=w.shape[2], split_ratio=w.shape[0] / params["dim"],
+                use_ea="feats.1.attn.f.0.weight" in sd, layer_norm=layer_norm, dysample=dysample)
+
+
+_CONVERT = {("RRDBNet", "esrgan-old"): _rrdb_from_esrgan_old, ("RRDBNet", "esrgan"): _rrdb_from_esrgan,
+            ("RRDBNetOld", "esrgan"): _rrdb_to_old, ("RRDBNetOld", "basicsr"): _rrdb_to_old}
 _PARSE = {"RRDBNet": _rrdbnet, "SRVGGNetCompact": _srvgg, "MSRResNet": _msrresnet, "EDSR": _edsr,
-          "RCAN": _rcan}
+          "RCAN": _rcan,
+          # -- convolutional community families
+          "RRDBNetOld": _rrdbnet_old, "SPAN": _span, "PLKSR": _plksr, "RealPLKSR": _realplksr}
 
 
 def _fastsr_spec(metadata: Mapping) -> dict | None:
@@ -428,8 +629,9 @@ def detect(checkpoint: Mapping, metadata: Mapping | None = None, source: str = "
 
     Raises:
         UnknownCheckpointError: no supported architecture explains the keys (the message names
-            the closest one, the keys that do not match it and the expected keys not found),
-            or the shapes do not fit the one detected.
+            the closest one, the keys that do not match it and the expected keys not found,
+            or -- when no family matches even half of the file -- the file's top-level key
+            prefixes with counts), or the shapes do not fit the one detected.
     """
     if not isinstance(checkpoint, Mapping):
         raise TypeError(f"detect: checkpoint must be a mapping (a state dict), got {type(checkpoint).__name__}")
@@ -456,8 +658,8 @@ def detect(checkpoint: Mapping, metadata: Mapping | None = None, source: str = "
         except UnknownCheckpointError:
             raise UnknownCheckpointError(f"{source}: {e}") from None
         sd, wrapper = stripped, f"{wrapper}+{prefix.pop()}." if wrapper else f"{prefix.pop()}."
-    if layout in _CONVERT:
-        sd = _CONVERT[layout](sd)
+    if (arch, layout) in _CONVERT:
+        sd = _CONVERT[arch, layout](sd)
     try:
         params = _PARSE[arch](sd, notes)
     except UnknownCheckpointError as e:
@@ -491,7 +693,8 @@ def load(checkpoint: str | os.PathLike | Mapping, fused: bool = True, device: st
         ValueError: unreadable file or bad suffix; an ``overrides`` name the model does not
             take.
         UnknownCheckpointError (a ValueError): unknown architecture (closest one and the
-            unmatched keys named) or weights that do not fit the detected model.
+            unmatched keys named, or the file's key prefixes when nothing is close) or
+            weights that do not fit the detected model.
     """
     if isinstance(checkpoint, (str, os.PathLike)):
         source = Path(checkpoint).name
