@@ -29,6 +29,7 @@ from fastsr.models.baselines import EDSR, ESPCN, RCAN, SRCNN, VDSR
 from fastsr.models.checkpoint import (CheckpointError, export_generator, load_generator, load_generator_weights,
                                      read_metadata, save_generator)
 from fastsr.models.srvgg import SRVGGNetCompact
+from fastsr.models.realcugan import RealCUGAN
 from fastsr.models.pretrained import list_pretrained, pretrained, pretrained_info, pretrained_path
 from fastsr.models.community import Detected, UnknownCheckpointError, detect, load
 
@@ -42,5 +43,5 @@ __all__ = [
     "SRResNet", "MSRResNet", "NonBNResNet", "SharpnessGenerator", "AttentiveGenerator", "RRDBNet",
     "SRCNN", "ESPCN", "VDSR", "EDSR", "RCAN",
     "SRGANDiscriminator", "WGANCritic", "SharpnessDiscriminator", "BEGANDiscriminator",
-    "VGGStyleDiscriminator",
+    "VGGStyleDiscriminator", "RealCUGAN",
 ]

@@ -24,6 +24,10 @@ EDSR                basicsr      ``conv_first``, ``body.N.conv1/2``, ``conv_afte
 RCAN                basicsr      ``conv_first``, ``body.N.residual_group.M.rcab.K...``,
                                  ``body.N.conv``, ``conv_after_body``, ``upsample.N``,
                                  ``conv_last``
+RealCUGAN           real-cugan   ``unet1.convK...``, ``unet2.convK...`` (U-Net blocks ``conv.0/2``,
+                                 ``seblock.conv1/2``, ``convK_down/up``, ``conv_bottom``),
+                                 ``conv_final`` (x4 only), ``pro`` (pro releases); x2 / x3
+                                 by unet1's 4x4 / 5x5 transposed ``conv_bottom``
 any fastsr model    fastsr       a fastsr generator file (safetensors, ``params.`` /
                                  ``params_ema.`` groups, metadata ``format=fastsr``)
 ==================  ===========  =====================================================
@@ -80,9 +84,14 @@ KEY_PATTERNS: dict[tuple[str, str], tuple[str, ...]] = {
                           r"conv_last"),
     ("RCAN", "basicsr"): (r"conv_first", r"body\.\d+\.residual_group\.\d+\.rcab\.\d+(\.attention\.\d+)?",
                           r"body\.\d+\.conv", r"conv_after_body", r"upsample\.\d+", r"conv_last"),
+    ("RealCUGAN", "real-cugan"): (
+        r"unet1\.(conv[12]\.conv\.[02]|conv2\.seblock\.conv[12]|conv1_down|conv2_up|conv3|conv_bottom)",
+        r"unet2\.(conv[1-4]\.conv\.[02]|conv[2-4]\.seblock\.conv[12]|conv[12]_down|conv[34]_up|conv5|conv_bottom)",
+        r"conv_final", r"pro"),
 }
 # Patterns a file may lack and still be of the architecture (MSRResNet x2 / x3 has no upconv2).
-_OPTIONAL = {("MSRResNet", "basicsr"): {r"upconv2"}}
+_OPTIONAL = {("MSRResNet", "basicsr"): {r"upconv2"},
+             ("RealCUGAN", "real-cugan"): {r"conv_final", r"pro"}}
 
 
 class UnknownCheckpointError(CheckpointError):
@@ -100,7 +109,8 @@ class Detected:
         params: constructor keyword arguments (without ``fused``), e.g. ``num_block``,
             ``num_feat``, ``num_grow_ch`` for RRDBNet, ``num_conv`` / ``act_type`` for
             SRVGGNetCompact.
-        layout: the key layout: ``"esrgan-old"``, ``"esrgan"``, ``"basicsr"`` or ``"fastsr"``.
+        layout: the key layout: ``"esrgan-old"``, ``"esrgan"``, ``"basicsr"``, ``"fastsr"``,
+            or the upstream repository of other families (``"real-cugan"``, ...).
         wrapper: where the state dict sat in the file (``"params_ema"``, ``"params"``,
             ``"state_dict"``, ``"model"`` or ``""`` for a bare state dict), plus
             ``"+module."`` when a DataParallel prefix was removed.
@@ -195,11 +205,13 @@ def _unwrap(obj: Mapping) -> tuple[dict, str]:
 
 
 # ---------------------------------------------------------------------------- matching
-def _strip(key: str) -> str | None:
+def _strip(key: str) -> str:
+    """The key less ``.weight`` / ``.bias``; other keys (buffers and parameters of other
+    names, e.g. Real-CUGAN's ``pro`` marker or an attention temperature) whole."""
     for suffix in (".weight", ".bias"):
         if key.endswith(suffix):
             return key[: -len(suffix)]
-    return None
+    return key
 
 
 def _match(keys, arch_layout) -> tuple[list[str], list[str]]:
@@ -209,7 +221,7 @@ def _match(keys, arch_layout) -> tuple[list[str], list[str]]:
     unmatched, used = [], set()
     for k in keys:
         stem = _strip(k)
-        hit = [i for i, c in enumerate(compiled) if stem is not None and c.fullmatch(stem)]
+        hit = [i for i, c in enumerate(compiled) if c.fullmatch(stem)]
         if hit:
             used.update(hit)
         else:
@@ -397,9 +409,28 @@ def _rcan(sd: Mapping, notes: list) -> dict:
                 out_channels=_w(sd, "conv_last").shape[0])
 
 
+def _realcugan(sd: Mapping, notes: list) -> dict:
+    in_ch = _w(sd, "unet1.conv1.conv.0").shape[1]
+    if "conv_final.weight" in sd:
+        out_ch = _w(sd, "conv_final").shape[0] // 4
+        if in_ch == 4 * out_ch:
+            _bad("RealCUGAN", f"unet1 takes {in_ch} = 4 x {out_ch} channels: the pixel-unshuffled input of "
+                 "UpCunet2x_fast, which fastsr does not implement (UpCunet2x / 3x / 4x load)")
+        scale = 4
+    else:
+        kernel = _w(sd, "unet1.conv_bottom").shape[-1]  # unet1's last transposed conv: 4x4 s2 or 5x5 s3
+        scale = {4: 2, 5: 3}.get(kernel)
+        if scale is None:
+            _bad("RealCUGAN", f"unet1.conv_bottom is a {kernel}x{kernel} transposed convolution; expected 4x4 "
+                 "(UpCunet2x) or 5x5 (UpCunet3x), or conv_final (UpCunet4x)")
+        out_ch = _w(sd, "unet2.conv_bottom").shape[0]
+    return dict(scale=scale, in_channels=in_ch, out_channels=out_ch, pro="pro" in sd)
+
+
 _CONVERT = {"esrgan-old": _rrdb_from_esrgan_old, "esrgan": _rrdb_from_esrgan}
 _PARSE = {"RRDBNet": _rrdbnet, "SRVGGNetCompact": _srvgg, "MSRResNet": _msrresnet, "EDSR": _edsr,
-          "RCAN": _rcan}
+          "RCAN": _rcan,
+          "RealCUGAN": _realcugan}
 
 
 def _fastsr_spec(metadata: Mapping) -> dict | None:

@@ -1,0 +1,114 @@
+"""fastsr.models.load of Real-CUGAN, OmniSR and SAFMN checkpoints against spandrel 0.4.2's
+architecture code (the independent reference; ``tests/helpers.spandrel_arch`` imports one
+architecture file, or skips when spandrel / einops are missing).
+
+Each test: spandrel's class with small random weights (biases, norms and scalar parameters
+randomised too) -> its state_dict saved as upstream saves it (a bare state dict in ``.pth``
+or ``.safetensors``) -> ``fastsr.models.load`` -> the architecture and sizes read from the
+shapes, the same output in float32 (fused and unfused) within 1e-5, and the loaded model's
+state_dict loads back into the upstream class.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from fastsr.models import UnknownCheckpointError, create, load
+from tests.helpers import spandrel_arch
+
+ATOL, RTOL = 1e-5, 1e-5
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Small models: OpenMP hand-offs between threads cost more than the convolutions."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _randomise(model: nn.Module, seed: int) -> nn.Module:
+    """Upstream initialisation plus noise on every 1-d (and scalar-per-head) parameter:
+    biases, norm weights, temperatures are otherwise constants that hide mix-ups."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1 or p.shape[1:] == (1, 1):
+                p.add_(0.1 * torch.randn(p.shape, generator=g))
+    return model.eval()
+
+
+def _save(sd: dict, path: Path) -> Path:
+    sd = {k: v.detach().clone().contiguous() for k, v in sd.items()}
+    if path.suffix == ".safetensors":
+        save_file(sd, str(path))
+    else:
+        torch.save(sd, path)
+    return path
+
+
+def _same_output(model: nn.Module, ref: nn.Module, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        want = ref(x)
+        for fused in (True, False):
+            model.fused = fused
+            got = model(x)
+            assert got.shape == want.shape
+            torch.testing.assert_close(got, want, atol=ATOL, rtol=RTOL, msg=lambda m: f"fused={fused}: {m}")
+    model.fused = True
+
+
+def _round_trip(ref: nn.Module, path: Path, arch: str, scale: int, sizes, make_ref) -> nn.Module:
+    """Save ``ref``, load it with fastsr, compare on inputs of ``sizes``, load the fastsr
+    state_dict back into a fresh upstream model (``make_ref()``) and compare again."""
+    model, det = load(_save(ref.state_dict(), path))
+    assert (det.architecture, det.scale) == (arch, scale)
+    assert type(model).__name__ == arch and model.fused and not model.training
+    g = torch.Generator().manual_seed(1)
+    for h, w in sizes:
+        _same_output(model, ref, torch.rand(1, 3, h, w, generator=g))
+    back = make_ref().eval()
+    back.load_state_dict(model.state_dict(), strict=True)
+    _same_output(model, back, torch.rand(1, 3, *sizes[0], generator=g))
+    return model, det
+
+
+# ------------------------------------------------------------------------------ Real-CUGAN
+@pytest.fixture(scope="module")
+def cugan():
+    return spandrel_arch("RealCUGAN", "upcunet_v3")
+
+
+@pytest.mark.parametrize("scale,pro,suffix", [(2, False, ".pth"), (2, True, ".safetensors"), (3, False, ".safetensors"),
+                                              (3, True, ".pth"), (4, False, ".pth"), (4, True, ".safetensors")])
+def test_realcugan(cugan, scale, pro, suffix, tmp_path):
+    cls = {2: cugan.UpCunet2x, 3: cugan.UpCunet3x, 4: cugan.UpCunet4x}[scale]
+    torch.manual_seed(scale)
+    ref = _randomise(cls(pro=pro), seed=scale)
+    model, det = _round_trip(ref, tmp_path / f"cugan{suffix}", "RealCUGAN", scale, [(20, 22), (23, 21)],
+                             lambda: cls(pro=pro))
+    assert det.params == dict(scale=scale, in_channels=3, out_channels=3, pro=pro) and det.layout == "real-cugan"
+    assert model.is_pro == pro
+
+
+def test_realcugan_alpha_and_errors(cugan):
+    torch.manual_seed(0)
+    ref = _randomise(cugan.UpCunet2x(), seed=0)
+    model, _ = load(ref.state_dict())
+    x = torch.rand(1, 3, 20, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, alpha=0.5), ref(x, alpha=0.5), atol=ATOL, rtol=RTOL)
+    with pytest.raises(ValueError, match="too small"):
+        model(torch.rand(1, 3, 19, 24))  # the reflect padding of 18 (+1 to even) needs 20
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        model(torch.rand(1, 1, 24, 24))
+    with pytest.raises(ValueError, match="scale"):
+        create("RealCUGAN", scale=8)
+    fast = cugan.UpCunet2x_fast()
+    with pytest.raises(UnknownCheckpointError, match="UpCunet2x_fast"):
+        load(fast.state_dict())
