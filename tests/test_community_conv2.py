@@ -21,6 +21,8 @@ from fastsr.models import UnknownCheckpointError, create, load
 from tests.helpers import spandrel_arch
 
 ATOL, RTOL = 1e-5, 1e-5
+# spandrel's Omni-SR calls torch.meshgrid without indexing=
+pytestmark = pytest.mark.filterwarnings("ignore:torch.meshgrid:UserWarning")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -112,3 +114,49 @@ def test_realcugan_alpha_and_errors(cugan):
     fast = cugan.UpCunet2x_fast()
     with pytest.raises(UnknownCheckpointError, match="UpCunet2x_fast"):
         load(fast.state_dict())
+
+
+# ------------------------------------------------------------------------------ OmniSR
+@pytest.fixture(scope="module")
+def omnisr():
+    return spandrel_arch("OmniSR", "OmniSR")
+
+
+OMNISR = {  # id -> upstream kwargs (small widths; the released models: 64 features, window 8)
+    "x4_w8": dict(num_feat=16, block_num=1, window_size=8, res_num=1, up_scale=4),
+    "x2_w4_deep": dict(num_feat=16, block_num=2, window_size=4, res_num=2, up_scale=2),
+    "x3_nobias": dict(num_feat=8, block_num=1, window_size=4, res_num=1, up_scale=3, bias=False),
+}
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+@pytest.mark.parametrize("case", list(OMNISR))
+def test_omnisr(omnisr, case, suffix, tmp_path):
+    kw = OMNISR[case]
+    torch.manual_seed(0)
+    ref = _randomise(omnisr.OmniSR(**kw), seed=1)
+    model, det = _round_trip(ref, tmp_path / f"omnisr{suffix}", "OmniSR", kw["up_scale"], [(16, 16), (15, 21)],
+                             lambda: omnisr.OmniSR(**kw))
+    want = dict(scale=kw["up_scale"], num_in_ch=3, num_out_ch=3, num_feat=kw["num_feat"], block_num=kw["block_num"],
+                pe=True, window_size=kw["window_size"], res_num=kw["res_num"], bias=kw.get("bias", True))
+    assert det.params == want and det.layout == "omni-sr" and not det.notes
+
+
+def test_omnisr_profiler_counters_and_window_override(omnisr):
+    """Released files carry thop's total_ops / total_params buffers (dropped); without the
+    position bias the window size is not in the file: 8 is assumed and said so."""
+    kw = dict(num_feat=8, block_num=1, window_size=4, res_num=1, up_scale=2, pe=False)
+    torch.manual_seed(0)
+    ref = _randomise(omnisr.OmniSR(**kw), seed=2)
+    sd = dict(ref.state_dict())
+    sd.update({"total_ops": torch.zeros(1, dtype=torch.float64), "total_params": torch.zeros(1),
+               "input.total_ops": torch.zeros(1), "residual_layer.0.esa.conv1.total_params": torch.zeros(1)})
+    model, det = load(sd)
+    assert det.params["window_size"] == 8 and det.params["pe"] is False and any("window_size" in n for n in det.notes)
+    model, det = load(sd, window_size=4)
+    assert det.params["window_size"] == 4 and not det.notes
+    _same_output(model, ref, torch.rand(1, 3, 16, 20))
+    with pytest.raises(ValueError, match="too small"):
+        model(torch.rand(1, 3, 8, 32))
+    with pytest.raises(ValueError, match="multiple of 4"):
+        create("OmniSR", num_feat=6)

@@ -28,6 +28,11 @@ RealCUGAN           real-cugan   ``unet1.convK...``, ``unet2.convK...`` (U-Net b
                                  ``seblock.conv1/2``, ``convK_down/up``, ``conv_bottom``),
                                  ``conv_final`` (x4 only), ``pro`` (pro releases); x2 / x3
                                  by unet1's 4x4 / 5x5 transposed ``conv_bottom``
+OmniSR              omni-sr      ``input``, ``residual_layer.N.residual_layer.M.layer.K...`` (OSA
+                                 blocks; ``layer.2/8.fn.rel_pos_bias`` gives the window),
+                                 ``residual_layer.N.residual_layer.<block_num>`` (conv1x1),
+                                 ``residual_layer.N.esa.convK``, ``output``, ``up.0``
+                                 (thop's ``total_ops`` / ``total_params`` are dropped)
 any fastsr model    fastsr       a fastsr generator file (safetensors, ``params.`` /
                                  ``params_ema.`` groups, metadata ``format=fastsr``)
 ==================  ===========  =====================================================
@@ -88,10 +93,19 @@ KEY_PATTERNS: dict[tuple[str, str], tuple[str, ...]] = {
         r"unet1\.(conv[12]\.conv\.[02]|conv2\.seblock\.conv[12]|conv1_down|conv2_up|conv3|conv_bottom)",
         r"unet2\.(conv[1-4]\.conv\.[02]|conv[2-4]\.seblock\.conv[12]|conv[12]_down|conv[34]_up|conv5|conv_bottom)",
         r"conv_final", r"pro"),
+    ("OmniSR", "omni-sr"): (
+        r"input", r"output", r"up\.0",
+        r"residual_layer\.\d+\.residual_layer\.\d+\.layer\.0\.fn\.([025]|4\.gate\.[13])",
+        r"residual_layer\.\d+\.residual_layer\.\d+\.layer\.[28]\.(norm|fn\.to_qkv|fn\.to_out\.0|fn\.rel_pos_bias)",
+        r"residual_layer\.\d+\.residual_layer\.\d+\.layer\.(4|6|10|12)\.(norm|fn\.project_(in|out)|fn\.dwconv)",
+        r"residual_layer\.\d+\.residual_layer\.\d+\.layer\.(5|11)\.(norm|fn\.temperature|fn\.qkv(_dwconv)?|fn\.project_out)",
+        r"residual_layer\.\d+\.residual_layer\.\d+", r"residual_layer\.\d+\.esa\.conv(1|_f|2|3|4)",
+        r"(.+\.)?total_(ops|params)"),
 }
 # Patterns a file may lack and still be of the architecture (MSRResNet x2 / x3 has no upconv2).
 _OPTIONAL = {("MSRResNet", "basicsr"): {r"upconv2"},
-             ("RealCUGAN", "real-cugan"): {r"conv_final", r"pro"}}
+             ("RealCUGAN", "real-cugan"): {r"conv_final", r"pro"},
+             ("OmniSR", "omni-sr"): {r"(.+\.)?total_(ops|params)"}}
 
 
 class UnknownCheckpointError(CheckpointError):
@@ -427,10 +441,41 @@ def _realcugan(sd: Mapping, notes: list) -> dict:
     return dict(scale=scale, in_channels=in_ch, out_channels=out_ch, pro="pro" in sd)
 
 
-_CONVERT = {"esrgan-old": _rrdb_from_esrgan_old, "esrgan": _rrdb_from_esrgan}
+def _omnisr(sd: Mapping, notes: list) -> dict:
+    first = _w(sd, "input")
+    num_feat, num_in_ch = first.shape[:2]
+    up = _w(sd, "up.0").shape[0]
+    scale = math.isqrt(up // num_in_ch)
+    if scale * scale * num_in_ch != up:
+        _bad("OmniSR", f"up.0 has {up} outputs, not {num_in_ch} * scale^2 (output channels = input channels)")
+    block_num = _count(sd, r"residual_layer\.0\.residual_layer\.(\d+)\.layer\.")
+    if f"residual_layer.0.residual_layer.{block_num}.weight" not in sd:
+        _bad("OmniSR", f"the group's conv1x1 must follow its {block_num} block(s) at residual_layer.0.residual_layer."
+             f"{block_num}")
+    pos = sd.get("residual_layer.0.residual_layer.0.layer.2.fn.rel_pos_bias.weight")
+    if pos is None:
+        window_size = 8
+        notes.append("window_size=8 assumed (no position bias in the file to read it from)")
+    else:
+        window_size = (math.isqrt(pos.shape[0]) + 1) // 2
+        if (2 * window_size - 1) ** 2 != pos.shape[0]:
+            _bad("OmniSR", f"rel_pos_bias has {pos.shape[0]} rows, not (2 * window_size - 1)^2")
+    return dict(scale=scale, num_in_ch=num_in_ch, num_out_ch=num_in_ch, num_feat=num_feat, block_num=block_num,
+                pe=pos is not None, window_size=window_size, res_num=_count(sd, r"residual_layer\.(\d+)\.esa\."),
+                bias="input.bias" in sd)
+
+
+def _without_profiler_counters(sd: Mapping) -> dict:
+    """The state dict less the ``total_ops`` / ``total_params`` buffers that the thop
+    profiler leaves in some released Omni-SR files."""
+    return {k: v for k, v in sd.items() if not re.fullmatch(r"(.+\.)?total_(ops|params)", k)}
+
+
+_CONVERT = {"esrgan-old": _rrdb_from_esrgan_old, "esrgan": _rrdb_from_esrgan,
+            "omni-sr": _without_profiler_counters}
 _PARSE = {"RRDBNet": _rrdbnet, "SRVGGNetCompact": _srvgg, "MSRResNet": _msrresnet, "EDSR": _edsr,
           "RCAN": _rcan,
-          "RealCUGAN": _realcugan}
+          "RealCUGAN": _realcugan, "OmniSR": _omnisr}
 
 
 def _fastsr_spec(metadata: Mapping) -> dict | None:
