@@ -160,3 +160,42 @@ def test_omnisr_profiler_counters_and_window_override(omnisr):
         model(torch.rand(1, 3, 8, 32))
     with pytest.raises(ValueError, match="multiple of 4"):
         create("OmniSR", num_feat=6)
+
+
+# ------------------------------------------------------------------------------ SAFMN
+@pytest.fixture(scope="module")
+def safmn():
+    return spandrel_arch("SAFMN", "safmn")
+
+
+SAFMN_CASES = {  # id -> upstream kwargs (released: dim 36, 8 blocks, ffn_scale 2)
+    "x4": dict(dim=8, n_blocks=2, ffn_scale=2.0, upscaling_factor=4),
+    "x2_ffn1.5": dict(dim=12, n_blocks=1, ffn_scale=1.5, upscaling_factor=2),
+    "x3": dict(dim=16, n_blocks=3, ffn_scale=2.0, upscaling_factor=3),
+}
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+@pytest.mark.parametrize("case", list(SAFMN_CASES))
+def test_safmn(safmn, case, suffix, tmp_path):
+    kw = SAFMN_CASES[case]
+    torch.manual_seed(0)
+    ref = _randomise(safmn.SAFMN(**kw), seed=3)
+    model, det = _round_trip(ref, tmp_path / f"safmn{suffix}", "SAFMN", kw["upscaling_factor"],
+                             [(16, 16), (13, 19)], lambda: safmn.SAFMN(**kw))
+    assert det.params == dict(scale=kw["upscaling_factor"], dim=kw["dim"], n_blocks=kw["n_blocks"],
+                              ffn_scale=kw["ffn_scale"]) and det.layout == "safmn"
+
+
+def test_safmn_errors(safmn):
+    model = create("SAFMN", scale=2, dim=8, n_blocks=1)
+    with pytest.raises(ValueError, match="too small"):
+        model(torch.rand(1, 3, 7, 16))
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        model(torch.rand(1, 1, 16, 16))
+    with pytest.raises(ValueError, match="multiple of 4"):
+        create("SAFMN", dim=10)
+    sd = dict(safmn.SAFMN(dim=8, n_blocks=1, upscaling_factor=2).state_dict())
+    sd["to_img.0.weight"] = torch.zeros(13, 8, 3, 3)
+    with pytest.raises(UnknownCheckpointError, match="3 \\* scale\\^2"):
+        load(sd)

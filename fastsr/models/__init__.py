@@ -31,6 +31,7 @@ from fastsr.models.checkpoint import (CheckpointError, export_generator, load_ge
 from fastsr.models.srvgg import SRVGGNetCompact
 from fastsr.models.realcugan import RealCUGAN
 from fastsr.models.omnisr import OmniSR
+from fastsr.models.safmn import SAFMN
 from fastsr.models.pretrained import list_pretrained, pretrained, pretrained_info, pretrained_path
 from fastsr.models.community import Detected, UnknownCheckpointError, detect, load
 
@@ -44,5 +45,5 @@ __all__ = [
     "SRResNet", "MSRResNet", "NonBNResNet", "SharpnessGenerator", "AttentiveGenerator", "RRDBNet",
     "SRCNN", "ESPCN", "VDSR", "EDSR", "RCAN",
     "SRGANDiscriminator", "WGANCritic", "SharpnessDiscriminator", "BEGANDiscriminator",
-    "VGGStyleDiscriminator", "RealCUGAN", "OmniSR",
+    "VGGStyleDiscriminator", "RealCUGAN", "OmniSR", "SAFMN",
 ]

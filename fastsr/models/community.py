@@ -33,6 +33,8 @@ OmniSR              omni-sr      ``input``, ``residual_layer.N.residual_layer.M.
                                  ``residual_layer.N.residual_layer.<block_num>`` (conv1x1),
                                  ``residual_layer.N.esa.convK``, ``output``, ``up.0``
                                  (thop's ``total_ops`` / ``total_params`` are dropped)
+SAFMN               safmn        ``to_feat``, ``feats.N.norm1/2``, ``feats.N.safm.mfr.K`` /
+                                 ``.aggr``, ``feats.N.ccm.ccm.0/2``, ``to_img.0``
 any fastsr model    fastsr       a fastsr generator file (safetensors, ``params.`` /
                                  ``params_ema.`` groups, metadata ``format=fastsr``)
 ==================  ===========  =====================================================
@@ -101,6 +103,8 @@ KEY_PATTERNS: dict[tuple[str, str], tuple[str, ...]] = {
         r"residual_layer\.\d+\.residual_layer\.\d+\.layer\.(5|11)\.(norm|fn\.temperature|fn\.qkv(_dwconv)?|fn\.project_out)",
         r"residual_layer\.\d+\.residual_layer\.\d+", r"residual_layer\.\d+\.esa\.conv(1|_f|2|3|4)",
         r"(.+\.)?total_(ops|params)"),
+    ("SAFMN", "safmn"): (r"to_feat", r"feats\.\d+\.norm[12]", r"feats\.\d+\.safm\.(mfr\.[0-3]|aggr)",
+                         r"feats\.\d+\.ccm\.ccm\.[02]", r"to_img\.0"),
 }
 # Patterns a file may lack and still be of the architecture (MSRResNet x2 / x3 has no upconv2).
 _OPTIONAL = {("MSRResNet", "basicsr"): {r"upconv2"},
@@ -465,6 +469,17 @@ def _omnisr(sd: Mapping, notes: list) -> dict:
                 bias="input.bias" in sd)
 
 
+def _safmn(sd: Mapping, notes: list) -> dict:
+    first, last = _w(sd, "to_feat"), _w(sd, "to_img.0")
+    dim = first.shape[0]
+    scale = math.isqrt(last.shape[0] // 3)
+    if first.shape[1] != 3 or scale * scale * 3 != last.shape[0]:
+        _bad("SAFMN", f"to_feat takes {first.shape[1]} channels and to_img.0 gives {last.shape[0]}: expected 3 and "
+             "3 * scale^2 (SAFMN is RGB only)")
+    return dict(scale=scale, dim=dim, n_blocks=_count(sd, r"feats\.(\d+)\."),
+                ffn_scale=_w(sd, "feats.0.ccm.ccm.0").shape[0] / dim)
+
+
 def _without_profiler_counters(sd: Mapping) -> dict:
     """The state dict less the ``total_ops`` / ``total_params`` buffers that the thop
     profiler leaves in some released Omni-SR files."""
@@ -475,7 +490,7 @@ _CONVERT = {"esrgan-old": _rrdb_from_esrgan_old, "esrgan": _rrdb_from_esrgan,
             "omni-sr": _without_profiler_counters}
 _PARSE = {"RRDBNet": _rrdbnet, "SRVGGNetCompact": _srvgg, "MSRResNet": _msrresnet, "EDSR": _edsr,
           "RCAN": _rcan,
-          "RealCUGAN": _realcugan, "OmniSR": _omnisr}
+          "RealCUGAN": _realcugan, "OmniSR": _omnisr, "SAFMN": _safmn}
 
 
 def _fastsr_spec(metadata: Mapping) -> dict | None:
