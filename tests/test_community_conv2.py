@@ -17,7 +17,10 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from fastsr.errors import DataError
+from fastsr.inference import optimize_for_inference
 from fastsr.models import UnknownCheckpointError, create, load
+from fastsr.models._utils import input_channels
 from tests.helpers import spandrel_arch
 
 ATOL, RTOL = 1e-5, 1e-5
@@ -105,7 +108,7 @@ def test_realcugan_alpha_and_errors(cugan):
     x = torch.rand(1, 3, 20, 20)
     with torch.no_grad():
         torch.testing.assert_close(model(x, alpha=0.5), ref(x, alpha=0.5), atol=ATOL, rtol=RTOL)
-    with pytest.raises(ValueError, match="too small"):
+    with pytest.raises(DataError, match="too small"):
         model(torch.rand(1, 3, 19, 24))  # the reflect padding of 18 (+1 to even) needs 20
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
         model(torch.rand(1, 1, 24, 24))
@@ -156,7 +159,7 @@ def test_omnisr_profiler_counters_and_window_override(omnisr):
     model, det = load(sd, window_size=4)
     assert det.params["window_size"] == 4 and not det.notes
     _same_output(model, ref, torch.rand(1, 3, 16, 20))
-    with pytest.raises(ValueError, match="too small"):
+    with pytest.raises(DataError, match="too small"):
         model(torch.rand(1, 3, 8, 32))
     with pytest.raises(ValueError, match="multiple of 4"):
         create("OmniSR", num_feat=6)
@@ -189,7 +192,7 @@ def test_safmn(safmn, case, suffix, tmp_path):
 
 def test_safmn_errors(safmn):
     model = create("SAFMN", scale=2, dim=8, n_blocks=1)
-    with pytest.raises(ValueError, match="too small"):
+    with pytest.raises(DataError, match="too small"):
         model(torch.rand(1, 3, 7, 16))
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
         model(torch.rand(1, 1, 16, 16))
@@ -199,3 +202,22 @@ def test_safmn_errors(safmn):
     sd["to_img.0.weight"] = torch.zeros(13, 8, 3, 3)
     with pytest.raises(UnknownCheckpointError, match="3 \\* scale\\^2"):
         load(sd)
+
+
+# ------------------------------------------------------------------------------ all three
+@pytest.mark.parametrize("family,module,cls,kwargs,size", [
+    ("RealCUGAN", "upcunet_v3", "UpCunet4x", dict(pro=True), 20),
+    ("OmniSR", "OmniSR", "OmniSR", dict(num_feat=8, window_size=4, up_scale=2), 16),
+    ("SAFMN", "safmn", "SAFMN", dict(dim=8, n_blocks=1, upscaling_factor=3), 12),
+])
+def test_prepared_for_inference(family, module, cls, kwargs, size):
+    """fastsr upscale's CPU path: the convolutions prepacked with their epilogues as oneDNN
+    post-ops (:func:`fastsr.optimize_for_inference`), channels_last; the image channels read
+    from the first convolution."""
+    torch.manual_seed(0)
+    ref = _randomise(getattr(spandrel_arch(family, module), cls)(**kwargs), seed=4)
+    model, _ = load(ref.state_dict())
+    assert input_channels(model) == 3
+    x = torch.rand(1, 3, size, size + 3, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        torch.testing.assert_close(optimize_for_inference(model, "cpu", "fp32")(x), ref(x), atol=ATOL, rtol=RTOL)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastsr.errors import DataError
 from fastsr.models._layers import LayerNorm2d, conv_add
 from fastsr.models._utils import FusedModule, check_scale
 from fastsr.models.registry import register_model
@@ -285,7 +286,8 @@ class OmniSR(FusedModule):
 
     Raises:
         ValueError: ``scale`` not in 1..8, ``num_feat`` not a positive multiple of 4, other
-            sizes not positive; in ``forward``, an input not (N, num_in_ch, H, W) or too small.
+            sizes not positive; in ``forward``, an input not (N, num_in_ch, H, W).
+        fastsr.errors.DataError (a ValueError): in ``forward``, an input too small (above).
     """
 
     def __init__(self, scale: int = 4, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 64,
@@ -299,8 +301,8 @@ class OmniSR(FusedModule):
             raise ValueError("OmniSR: num_in_ch, num_out_ch, block_num, window_size, res_num must be >= 1, got "
                              f"{num_in_ch}, {num_out_ch}, {block_num}, {window_size}, {res_num}")
         self.num_in_ch, self.window_size = num_in_ch, window_size
+        self.input = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1, bias=bias)  # first: the image channels are read from it
         self.residual_layer = nn.Sequential(*[OSAG(num_feat, bias, block_num, window_size, pe) for _ in range(res_num)])
-        self.input = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1, bias=bias)
         self.output = nn.Conv2d(num_feat, num_feat, 3, 1, 1, bias=bias)
         self.up = nn.Sequential(nn.Conv2d(num_feat, num_out_ch * scale * scale, 3, padding=1, bias=bias),
                                 nn.PixelShuffle(scale))
@@ -313,7 +315,7 @@ class OmniSR(FusedModule):
         m = self.window_size
         ph, pw = -h % m, -w % m
         if min(h + ph, w + pw) < 15:
-            raise ValueError(f"OmniSR: input {h}x{w} is too small: padded to a multiple of the window ({m}) it must "
+            raise DataError(f"OmniSR: input {h}x{w} is too small: padded to a multiple of the window ({m}) it must "
                              "be at least 15x15 (ESA's strided conv and 7x7 max-pool)")
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph))

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastsr.errors import DataError
 from fastsr.models._utils import FusedModule, check_scale
 from fastsr.models.registry import register_model
 from fastsr.nn.conv import conv_act, conv_residual
@@ -164,8 +165,10 @@ class RealCUGAN(FusedModule):
     Raises:
         ValueError: ``scale`` not 2, 3 or 4, ``in_channels != out_channels`` or not
             positive; in ``forward``, an input that is not (N, C, H, W) with C =
-            ``in_channels`` or too small for the reflect padding (at least 20 x 20 pixels
-            for x2 / x4, 18 x 18 for x3, always suffice).
+            ``in_channels``.
+        fastsr.errors.DataError (a ValueError): in ``forward``, an input too small for the
+            reflect padding (at least 20 x 20 pixels for x2 / x4, 18 x 18 for x3, always
+            suffice).
     """
 
     def __init__(self, scale: int = 2, in_channels: int = 3, out_channels: int = 3, pro: bool = False,
@@ -200,7 +203,7 @@ class RealCUGAN(FusedModule):
         for size in x.shape[2:]:
             padded = -(-size // self.multiple) * self.multiple
             if self.pad + padded - size >= size:
-                raise ValueError(f"RealCUGAN x{self.scale}: input {x.shape[2]}x{x.shape[3]} is too small for the "
+                raise DataError(f"RealCUGAN x{self.scale}: input {x.shape[2]}x{x.shape[3]} is too small for the "
                                  f"reflect padding of {self.pad} pixels (sizes from {self.pad + self.multiple} up "
                                  "always fit)")
 

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastsr.errors import DataError
 from fastsr.models._layers import LayerNorm2d, conv_add
 from fastsr.models._utils import FusedModule, check_scale
 from fastsr.models.registry import register_model
@@ -96,8 +97,8 @@ class SAFMN(FusedModule):
 
     Raises:
         ValueError: ``scale`` not in 1..8, ``dim`` not a positive multiple of 4,
-            ``n_blocks`` < 0, a hidden width < 1; in ``forward``, an input not (N, 3, H, W)
-            or smaller than 8 x 8.
+            ``n_blocks`` < 0, a hidden width < 1; in ``forward``, an input not (N, 3, H, W).
+        fastsr.errors.DataError (a ValueError): in ``forward``, an input smaller than 8 x 8.
     """
 
     def __init__(self, scale: int = 4, dim: int = 36, n_blocks: int = 8, ffn_scale: float = 2.0, fused: bool = True):
@@ -117,7 +118,7 @@ class SAFMN(FusedModule):
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"SAFMN: expected input (N, 3, H, W), got {tuple(x.shape)}")
         if min(x.shape[2:]) < 2 ** (N_LEVELS - 1):
-            raise ValueError(f"SAFMN: input {x.shape[2]}x{x.shape[3]} is too small: SAFM pools by "
+            raise DataError(f"SAFMN: input {x.shape[2]}x{x.shape[3]} is too small: SAFM pools by "
                              f"{2 ** (N_LEVELS - 1)}, so H and W must be at least that")
         feat = self.to_feat(x)
         return self.to_img(self.feats(feat) + feat)
