@@ -97,8 +97,25 @@ def test_realcugan(cugan, scale, pro, suffix, tmp_path):
     ref = _randomise(cls(pro=pro), seed=scale)
     model, det = _round_trip(ref, tmp_path / f"cugan{suffix}", "RealCUGAN", scale, [(20, 22), (23, 21)],
                              lambda: cls(pro=pro))
-    assert det.params == dict(scale=scale, in_channels=3, out_channels=3, pro=pro) and det.layout == "real-cugan"
-    assert model.is_pro == pro
+    assert det.params == dict(scale=scale, in_channels=3, out_channels=3, pro=pro, fast=False)
+    assert det.layout == "real-cugan" and model.is_pro == pro and not det.notes
+
+
+def test_realcugan_fast(cugan, tmp_path):
+    """UpCunet2x_fast: the x4 design on the pixel-unshuffled input (its shapes equal a
+    UpCunet4x for 12-channel images: the fast model is assumed, and said so)."""
+    torch.manual_seed(7)
+    ref = _randomise(cugan.UpCunet2x_fast(), seed=7)
+    model, det = _round_trip(ref, tmp_path / "fast.safetensors", "RealCUGAN", 2, [(40, 44), (43, 47)],
+                             cugan.UpCunet2x_fast)  # sizes upstream runs: padded to 4k, not just 2k
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 42, 45)).shape == (1, 3, 84, 90)
+    assert det.params == dict(scale=2, in_channels=3, out_channels=3, pro=False, fast=True) and model.fast
+    assert any("UpCunet2x_fast" in n for n in det.notes)
+    with pytest.raises(DataError, match="too small"):
+        model(torch.rand(1, 3, 39, 40))
+    with pytest.raises(ValueError, match="fast"):
+        create("RealCUGAN", scale=4, fast=True)
 
 
 def test_realcugan_alpha_and_errors(cugan):
@@ -114,9 +131,10 @@ def test_realcugan_alpha_and_errors(cugan):
         model(torch.rand(1, 1, 24, 24))
     with pytest.raises(ValueError, match="scale"):
         create("RealCUGAN", scale=8)
-    fast = cugan.UpCunet2x_fast()
-    with pytest.raises(UnknownCheckpointError, match="UpCunet2x_fast"):
-        load(fast.state_dict())
+    sd = dict(ref.state_dict())
+    sd["unet1.conv_bottom.weight"] = torch.zeros(64, 3, 6, 6)
+    with pytest.raises(UnknownCheckpointError, match="6x6 transposed"):
+        load(sd)
 
 
 # ------------------------------------------------------------------------------ OmniSR

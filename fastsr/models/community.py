@@ -26,8 +26,9 @@ RCAN                basicsr      ``conv_first``, ``body.N.residual_group.M.rcab.
                                  ``conv_last``
 RealCUGAN           real-cugan   ``unet1.convK...``, ``unet2.convK...`` (U-Net blocks ``conv.0/2``,
                                  ``seblock.conv1/2``, ``convK_down/up``, ``conv_bottom``),
-                                 ``conv_final`` (x4 only), ``pro`` (pro releases); x2 / x3
-                                 by unet1's 4x4 / 5x5 transposed ``conv_bottom``
+                                 ``conv_final`` (x4 and fast x2), ``pro`` (pro releases); x2
+                                 / x3 by unet1's 4x4 / 5x5 transposed ``conv_bottom``, fast x2
+                                 by unet1 taking 4x the output channels
 OmniSR              omni-sr      ``input``, ``residual_layer.N.residual_layer.M.layer.K...`` (OSA
                                  blocks; ``layer.2/8.fn.rel_pos_bias`` gives the window),
                                  ``residual_layer.N.residual_layer.<block_num>`` (conv1x1),
@@ -431,9 +432,10 @@ def _realcugan(sd: Mapping, notes: list) -> dict:
     in_ch = _w(sd, "unet1.conv1.conv.0").shape[1]
     if "conv_final.weight" in sd:
         out_ch = _w(sd, "conv_final").shape[0] // 4
-        if in_ch == 4 * out_ch:
-            _bad("RealCUGAN", f"unet1 takes {in_ch} = 4 x {out_ch} channels: the pixel-unshuffled input of "
-                 "UpCunet2x_fast, which fastsr does not implement (UpCunet2x / 3x / 4x load)")
+        if in_ch == 4 * out_ch:  # the pixel-unshuffled input of UpCunet2x_fast
+            notes.append(f"UpCunet2x_fast assumed (unet1 takes 4 x {out_ch} channels; a UpCunet4x for "
+                         f"{in_ch}-channel images has the same shapes)")
+            return dict(scale=2, in_channels=out_ch, out_channels=out_ch, pro="pro" in sd, fast=True)
         scale = 4
     else:
         kernel = _w(sd, "unet1.conv_bottom").shape[-1]  # unet1's last transposed conv: 4x4 s2 or 5x5 s3
@@ -442,7 +444,7 @@ def _realcugan(sd: Mapping, notes: list) -> dict:
             _bad("RealCUGAN", f"unet1.conv_bottom is a {kernel}x{kernel} transposed convolution; expected 4x4 "
                  "(UpCunet2x) or 5x5 (UpCunet3x), or conv_final (UpCunet4x)")
         out_ch = _w(sd, "unet2.conv_bottom").shape[0]
-    return dict(scale=scale, in_channels=in_ch, out_channels=out_ch, pro="pro" in sd)
+    return dict(scale=scale, in_channels=in_ch, out_channels=out_ch, pro="pro" in sd, fast=False)
 
 
 def _omnisr(sd: Mapping, notes: list) -> dict:

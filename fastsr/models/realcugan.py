@@ -1,13 +1,14 @@
 """Real-CUGAN (bilibili's "Real Cascade U-Nets for Anime Image Super Resolution", the
-``UpCunet2x`` / ``UpCunet3x`` / ``UpCunet4x`` of its ``upcunet_v3.py``, and their "pro"
-releases), key for key the upstream classes so the released ``.pth`` files load unchanged
+``UpCunet2x`` / ``UpCunet3x`` / ``UpCunet4x`` / ``UpCunet2x_fast`` of its ``upcunet_v3.py``, and
+the "pro" releases), key for key the upstream classes so the released ``.pth`` files load unchanged
 and fastsr's state_dict loads back into them.
 
 Two U-Nets in cascade on a reflect-padded input: ``unet1`` (one down / up level, ending in
 a transposed convolution that upsamples x2, or x3 for the 3x model) and ``unet2`` (two
 levels, squeeze-and-excitation after its U-Net blocks) whose output is added to the centre
 crop of ``unet1``'s. The 4x model runs both at 64 features and ends with conv3x3 ->
-PixelShuffle(2) plus the nearest-upsampled input. Every convolution is "valid" (no
+PixelShuffle(2) plus the nearest-upsampled input; the fast x2 model is that x4 design on the
+pixel-unshuffled (x1/2) input. Every convolution is "valid" (no
 padding); the reflect padding of the input supplies the border. LeakyReLU(0.1)
 throughout.
 """
@@ -25,9 +26,9 @@ from fastsr.nn.conv import conv_act, conv_residual
 __all__ = ["RealCUGAN"]
 
 _SLOPE = 0.1
-#: scale -> (reflect padding of the input, the padded size is a multiple of this,
-#: unet1's final transposed convolution (kernel, stride, padding))
-_GEOMETRY = {2: (18, 2, (4, 2, 3)), 3: (14, 4, (5, 3, 2)), 4: (19, 2, (4, 2, 3))}
+#: scale (or "fast") -> (reflect padding of the input, the padded size is a multiple of
+#: this, unet1's final transposed convolution (kernel, stride, padding))
+_GEOMETRY = {2: (18, 2, (4, 2, 3)), 3: (14, 4, (5, 3, 2)), 4: (19, 2, (4, 2, 3)), "fast": (38, 4, (4, 2, 3))}
 
 
 def _crop(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -130,22 +131,24 @@ class UNet2(nn.Module):
 @register_model()
 @register_model("realcugan")
 class RealCUGAN(FusedModule):
-    """Real-CUGAN ``UpCunet{2,3,4}x`` (bilibili, "Real Cascade U-Nets for Anime Image Super
-    Resolution", 2022; the ``upcunet_v3.py`` of its repository), for anime / illustration
-    upscaling. The released models have fixed widths (32 to 256 features); only the scale,
-    the image channels and the "pro" flag vary.
+    """Real-CUGAN ``UpCunet{2,3,4}x`` and ``UpCunet2x_fast`` (bilibili, "Real Cascade U-Nets
+    for Anime Image Super Resolution", 2022; the ``upcunet_v3.py`` of its repository), for
+    anime / illustration upscaling. The released models have fixed widths (32 to 256
+    features); only the scale, the image channels and the "pro" / "fast" flags vary.
 
     ``forward``: the input (pro models: mapped to [0.15, 0.85] first) is reflect-padded by
     18 (x2), 14 (x3) or 19 (x4) pixels and up to a multiple of 2 (4 for x3); ``unet1``
     upsamples it x2 (x3) with its transposed convolution; ``unet2`` refines that and its
     output plus the 20-pixel centre crop of ``unet1``'s is the result (x2, x3). The x4 model
     adds conv3x3 64 -> 4C, a 1-pixel crop, PixelShuffle(2) and the nearest-upsampled input.
-    The output is cropped to ``scale`` times the input size (pro: mapped back).
+    ``fast`` (x2 only): padding 38 and up to a multiple of 4 (upstream pads to a multiple of 2
+    and fails on the sizes that leaves odd after the unshuffle; the others give the same
+    result), then pixel-unshuffle(2), then the x4 design. The output is cropped to ``scale`` times the input size (pro: mapped back).
 
     With ``fused=True`` the ``unet1 + unet2`` sum is the bias + residual epilogue of
-    ``unet2``'s last convolution (:func:`fastsr.ops.bias_residual`), and so is the x4
+    ``unet2``'s last convolution (:func:`fastsr.ops.bias_residual`), and so is the x4 / fast
     model's "+ nearest-upsampled input" (PixelShuffle commutes with it: the input upsampled
-    x2 and repeated 4 times per channel is added before the shuffle); each
+    scale/2 times and repeated 4 times per channel is added before the shuffle); each
     conv + LeakyReLU(0.1) is one oneDNN primitive after :func:`fastsr.optimize_for_inference`.
     The state_dict is the same either way.
 
@@ -155,6 +158,7 @@ class RealCUGAN(FusedModule):
             the output).
         pro: the "pro" release (a ``pro`` buffer in the state dict, as upstream; input
             mapped to [0.15, 0.85] and the output back).
+        fast: ``UpCunet2x_fast`` (``scale`` 2, not pro).
         fused: see above.
 
     Shape:
@@ -164,32 +168,35 @@ class RealCUGAN(FusedModule):
 
     Raises:
         ValueError: ``scale`` not 2, 3 or 4, ``in_channels != out_channels`` or not
-            positive; in ``forward``, an input that is not (N, C, H, W) with C =
+            positive, ``fast`` with a scale other than 2 or with ``pro``; in ``forward``, an input that is not (N, C, H, W) with C =
             ``in_channels``.
         fastsr.errors.DataError (a ValueError): in ``forward``, an input too small for the
-            reflect padding (at least 20 x 20 pixels for x2 / x4, 18 x 18 for x3, always
-            suffice).
+            reflect padding (at least 20 x 20 pixels for x2 / x4, 18 x 18 for x3, 42 x 42
+            for fast x2, always suffice).
     """
 
     def __init__(self, scale: int = 2, in_channels: int = 3, out_channels: int = 3, pro: bool = False,
-                 fused: bool = True):
+                 fast: bool = False, fused: bool = True):
         super().__init__()
         self.scale = check_scale("RealCUGAN", scale, (2, 3, 4))
         if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1 \
                 or in_channels != out_channels:
             raise ValueError(f"RealCUGAN: in_channels and out_channels must be the same positive int (the input "
                              f"is added to the output), got {in_channels!r} and {out_channels!r}")
-        self.in_channels = in_channels
+        if fast and (scale != 2 or pro):
+            raise ValueError(f"RealCUGAN: fast is a x2 model without a pro release, got scale={scale}, pro={pro}")
+        self.in_channels, self.fast = in_channels, bool(fast)
         if pro:
             self.register_buffer("pro", torch.zeros(1))  # upstream's marker of the pro models
         else:
             self.pro = None
-        pad, multiple, deconv = _GEOMETRY[scale]
+        pad, multiple, deconv = _GEOMETRY["fast" if fast else scale]
         self.pad, self.multiple = pad, multiple
-        inner = 64 if scale == 4 else out_channels
-        self.unet1 = UNet1(in_channels, inner, deconv)
-        self.unet2 = UNet2(in_channels if scale != 4 else 64, inner)
-        if scale == 4:
+        self.has_tail = scale == 4 or self.fast  # conv_final + PixelShuffle(2) + the input skip
+        inner = 64 if self.has_tail else out_channels
+        self.unet1 = UNet1(in_channels * (4 if fast else 1), inner, deconv)
+        self.unet2 = UNet2(64 if self.has_tail else in_channels, inner)
+        if self.has_tail:
             self.conv_final = nn.Conv2d(64, 4 * out_channels, 3, 1, 0)
         self.fused = fused
 
@@ -214,28 +221,32 @@ class RealCUGAN(FusedModule):
         if self.is_pro:
             x = x * 0.7 + 0.15
         ph, pw = -(-h0 // m) * m, -(-w0 // m) * m
-        feat = self.unet1(F.pad(x, (self.pad, self.pad + pw - w0, self.pad, self.pad + ph - h0), "reflect"))
+        feat = F.pad(x, (self.pad, self.pad + pw - w0, self.pad, self.pad + ph - h0), "reflect")
+        feat = self.unet1(F.pixel_unshuffle(feat, 2) if self.fast else feat)
         out = self.unet2(feat, alpha, residual=_crop(feat, 20))
-        if s == 4:
+        if self.has_tail:
             out = self._tail(out, x)
         out = out[:, :, : h0 * s, : w0 * s]
         return (out - 0.15) / 0.7 if self.is_pro else out
 
     def _tail(self, feat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """x4: conv_final, 1-pixel crop, PixelShuffle(2), + nearest-upsampled ``x`` (the
-        shuffled output is then larger than 4x ``x`` by the padding: cropped by the caller)."""
+        """x4 / fast: conv_final, 1-pixel crop, PixelShuffle(2), + nearest-upsampled ``x``
+        (the shuffled output is larger than ``scale`` x ``x`` by the padding: cropped by the
+        caller)."""
         h0, w0 = x.shape[2:]
+        s, half = self.scale, self.scale // 2
         if not self.fused:
-            y = F.pixel_shuffle(_crop(self.conv_final(feat), 1), 2)[:, :, : 4 * h0, : 4 * w0]
-            return y + F.interpolate(x, scale_factor=4, mode="nearest").to(y.dtype)
+            y = F.pixel_shuffle(_crop(self.conv_final(feat), 1), 2)[:, :, : s * h0, : s * w0]
+            return y + F.interpolate(x, scale_factor=s, mode="nearest").to(y.dtype)
         # a valid conv then a 1-pixel crop == the conv of the 1-pixel crop; the skip is added
-        # before the shuffle: nearest x4 then pixel-unshuffle(2) == nearest x2 repeated 4 times
-        # per channel (zero-padded to the conv's size; the padding is cropped away)
+        # before the shuffle: nearest x s then pixel-unshuffle(2) == nearest x s/2 repeated 4
+        # times per channel (zero-padded to the conv's size; the padding is cropped away)
         feat = _crop(feat, 1)
         hc, wc = feat.shape[2] - 2, feat.shape[3] - 2
-        skip = F.interpolate(x, scale_factor=2, mode="nearest").to(feat.dtype)
-        skip = F.pad(skip, (0, wc - 2 * w0, 0, hc - 2 * h0)).repeat_interleave(4, dim=1)
+        skip = x if half == 1 else F.interpolate(x, scale_factor=half, mode="nearest")
+        skip = F.pad(skip.to(feat.dtype), (0, wc - half * w0, 0, hc - half * h0)).repeat_interleave(4, dim=1)
         return F.pixel_shuffle(conv_residual(feat, self.conv_final, skip, 1.0, True), 2)
 
     def extra_repr(self) -> str:
-        return f"scale={self.scale}, channels={self.in_channels}, pro={self.is_pro}, fused={self.fused}"
+        return (f"scale={self.scale}, channels={self.in_channels}, pro={self.is_pro}, fast={self.fast}, "
+                f"fused={self.fused}")
