@@ -46,13 +46,17 @@ when the keys match no layout, a first name shared by every key (``netG.``,
 ``generator.``) is removed and the keys matched again.
 The old and ESRGAN-repository layouts are renamed to BasicSR's key names, which are
 fastsr's, so :meth:`torch.nn.Module.state_dict` of the loaded model loads back into the
-BasicSR / Real-ESRGAN classes unchanged.
+BasicSR / Real-ESRGAN classes unchanged. Real-CUGAN, Omni-SR and SAFMN files keep their
+upstream key names, which the fastsr classes use, so they load back into the upstream
+classes (as spandrel 0.4.2 ships them) too.
 
 What the keys do not record is assumed as the upstream defaults and listed in
 :attr:`Detected.notes`: the SRVGGNetCompact activation when it has no parameters (ReLU or
 LeakyReLU), EDSR's residual scaling (0.1 for 256 features, the paper's large EDSR, else
-1.0), EDSR / RCAN ``img_range`` 255 and the DIV2K RGB mean. Pass them to :func:`load` as
-keyword overrides when a file differs.
+1.0), EDSR / RCAN ``img_range`` 255 and the DIV2K RGB mean, Omni-SR's window size (8) when
+the file has no position bias to read it from, and Real-CUGAN's UpCunet2x_fast when unet1
+takes 4x the output channels (a UpCunet4x for 12-channel images has the same shapes). Pass
+them to :func:`load` as keyword overrides when a file differs.
 """
 from __future__ import annotations
 
