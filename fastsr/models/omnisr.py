@@ -257,8 +257,9 @@ class OSAG(nn.Module):
 @register_model("omnisr")
 class OmniSR(FusedModule):
     """Omni-SR (Wang et al., CVPR 2023, "Omni Aggregation Networks for Lightweight Image
-    Super-Resolution"), the authors' ``OmniSR`` (released: 64 features, 1 group of 1 block,
-    window 8, position bias; x2 / x3 / x4, about 0.8 M parameters).
+    Super-Resolution"), the authors' ``OmniSR`` (released: 64 features, 5 groups of 1 block,
+    window 8, position bias; 784,604 / 793,259 / 805,376 parameters at x2 / x3 / x4). The
+    defaults are the upstream class's (1 group).
 
     The input is zero-padded on the right / bottom to a multiple of ``window_size`` and the
     output cropped back. With ``fused=True`` the window attention runs as
@@ -314,7 +315,7 @@ class OmniSR(FusedModule):
         ph, pw = -h % m, -w % m
         if min(h + ph, w + pw) < 15:
             raise DataError(f"OmniSR: input {h}x{w} is too small: padded to a multiple of the window ({m}) it must "
-                             "be at least 15x15 (ESA's strided conv and 7x7 max-pool)")
+                            "be at least 15x15 (ESA's strided conv and 7x7 max-pool)")
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph))
         feat = self.input(x)

@@ -134,7 +134,9 @@ class RealCUGAN(FusedModule):
     """Real-CUGAN ``UpCunet{2,3,4}x`` and ``UpCunet2x_fast`` (bilibili, "Real Cascade U-Nets
     for Anime Image Super Resolution", 2022; the ``upcunet_v3.py`` of its repository), for
     anime / illustration upscaling. The released models have fixed widths (32 to 256
-    features); only the scale, the image channels and the "pro" / "fast" flags vary.
+    features); only the scale, the image channels and the "pro" / "fast" flags vary: RGB
+    models have 1,284,598 (x2), 1,286,326 (x3), 1,406,812 (x4) and 1,409,404 (fast x2)
+    parameters.
 
     ``forward``: the input (pro models: mapped to [0.15, 0.85] first) is reflect-padded by
     18 (x2), 14 (x3) or 19 (x4) pixels and up to a multiple of 2 (4 for x3); ``unet1``
@@ -143,7 +145,8 @@ class RealCUGAN(FusedModule):
     adds conv3x3 64 -> 4C, a 1-pixel crop, PixelShuffle(2) and the nearest-upsampled input.
     ``fast`` (x2 only): padding 38 and up to a multiple of 4 (upstream pads to a multiple of 2
     and fails on the sizes that leaves odd after the unshuffle; the others give the same
-    result), then pixel-unshuffle(2), then the x4 design. The output is cropped to ``scale`` times the input size (pro: mapped back).
+    result), then pixel-unshuffle(2), then the x4 design. The output is cropped to ``scale``
+    times the input size (pro: mapped back).
 
     With ``fused=True`` the ``unet1 + unet2`` sum is the bias + residual epilogue of
     ``unet2``'s last convolution (:func:`fastsr.ops.bias_residual`), and so is the x4 / fast
@@ -168,8 +171,8 @@ class RealCUGAN(FusedModule):
 
     Raises:
         ValueError: ``scale`` not 2, 3 or 4, ``in_channels != out_channels`` or not
-            positive, ``fast`` with a scale other than 2 or with ``pro``; in ``forward``, an input that is not (N, C, H, W) with C =
-            ``in_channels``.
+            positive, ``fast`` with a scale other than 2 or with ``pro``; in ``forward``, an
+            input that is not (N, C, H, W) with C = ``in_channels``.
         fastsr.errors.DataError (a ValueError): in ``forward``, an input too small for the
             reflect padding (at least 20 x 20 pixels for x2 / x4, 18 x 18 for x3, 42 x 42
             for fast x2, always suffice).
@@ -211,8 +214,8 @@ class RealCUGAN(FusedModule):
             padded = -(-size // self.multiple) * self.multiple
             if self.pad + padded - size >= size:
                 raise DataError(f"RealCUGAN x{self.scale}: input {x.shape[2]}x{x.shape[3]} is too small for the "
-                                 f"reflect padding of {self.pad} pixels (sizes from {self.pad + self.multiple} up "
-                                 "always fit)")
+                                f"reflect padding of {self.pad} pixels (sizes from {self.pad + self.multiple} up "
+                                "always fit)")
 
     def forward(self, x: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
         self._check_input(x)

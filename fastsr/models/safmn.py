@@ -76,8 +76,9 @@ class AttBlock(nn.Module):
 @register_model("safmn")
 class SAFMN(FusedModule):
     """SAFMN (Sun et al., ICCV 2023, "Spatially-Adaptive Feature Modulation for Efficient
-    Image Super-Resolution"; released: 36 features, 8 blocks, ffn_scale 2, x2 / x3 / x4,
-    about 0.23 M parameters at x4; SAFMN-L 128 features, 16 blocks).
+    Image Super-Resolution"; released: 36 features, 8 blocks, ffn_scale 2: 227,820 /
+    232,695 / 239,520 parameters at x2 / x3 / x4; SAFMN-L 128 features, 16 blocks: 5,600,816
+    at x4).
 
     conv3x3 3 -> C, ``n_blocks`` :class:`AttBlock` (SAFM + CCM, each pre-norm residual) plus a
     long skip, conv3x3 C -> 3 s^2 and PixelShuffle(s). With ``fused=True`` each block's
@@ -119,7 +120,7 @@ class SAFMN(FusedModule):
             raise ValueError(f"SAFMN: expected input (N, 3, H, W), got {tuple(x.shape)}")
         if min(x.shape[2:]) < 2 ** (N_LEVELS - 1):
             raise DataError(f"SAFMN: input {x.shape[2]}x{x.shape[3]} is too small: SAFM pools by "
-                             f"{2 ** (N_LEVELS - 1)}, so H and W must be at least that")
+                            f"{2 ** (N_LEVELS - 1)}, so H and W must be at least that")
         feat = self.to_feat(x)
         return self.to_img(self.feats(feat) + feat)
 
