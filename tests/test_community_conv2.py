@@ -17,11 +17,12 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from helpers import spandrel_arch
+
 from fastsr.errors import DataError
 from fastsr.inference import optimize_for_inference
 from fastsr.models import UnknownCheckpointError, create, load
 from fastsr.models._utils import input_channels
-from tests.helpers import spandrel_arch
 
 ATOL, RTOL = 1e-5, 1e-5
 # spandrel's Omni-SR calls torch.meshgrid without indexing=
