@@ -240,3 +240,28 @@ def test_prepared_for_inference(family, module, cls, kwargs, size):
     x = torch.rand(1, 3, size, size + 3, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         torch.testing.assert_close(optimize_for_inference(model, "cpu", "fp32")(x), ref(x), atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("family,module,cls,kwargs,size,scale", [
+    ("RealCUGAN", "upcunet_v3", "UpCunet3x", dict(), 18, 3),
+    ("OmniSR", "OmniSR", "OmniSR", dict(num_feat=8, window_size=4, up_scale=2), 16, 2),
+    ("SAFMN", "safmn", "SAFMN", dict(dim=8, n_blocks=1, upscaling_factor=2), 8, 2),
+])
+def test_trained_weights_load_upstream(family, module, cls, kwargs, size, scale):
+    """One training step of the fused fastsr model (gradients through the fused epilogues
+    and attention), then its state_dict into the upstream class: the same output."""
+    make = getattr(spandrel_arch(family, module), cls)
+    torch.manual_seed(0)
+    model, _ = load(_randomise(make(**kwargs), seed=6).state_dict())
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(8))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    (model(x) - torch.rand(2, 3, size * scale, size * scale)).abs().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    opt.step()
+    model.eval()
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    back = make(**kwargs).eval()
+    back.load_state_dict(model.state_dict(), strict=True)
+    _same_output(model, back, x)
