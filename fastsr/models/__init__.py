@@ -16,7 +16,8 @@ with one also takes ``icnr=True``); :func:`load_state_dict` loads BasicSR-style 
 missing / unexpected keys on mismatch. :mod:`fastsr.models.checkpoint` is fastsr's own
 generator file format (:func:`save_generator`, :func:`load_generator`, ...) and
 :func:`pretrained` loads the generators shipped in ``fastsr/weights``. :func:`load` reads community checkpoints (ESRGAN,
-ESRGAN+, Real-ESRGAN, BasicSR, SPAN, PLKSR / RealPLKSR files), recognising the architecture from the keys.
+ESRGAN+, Real-ESRGAN, BasicSR, SPAN, PLKSR / RealPLKSR, Real-CUGAN, Omni-SR, SAFMN files), recognising the
+architecture from the keys.
 """
 from fastsr.models._utils import (count_parameters, extract_state_dict, has_subpixel_convs, init_icnr,
                                   init_weights, load_state_dict)
@@ -34,6 +35,9 @@ from fastsr.models.srvgg import SRVGGNetCompact
 from fastsr.models.esrgan import RRDBNetOld
 from fastsr.models.span import SPAN
 from fastsr.models.plksr import PLKSR, RealPLKSR
+from fastsr.models.realcugan import RealCUGAN
+from fastsr.models.omnisr import OmniSR
+from fastsr.models.safmn import SAFMN
 from fastsr.models.pretrained import list_pretrained, pretrained, pretrained_info, pretrained_path
 from fastsr.models.community import Detected, UnknownCheckpointError, detect, load
 
@@ -47,5 +51,5 @@ __all__ = [
     "SRResNet", "MSRResNet", "NonBNResNet", "SharpnessGenerator", "AttentiveGenerator", "RRDBNet",
     "SRCNN", "ESPCN", "VDSR", "EDSR", "RCAN",
     "SRGANDiscriminator", "WGANCritic", "SharpnessDiscriminator", "BEGANDiscriminator",
-    "VGGStyleDiscriminator", "RRDBNetOld", "SPAN", "PLKSR", "RealPLKSR",
+    "VGGStyleDiscriminator", "RRDBNetOld", "SPAN", "PLKSR", "RealPLKSR", "RealCUGAN", "OmniSR", "SAFMN",
 ]

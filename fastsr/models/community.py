@@ -24,6 +24,18 @@ EDSR                basicsr      ``conv_first``, ``body.N.conv1/2``, ``conv_afte
 RCAN                basicsr      ``conv_first``, ``body.N.residual_group.M.rcab.K...``,
                                  ``body.N.conv``, ``conv_after_body``, ``upsample.N``,
                                  ``conv_last``
+RealCUGAN           real-cugan   ``unet1.convK...``, ``unet2.convK...`` (U-Net blocks ``conv.0/2``,
+                                 ``seblock.conv1/2``, ``convK_down/up``, ``conv_bottom``),
+                                 ``conv_final`` (x4 and fast x2), ``pro`` (pro releases); x2
+                                 / x3 by unet1's 4x4 / 5x5 transposed ``conv_bottom``, fast x2
+                                 by unet1 taking 4x the output channels
+OmniSR              omni-sr      ``input``, ``residual_layer.N.residual_layer.M.layer.K...`` (OSA
+                                 blocks; ``layer.2/8.fn.rel_pos_bias`` gives the window),
+                                 ``residual_layer.N.residual_layer.<block_num>`` (conv1x1),
+                                 ``residual_layer.N.esa.convK``, ``output``, ``up.0``
+                                 (thop's ``total_ops`` / ``total_params`` are dropped)
+SAFMN               safmn        ``to_feat``, ``feats.N.norm1/2``, ``feats.N.safm.mfr.K`` /
+                                 ``.aggr``, ``feats.N.ccm.ccm.0/2``, ``to_img.0``
 any fastsr model    fastsr       a fastsr generator file (safetensors, ``params.`` /
                                  ``params_ema.`` groups, metadata ``format=fastsr``)
 RRDBNetOld          esrgan-old   ``model.0``, ``model.1.sub.N.RDBk.convj.0`` (ESRGAN+:
@@ -50,13 +62,17 @@ when the keys match no layout, a first name shared by every key (``netG.``,
 ``generator.``) is removed and the keys matched again.
 The old and ESRGAN-repository layouts are renamed to BasicSR's key names, which are
 fastsr's, so :meth:`torch.nn.Module.state_dict` of the loaded model loads back into the
-BasicSR / Real-ESRGAN classes unchanged.
+BasicSR / Real-ESRGAN classes unchanged. Real-CUGAN, Omni-SR and SAFMN files keep their
+upstream key names, which the fastsr classes use, so they load back into the upstream
+classes (as spandrel 0.4.2 ships them) too.
 
 What the keys do not record is assumed as the upstream defaults and listed in
 :attr:`Detected.notes`: the SRVGGNetCompact activation when it has no parameters (ReLU or
 LeakyReLU), EDSR's residual scaling (0.1 for 256 features, the paper's large EDSR, else
-1.0), EDSR / RCAN ``img_range`` 255 and the DIV2K RGB mean. Pass them to :func:`load` as
-keyword overrides when a file differs.
+1.0), EDSR / RCAN ``img_range`` 255 and the DIV2K RGB mean, Omni-SR's window size (8) when
+the file has no position bias to read it from, and Real-CUGAN's UpCunet2x_fast when unet1
+takes 4x the output channels (a UpCunet4x for 12-channel images has the same shapes). Pass
+them to :func:`load` as keyword overrides when a file differs.
 
 The convolutional community families keep their upstream key names (only the x4 old
 ESRGAN layout is renamed, to RRDBNet): RRDBNetOld (old-architecture ESRGAN x1 / x2 / x8 /
@@ -121,6 +137,21 @@ KEY_PATTERNS: dict[tuple[str, str], tuple[str, ...]] = {
     ("RealPLKSR", "realplksr"): (r"feats\.\d+", r"feats\.\d+\.channel_mixer\.[02]", r"feats\.\d+\.lk\.conv",
                                  r"feats\.\d+\.refine", r"feats\.\d+\.(norm|layer_norm)",
                                  r"feats\.\d+\.attn\.f\.0", r"to_img\.(offset|scope|end_conv)", r"to_img\.init_pos"),
+    # -- Real-CUGAN, Omni-SR, SAFMN (fastsr/models/realcugan.py, omnisr.py, safmn.py)
+    ("RealCUGAN", "real-cugan"): (
+        r"unet1\.(conv[12]\.conv\.[02]|conv2\.seblock\.conv[12]|conv1_down|conv2_up|conv3|conv_bottom)",
+        r"unet2\.(conv[1-4]\.conv\.[02]|conv[2-4]\.seblock\.conv[12]|conv[12]_down|conv[34]_up|conv5|conv_bottom)",
+        r"conv_final", r"pro"),
+    ("OmniSR", "omni-sr"): (
+        r"input", r"output", r"up\.0",
+        r"residual_layer\.\d+\.residual_layer\.\d+\.layer\.0\.fn\.([025]|4\.gate\.[13])",
+        r"residual_layer\.\d+\.residual_layer\.\d+\.layer\.[28]\.(norm|fn\.to_qkv|fn\.to_out\.0|fn\.rel_pos_bias)",
+        r"residual_layer\.\d+\.residual_layer\.\d+\.layer\.(4|6|10|12)\.(norm|fn\.project_(in|out)|fn\.dwconv)",
+        r"residual_layer\.\d+\.residual_layer\.\d+\.layer\.(5|11)\.(norm|fn\.temperature|fn\.qkv(_dwconv)?|fn\.project_out)",
+        r"residual_layer\.\d+\.residual_layer\.\d+", r"residual_layer\.\d+\.esa\.conv(1|_f|2|3|4)",
+        r"(.+\.)?total_(ops|params)"),
+    ("SAFMN", "safmn"): (r"to_feat", r"feats\.\d+\.norm[12]", r"feats\.\d+\.safm\.(mfr\.[0-3]|aggr)",
+                         r"feats\.\d+\.ccm\.ccm\.[02]", r"to_img\.0"),
 }
 # Patterns a file may lack and still be of the architecture (MSRResNet x2 / x3 has no upconv2).
 _OPTIONAL = {("MSRResNet", "basicsr"): {r"upconv2"},
@@ -129,7 +160,9 @@ _OPTIONAL = {("MSRResNet", "basicsr"): {r"upconv2"},
              ("SPAN", "span"): {r"no_norm"},
              ("PLKSR", "plksr"): {r"feats\.\d+\.attn\.f\.0"},
              ("RealPLKSR", "realplksr"): {r"feats\.\d+\.attn\.f\.0", r"to_img\.(offset|scope|end_conv)",
-                                          r"to_img\.init_pos"}}
+                                          r"to_img\.init_pos"},
+             ("RealCUGAN", "real-cugan"): {r"conv_final", r"pro"},
+             ("OmniSR", "omni-sr"): {r"(.+\.)?total_(ops|params)"}}
 
 
 class UnknownCheckpointError(CheckpointError):
@@ -150,7 +183,8 @@ class Detected:
             ``num_feat``, ``num_grow_ch`` for RRDBNet, ``num_conv`` / ``act_type`` for
             SRVGGNetCompact.
         layout: the key layout: ``"esrgan-old"``, ``"esrgan"``, ``"basicsr"``, ``"fastsr"``,
-            or the family's own (``"span"``, ``"plksr"``, ``"realplksr"``).
+            or the family's own (``"span"``, ``"plksr"``, ``"realplksr"``, ``"real-cugan"``,
+            ``"omni-sr"``, ``"safmn"``).
         wrapper: where the state dict sat in the file (``"params_ema"``, ``"params"``,
             ``"state_dict"``, ``"model"`` or ``""`` for a bare state dict), plus
             ``"+module."`` when a DataParallel prefix was removed.
@@ -245,11 +279,13 @@ def _unwrap(obj: Mapping) -> tuple[dict, str]:
 
 
 # ---------------------------------------------------------------------------- matching
-def _strip(key: str) -> str | None:
+def _strip(key: str) -> str:
+    """The key less ``.weight`` / ``.bias``; other keys (buffers and parameters of other
+    names, e.g. Real-CUGAN's ``pro`` marker or an attention temperature) whole."""
     for suffix in (".weight", ".bias"):
         if key.endswith(suffix):
             return key[: -len(suffix)]
-    return None
+    return key
 
 
 def _match(keys, arch_layout) -> tuple[list[str], list[str]]:
@@ -258,7 +294,7 @@ def _match(keys, arch_layout) -> tuple[list[str], list[str]]:
     compiled = [re.compile(p) for p in patterns]
     unmatched, used = [], set()
     for k in keys:
-        stem = _strip(k) or k  # a buffer key without .weight / .bias (SPAN's ``no_norm``) as it is
+        stem = _strip(k)  # a buffer or parameter of another name (SPAN's ``no_norm``) whole
         hit = [i for i, c in enumerate(compiled) if c.fullmatch(stem)]
         if hit:
             used.update(hit)
@@ -595,12 +631,74 @@ def _realplksr(sd: Mapping, notes: list) -> dict:
                 use_ea="feats.1.attn.f.0.weight" in sd, layer_norm=layer_norm, dysample=dysample)
 
 
+def _realcugan(sd: Mapping, notes: list) -> dict:
+    in_ch = _w(sd, "unet1.conv1.conv.0").shape[1]
+    if "conv_final.weight" in sd:
+        out_ch = _w(sd, "conv_final").shape[0] // 4
+        if in_ch == 4 * out_ch:  # the pixel-unshuffled input of UpCunet2x_fast
+            notes.append(f"UpCunet2x_fast assumed (unet1 takes 4 x {out_ch} channels; a UpCunet4x for "
+                         f"{in_ch}-channel images has the same shapes)")
+            return dict(scale=2, in_channels=out_ch, out_channels=out_ch, pro="pro" in sd, fast=True)
+        scale = 4
+    else:
+        kernel = _w(sd, "unet1.conv_bottom").shape[-1]  # unet1's last transposed conv: 4x4 s2 or 5x5 s3
+        scale = {4: 2, 5: 3}.get(kernel)
+        if scale is None:
+            _bad("RealCUGAN", f"unet1.conv_bottom is a {kernel}x{kernel} transposed convolution; expected 4x4 "
+                 "(UpCunet2x) or 5x5 (UpCunet3x), or conv_final (UpCunet4x)")
+        out_ch = _w(sd, "unet2.conv_bottom").shape[0]
+    return dict(scale=scale, in_channels=in_ch, out_channels=out_ch, pro="pro" in sd, fast=False)
+
+
+def _omnisr(sd: Mapping, notes: list) -> dict:
+    first = _w(sd, "input")
+    num_feat, num_in_ch = first.shape[:2]
+    up = _w(sd, "up.0").shape[0]
+    scale = math.isqrt(up // num_in_ch)
+    if scale * scale * num_in_ch != up:
+        _bad("OmniSR", f"up.0 has {up} outputs, not {num_in_ch} * scale^2 (output channels = input channels)")
+    block_num = _count(sd, r"residual_layer\.0\.residual_layer\.(\d+)\.layer\.")
+    if f"residual_layer.0.residual_layer.{block_num}.weight" not in sd:
+        _bad("OmniSR", f"the group's conv1x1 must follow its {block_num} block(s) at residual_layer.0.residual_layer."
+             f"{block_num}")
+    pos = sd.get("residual_layer.0.residual_layer.0.layer.2.fn.rel_pos_bias.weight")
+    if pos is None:
+        window_size = 8
+        notes.append("window_size=8 assumed (no position bias in the file to read it from)")
+    else:
+        window_size = (math.isqrt(pos.shape[0]) + 1) // 2
+        if (2 * window_size - 1) ** 2 != pos.shape[0]:
+            _bad("OmniSR", f"rel_pos_bias has {pos.shape[0]} rows, not (2 * window_size - 1)^2")
+    return dict(scale=scale, num_in_ch=num_in_ch, num_out_ch=num_in_ch, num_feat=num_feat, block_num=block_num,
+                pe=pos is not None, window_size=window_size, res_num=_count(sd, r"residual_layer\.(\d+)\.esa\."),
+                bias="input.bias" in sd)
+
+
+def _safmn(sd: Mapping, notes: list) -> dict:
+    first, last = _w(sd, "to_feat"), _w(sd, "to_img.0")
+    dim = first.shape[0]
+    scale = math.isqrt(last.shape[0] // 3)
+    if first.shape[1] != 3 or scale * scale * 3 != last.shape[0]:
+        _bad("SAFMN", f"to_feat takes {first.shape[1]} channels and to_img.0 gives {last.shape[0]}: expected 3 and "
+             "3 * scale^2 (SAFMN is RGB only)")
+    return dict(scale=scale, dim=dim, n_blocks=_count(sd, r"feats\.(\d+)\."),
+                ffn_scale=_w(sd, "feats.0.ccm.ccm.0").shape[0] / dim)
+
+
+def _without_profiler_counters(sd: Mapping) -> dict:
+    """The state dict less the ``total_ops`` / ``total_params`` buffers that the thop
+    profiler leaves in some released Omni-SR files."""
+    return {k: v for k, v in sd.items() if not re.fullmatch(r"(.+\.)?total_(ops|params)", k)}
+
+
 _CONVERT = {("RRDBNet", "esrgan-old"): _rrdb_from_esrgan_old, ("RRDBNet", "esrgan"): _rrdb_from_esrgan,
-            ("RRDBNetOld", "esrgan"): _rrdb_to_old, ("RRDBNetOld", "basicsr"): _rrdb_to_old}
+            ("RRDBNetOld", "esrgan"): _rrdb_to_old, ("RRDBNetOld", "basicsr"): _rrdb_to_old,
+            ("OmniSR", "omni-sr"): _without_profiler_counters}
 _PARSE = {"RRDBNet": _rrdbnet, "SRVGGNetCompact": _srvgg, "MSRResNet": _msrresnet, "EDSR": _edsr,
           "RCAN": _rcan,
           # -- convolutional community families
-          "RRDBNetOld": _rrdbnet_old, "SPAN": _span, "PLKSR": _plksr, "RealPLKSR": _realplksr}
+          "RRDBNetOld": _rrdbnet_old, "SPAN": _span, "PLKSR": _plksr, "RealPLKSR": _realplksr,
+          "RealCUGAN": _realcugan, "OmniSR": _omnisr, "SAFMN": _safmn}
 
 
 def _fastsr_spec(metadata: Mapping) -> dict | None:
