@@ -29,6 +29,8 @@ from fastsr.models.baselines import EDSR, ESPCN, RCAN, SRCNN, VDSR
 from fastsr.models.checkpoint import (CheckpointError, export_generator, load_generator, load_generator_weights,
                                      read_metadata, save_generator)
 from fastsr.models.srvgg import SRVGGNetCompact
+from fastsr.models.swinir import SwinIR
+from fastsr.models.swin2sr import Swin2SR
 from fastsr.models.pretrained import list_pretrained, pretrained, pretrained_info, pretrained_path
 from fastsr.models.community import Detected, UnknownCheckpointError, detect, load
 
@@ -43,4 +45,5 @@ __all__ = [
     "SRCNN", "ESPCN", "VDSR", "EDSR", "RCAN",
     "SRGANDiscriminator", "WGANCritic", "SharpnessDiscriminator", "BEGANDiscriminator",
     "VGGStyleDiscriminator",
+    "SwinIR", "Swin2SR",
 ]

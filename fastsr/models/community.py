@@ -26,6 +26,19 @@ RCAN                basicsr      ``conv_first``, ``body.N.residual_group.M.rcab.
                                  ``conv_last``
 any fastsr model    fastsr       a fastsr generator file (safetensors, ``params.`` /
                                  ``params_ema.`` groups, metadata ``format=fastsr``)
+SwinIR              reference    ``conv_first``, ``patch_embed.norm``,
+                                 ``layers.N.residual_group.blocks.M.{norm1,attn,...}``
+                                 (``attn.relative_position_bias_table``),
+                                 ``layers.N.conv``, ``norm``, ``conv_after_body``, a
+                                 tail: ``conv_before_upsample.0`` + ``upsample.N`` +
+                                 ``conv_last`` (pixelshuffle), ``upsample.0``
+                                 (pixelshuffledirect), ``conv_up1/2/3`` + ``conv_hr``
+                                 (nearest+conv) or ``conv_last`` alone (x1)
+Swin2SR             reference    SwinIR's, plus ``attn.logit_scale``,
+                                 ``attn.cpb_mlp.0/2``, ``attn.q_bias/v_bias``,
+                                 ``patch_embed.proj``, ``layers.N.patch_embed.proj``;
+                                 tail also ``conv_bicubic`` / ``conv_aux`` /
+                                 ``conv_after_aux.0`` (pixelshuffle_aux)
 ==================  ===========  =====================================================
 
 Checkpoint wrappers are removed first: ``params_ema`` (preferred), ``params``,
@@ -41,6 +54,14 @@ What the keys do not record is assumed as the upstream defaults and listed in
 LeakyReLU), EDSR's residual scaling (0.1 for 256 features, the paper's large EDSR, else
 1.0), EDSR / RCAN ``img_range`` 255 and the DIV2K RGB mean. Pass them to :func:`load` as
 keyword overrides when a file differs.
+
+The Swin families (SwinIR, Swin2SR) read scale, embed dim, depths, heads, window size, MLP
+ratio, upsampler and residual conv from the shapes; the training patch size from the
+stored ``attn_mask`` (64 when absent). Their deterministic buffers
+(``relative_position_index``, ``attn_mask``, Swin2SR's ``relative_coords_table``) are
+computed when a file lacks them, and the loaded model's state dict holds them, as the
+reference models' do. ``img_range`` is assumed: 255 for the JPEG-artefact models (window
+7, no upsampler), else 1.
 """
 from __future__ import annotations
 
@@ -63,6 +84,10 @@ __all__ = ["load", "detect", "read_checkpoint", "Detected", "UnknownCheckpointEr
 TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 SAFETENSORS_SUFFIXES = (".safetensors",)
 
+_SWIN_BLOCKS = r"layers\.\d+\.residual_group\.blocks\.\d+\."
+# The reconstruction tails of the Swin families (each file has one of them).
+_SWIN_TAIL = (r"conv_before_upsample\.0", r"upsample\.\d+", r"conv_up[123]", r"conv_hr", r"conv_last")
+
 #: (architecture, layout) -> the key patterns of that layout, without ``.weight``/``.bias``
 #: (full matches). A file is of an architecture when every key matches one of its patterns
 #: and every pattern matches some key; otherwise the closest one is named in the error.
@@ -80,9 +105,29 @@ KEY_PATTERNS: dict[tuple[str, str], tuple[str, ...]] = {
                           r"conv_last"),
     ("RCAN", "basicsr"): (r"conv_first", r"body\.\d+\.residual_group\.\d+\.rcab\.\d+(\.attention\.\d+)?",
                           r"body\.\d+\.conv", r"conv_after_body", r"upsample\.\d+", r"conv_last"),
+    # Swin-Transformer families: the reference implementations' keys; the buffers
+    # (relative_position_index, attn_mask) are optional, computed when a file lacks them.
+    ("SwinIR", "reference"): (r"conv_first", _SWIN_BLOCKS + r"(norm[12]|mlp\.fc[12]|attn\.(qkv|proj))",
+                              _SWIN_BLOCKS + r"attn\.relative_position_bias_table", r"layers\.\d+\.conv(\.[024])?",
+                              r"norm", r"conv_after_body(\.[024])?", *_SWIN_TAIL, _SWIN_BLOCKS + r"attn_mask",
+                              _SWIN_BLOCKS + r"attn\.relative_position_index", r"patch_embed\.norm"),
+    ("Swin2SR", "reference"): (r"conv_first", r"patch_embed\.proj",
+                               _SWIN_BLOCKS + r"(norm[12]|mlp\.fc[12]|attn\.(qkv|proj|cpb_mlp\.[02]))",
+                               _SWIN_BLOCKS + r"attn\.logit_scale", r"layers\.\d+\.conv(\.[024])?",
+                               r"layers\.\d+\.patch_embed\.proj", r"norm", r"conv_after_body(\.[024])?", *_SWIN_TAIL,
+                               r"conv_bicubic", r"conv_aux", r"conv_after_aux\.0", _SWIN_BLOCKS + r"attn\.[qv]_bias",
+                               _SWIN_BLOCKS + r"attn_mask", _SWIN_BLOCKS + r"attn\.relative_position_index",
+                               _SWIN_BLOCKS + r"attn\.relative_coords_table", r"patch_embed\.norm"),
 }
 # Patterns a file may lack and still be of the architecture (MSRResNet x2 / x3 has no upconv2).
 _OPTIONAL = {("MSRResNet", "basicsr"): {r"upconv2"}}
+_OPTIONAL[("SwinIR", "reference")] = {*_SWIN_TAIL, _SWIN_BLOCKS + r"attn_mask", _SWIN_BLOCKS + r"attn\.relative_position_index",
+                                      r"patch_embed\.norm"}
+_OPTIONAL[("Swin2SR", "reference")] = {*_SWIN_TAIL, r"conv_bicubic", r"conv_aux", r"conv_after_aux\.0",
+                                       *(_SWIN_BLOCKS + p for p in (r"attn\.[qv]_bias", r"attn_mask",
+                                                                    r"attn\.relative_position_index",
+                                                                    r"attn\.relative_coords_table")),
+                                       r"patch_embed\.norm"}
 
 
 class UnknownCheckpointError(CheckpointError):
@@ -195,11 +240,14 @@ def _unwrap(obj: Mapping) -> tuple[dict, str]:
 
 
 # ---------------------------------------------------------------------------- matching
-def _strip(key: str) -> str | None:
+def _strip(key: str) -> str:
+    """The key without ``.weight`` / ``.bias``; other keys (buffers such as
+    ``relative_position_index``, bare parameters such as ``relative_position_bias_table``)
+    are matched whole."""
     for suffix in (".weight", ".bias"):
         if key.endswith(suffix):
             return key[: -len(suffix)]
-    return None
+    return key
 
 
 def _match(keys, arch_layout) -> tuple[list[str], list[str]]:
@@ -209,7 +257,7 @@ def _match(keys, arch_layout) -> tuple[list[str], list[str]]:
     unmatched, used = [], set()
     for k in keys:
         stem = _strip(k)
-        hit = [i for i, c in enumerate(compiled) if stem is not None and c.fullmatch(stem)]
+        hit = [i for i, c in enumerate(compiled) if c.fullmatch(stem)]
         if hit:
             used.update(hit)
         else:
@@ -397,9 +445,134 @@ def _rcan(sd: Mapping, notes: list) -> dict:
                 out_channels=_w(sd, "conv_last").shape[0])
 
 
+# ---------------------------------------------------------------------------- Swin families
+def _swin_tail(arch: str, sd: Mapping, embed_dim: int, in_chans: int) -> tuple[str, int, int]:
+    """(upsampler, scale, num_feat) from the tail keys of a SwinIR-style model."""
+    if "conv_before_upsample.0.weight" in sd:
+        num_feat = _w(sd, "conv_before_upsample.0").shape[0]
+        ups = [k for k in sd if re.fullmatch(r"conv_up\d\.weight", k)]
+        if ups:
+            return "nearest+conv", 2 ** len(ups), num_feat
+        return "pixelshuffle", _pixel_shuffle_scale(arch, sd, num_feat), num_feat
+    if "upsample.0.weight" in sd:
+        out = _w(sd, "upsample.0").shape[0]
+        scale = math.isqrt(out // in_chans)
+        if scale * scale * in_chans != out:
+            _bad(arch, f"upsample.0 has {out} outputs, not {in_chans} * scale^2 (pixelshuffledirect)")
+        return "pixelshuffledirect", scale, 64
+    if _w(sd, "conv_last").shape[1] != embed_dim:
+        _bad(arch, f"conv_last takes {_w(sd, 'conv_last').shape[1]} channels without an upsampler; expected "
+             f"embed_dim={embed_dim}")
+    return "", 1, 64
+
+
+def _swin_layers(sd: Mapping, heads_key: str) -> tuple[list[int], list[int]]:
+    """(depths, num_heads): blocks per ``layers.N`` and the heads dimension of ``heads_key``
+    (formatted with the layer index) of its first block."""
+    n = _count(sd, r"layers\.(\d+)\.")
+    depths = [_count(sd, rf"layers\.{i}\.residual_group\.blocks\.(\d+)\.") for i in range(n)]
+    heads = [int(sd[heads_key.format(i)].shape[heads_key.endswith("table")]) for i in range(n)]
+    return depths, heads
+
+
+def _swin_img_size(sd: Mapping, window: int, notes: list) -> int:
+    """The training patch size, from the shifted-window mask of the first layer's second
+    block ((img/window)^2 windows); 64 (the reference default) when the file has none."""
+    mask = sd.get("layers.0.residual_group.blocks.1.attn_mask")
+    if mask is None:
+        notes.append("no attn_mask in the file: training patch size 64 assumed (only the stored buffers "
+                     "depend on it)")
+        return 64
+    return math.isqrt(mask.shape[0]) * window
+
+
+def _fill_swin_buffers(sd: dict, depths, window: int, img_size: int, notes: list, extra=None) -> None:
+    """Add the deterministic buffers a file may lack (the reference modules store them):
+    each block's relative_position_index (and ``extra(prefix)`` entries), and the
+    shifted-window masks of the odd blocks at the training size."""
+    from fastsr.models.swin import relative_position_index, shifted_window_mask
+
+    index, mask, added = relative_position_index(window), None, 0
+    shifted = img_size > window
+    if shifted:
+        mask = shifted_window_mask(img_size, img_size, window, window // 2)
+    for i, depth in enumerate(depths):
+        for j in range(depth):
+            prefix = f"layers.{i}.residual_group.blocks.{j}."
+            want = {prefix + "attn.relative_position_index": index, **(extra(prefix) if extra else {})}
+            if shifted and j % 2:
+                want[prefix + "attn_mask"] = mask
+            for k, v in want.items():
+                if k not in sd:
+                    sd[k], added = v, added + 1
+    if added:
+        notes.append(f"{added} buffers absent from the file computed (relative position index / attention masks)")
+
+
+def _swin_img_range(upsampler: str, window: int, notes: list) -> float:
+    """255 for the JPEG-artefact models (window 7, no upsampler), else 1: the reference
+    test script's settings; the file does not record it."""
+    img_range = 255.0 if upsampler == "" and window == 7 else 1.0
+    why = "JPEG artefact model: window 7, no upsampler" if img_range > 1 else "the reference default"
+    notes.append(f"img_range {img_range:g} assumed ({why})")
+    return img_range
+
+
+def _swinir(sd: dict, notes: list) -> dict:
+    embed_dim, in_chans = _w(sd, "conv_first").shape[:2]
+    depths, heads = _swin_layers(sd, "layers.{}.residual_group.blocks.0.attn.relative_position_bias_table")
+    rows = sd["layers.0.residual_group.blocks.0.attn.relative_position_bias_table"].shape[0]
+    window = (math.isqrt(rows) + 1) // 2
+    if (2 * window - 1) ** 2 != rows:
+        _bad("SwinIR", f"relative_position_bias_table has {rows} rows, not (2 * window - 1)^2")
+    upsampler, scale, num_feat = _swin_tail("SwinIR", sd, embed_dim, in_chans)
+    img_size = _swin_img_size(sd, window, notes)
+    _fill_swin_buffers(sd, depths, window, img_size, notes)
+    img_range = _swin_img_range(upsampler, window, notes)
+    return dict(scale=scale, in_chans=in_chans, embed_dim=embed_dim, depths=depths, num_heads=heads,
+                window_size=window, mlp_ratio=_w(sd, "layers.0.residual_group.blocks.0.mlp.fc1").shape[0] / embed_dim,
+                img_size=img_size, img_range=img_range, upsampler=upsampler,
+                resi_connection="3conv" if "conv_after_body.0.weight" in sd else "1conv", num_feat=num_feat,
+                patch_norm="patch_embed.norm.weight" in sd)
+
+
+def _swin2sr(sd: dict, notes: list) -> dict:
+    from fastsr.models.swin2sr import log_relative_coords
+
+    embed_dim, in_chans = _w(sd, "conv_first").shape[:2]
+    if _w(sd, "patch_embed.proj").shape[-1] != 1:
+        _bad("Swin2SR", f"patch size {_w(sd, 'patch_embed.proj').shape[-1]}: only patch size 1 (every released "
+             "model) is supported")
+    depths, heads = _swin_layers(sd, "layers.{}.residual_group.blocks.0.attn.logit_scale")
+    first = "layers.0.residual_group.blocks.0.attn."
+    if first + "relative_position_index" in sd:
+        window = math.isqrt(sd[first + "relative_position_index"].shape[0])
+    elif first + "relative_coords_table" in sd:
+        window = (sd[first + "relative_coords_table"].shape[1] + 1) // 2
+    else:
+        window = 8
+        notes.append("no position buffers in the file: window size 8 assumed (the released models'; the file "
+                     "does not record it)")
+    if "conv_bicubic.weight" in sd:
+        num_feat = _w(sd, "conv_before_upsample.0").shape[0]
+        upsampler, scale = "pixelshuffle_aux", _pixel_shuffle_scale("Swin2SR", sd, num_feat)
+    else:
+        upsampler, scale, num_feat = _swin_tail("Swin2SR", sd, embed_dim, in_chans)
+    img_size = _swin_img_size(sd, window, notes)
+    table = log_relative_coords(window)
+    _fill_swin_buffers(sd, depths, window, img_size, notes, lambda p: {p + "attn.relative_coords_table": table})
+    img_range = _swin_img_range(upsampler, window, notes)
+    return dict(scale=scale, in_chans=in_chans, embed_dim=embed_dim, depths=depths, num_heads=heads,
+                window_size=window, mlp_ratio=_w(sd, "layers.0.residual_group.blocks.0.mlp.fc1").shape[0] / embed_dim,
+                img_size=img_size, img_range=img_range, upsampler=upsampler,
+                resi_connection="3conv" if "conv_after_body.0.weight" in sd else "1conv", num_feat=num_feat,
+                patch_norm="patch_embed.norm.weight" in sd, qkv_bias=first + "q_bias" in sd)
+
+
 _CONVERT = {"esrgan-old": _rrdb_from_esrgan_old, "esrgan": _rrdb_from_esrgan}
 _PARSE = {"RRDBNet": _rrdbnet, "SRVGGNetCompact": _srvgg, "MSRResNet": _msrresnet, "EDSR": _edsr,
-          "RCAN": _rcan}
+          "RCAN": _rcan,
+          "SwinIR": _swinir, "Swin2SR": _swin2sr}
 
 
 def _fastsr_spec(metadata: Mapping) -> dict | None:
