@@ -27,6 +27,8 @@ BUFFERS = ("relative_position_index", "attn_mask", "relative_coords_table")
 
 _SMALL = dict(embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=4, mlp_ratio=2.0, img_size=16)
 
+_HAT = dict(_SMALL, compress_ratio=4, squeeze_factor=8)
+
 # id -> (spandrel family, module, class, reference kwargs, fastsr architecture, expected params, input H, W)
 CASES = {
     "swinir_classical_x2": ("SwinIR", "SwinIR", "SwinIR", dict(_SMALL, upscale=2, upsampler="pixelshuffle"),
@@ -63,6 +65,15 @@ CASES = {
     "swin2sr_jpeg": ("Swin2SR", "Swin2SR", "Swin2SR", dict(_SMALL, window_size=7, img_size=14, depths=[2],
                                                            num_heads=[2], upscale=1, upsampler="", img_range=255.0),
                      "Swin2SR", dict(scale=1, upsampler="", window_size=7, img_range=255.0), (10, 9)),
+    "hat_x2": ("HAT", "HAT", "HAT", dict(_HAT, upscale=2), "HAT",
+               dict(scale=2, window_size=4, compress_ratio=4, squeeze_factor=8, overlap_ratio=0.5,
+                    resi_connection="1conv"), (11, 13)),
+    "hat_x3_identity_w8": ("HAT", "HAT", "HAT", dict(_HAT, window_size=8, depths=[2], num_heads=[2], upscale=3,
+                                                     resi_connection="identity"), "HAT",
+                           dict(scale=3, window_size=8, resi_connection="identity"), (9, 10)),
+    "hat_x4_overlap": ("HAT", "HAT", "HAT", dict(_HAT, embed_dim=12, num_heads=[3, 2], window_size=8, compress_ratio=3,
+                                                 squeeze_factor=6, overlap_ratio=0.25, upscale=4), "HAT",
+                       dict(scale=4, embed_dim=12, compress_ratio=3, squeeze_factor=6, overlap_ratio=0.25), (7, 6)),
 }
 
 
@@ -148,6 +159,15 @@ def test_files_without_buffers_load(case, tmp_path):
     back.load_state_dict(model.state_dict(), strict=True)
 
 
+def test_hat_file_without_index_buffers(tmp_path):
+    ref = _reference("hat_x2")
+    sd = {k: v for k, v in ref.state_dict().items() if not k.startswith("relative_position_index_")}
+    model, det = load(_save(sd, tmp_path / "hat.safetensors"))
+    assert any("indices absent from the file computed" in n for n in det.notes)
+    _check(model, ref, _input("hat_x2"))
+    _reference("hat_x2", seed=5).load_state_dict(model.state_dict(), strict=True)
+
+
 def test_swin2sr_window_from_the_coords_table(tmp_path):
     ref = _reference("swin2sr_classical_x2")
     sd = {k: v for k, v in ref.state_dict().items() if not k.endswith(("relative_position_index", "attn_mask"))}
@@ -194,11 +214,11 @@ def test_swin_families_are_told_apart():
                                           (dict(upsampler="nearest+conv", scale=3), "2, 4 or 8"),
                                           (dict(depths=[2, 2], num_heads=[2]), "one entry per layer"),
                                           (dict(num_heads=[5, 5]), "divide embed_dim")])
-@pytest.mark.parametrize("name", ["SwinIR", "Swin2SR"])
+@pytest.mark.parametrize("name", ["SwinIR", "Swin2SR", "HAT"])
 def test_bad_constructor_arguments(name, kwargs, match):
     from fastsr.models import create
 
-    args = dict(embed_dim=16, depths=[2, 2], num_heads=[2, 2], window_size=4, img_size=16)
+    args = dict(embed_dim=16, depths=[2, 2], num_heads=[2, 2], window_size=4)
     with pytest.raises(ValueError, match=match):
         create(name, **{**args, **kwargs})
 

@@ -31,6 +31,7 @@ from fastsr.models.checkpoint import (CheckpointError, export_generator, load_ge
 from fastsr.models.srvgg import SRVGGNetCompact
 from fastsr.models.swinir import SwinIR
 from fastsr.models.swin2sr import Swin2SR
+from fastsr.models.hat import HAT
 from fastsr.models.pretrained import list_pretrained, pretrained, pretrained_info, pretrained_path
 from fastsr.models.community import Detected, UnknownCheckpointError, detect, load
 
@@ -45,5 +46,5 @@ __all__ = [
     "SRCNN", "ESPCN", "VDSR", "EDSR", "RCAN",
     "SRGANDiscriminator", "WGANCritic", "SharpnessDiscriminator", "BEGANDiscriminator",
     "VGGStyleDiscriminator",
-    "SwinIR", "Swin2SR",
+    "SwinIR", "Swin2SR", "HAT",
 ]

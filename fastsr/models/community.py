@@ -39,6 +39,10 @@ Swin2SR             reference    SwinIR's, plus ``attn.logit_scale``,
                                  ``patch_embed.proj``, ``layers.N.patch_embed.proj``;
                                  tail also ``conv_bicubic`` / ``conv_aux`` /
                                  ``conv_after_aux.0`` (pixelshuffle_aux)
+HAT                 reference    SwinIR's (pixelshuffle tail), plus
+                                 ``blocks.M.conv_block.cab.*``,
+                                 ``layers.N.residual_group.overlap_attn.*``,
+                                 ``relative_position_index_SA/OCA``
 ==================  ===========  =====================================================
 
 Checkpoint wrappers are removed first: ``params_ema`` (preferred), ``params``,
@@ -55,13 +59,14 @@ LeakyReLU), EDSR's residual scaling (0.1 for 256 features, the paper's large EDS
 1.0), EDSR / RCAN ``img_range`` 255 and the DIV2K RGB mean. Pass them to :func:`load` as
 keyword overrides when a file differs.
 
-The Swin families (SwinIR, Swin2SR) read scale, embed dim, depths, heads, window size, MLP
-ratio, upsampler and residual conv from the shapes; the training patch size from the
-stored ``attn_mask`` (64 when absent). Their deterministic buffers
-(``relative_position_index``, ``attn_mask``, Swin2SR's ``relative_coords_table``) are
+The Swin families (SwinIR, Swin2SR, HAT) read scale, embed dim, depths, heads, window
+size, MLP ratio, upsampler and residual conv (HAT: also the CAB ratios and the OCAB
+overlap) from the shapes; the training patch size from the stored ``attn_mask`` (64 when
+absent). Their deterministic buffers (``relative_position_index``, ``attn_mask``,
+Swin2SR's ``relative_coords_table``, HAT's ``relative_position_index_SA/OCA``) are
 computed when a file lacks them, and the loaded model's state dict holds them, as the
-reference models' do. ``img_range`` is assumed: 255 for the JPEG-artefact models (window
-7, no upsampler), else 1.
+reference models' do. Assumed: ``img_range`` 255 for the JPEG-artefact models (window 7,
+no upsampler), else 1; HAT's ``conv_scale`` 0.01.
 """
 from __future__ import annotations
 
@@ -86,6 +91,7 @@ SAFETENSORS_SUFFIXES = (".safetensors",)
 
 _SWIN_BLOCKS = r"layers\.\d+\.residual_group\.blocks\.\d+\."
 # The reconstruction tails of the Swin families (each file has one of them).
+_HAT_OCAB = r"layers\.\d+\.residual_group\.overlap_attn\."
 _SWIN_TAIL = (r"conv_before_upsample\.0", r"upsample\.\d+", r"conv_up[123]", r"conv_hr", r"conv_last")
 
 #: (architecture, layout) -> the key patterns of that layout, without ``.weight``/``.bias``
@@ -118,6 +124,12 @@ KEY_PATTERNS: dict[tuple[str, str], tuple[str, ...]] = {
                                r"conv_bicubic", r"conv_aux", r"conv_after_aux\.0", _SWIN_BLOCKS + r"attn\.[qv]_bias",
                                _SWIN_BLOCKS + r"attn_mask", _SWIN_BLOCKS + r"attn\.relative_position_index",
                                _SWIN_BLOCKS + r"attn\.relative_coords_table", r"patch_embed\.norm"),
+    ("HAT", "reference"): (r"conv_first", _SWIN_BLOCKS + r"(norm[12]|mlp\.fc[12]|attn\.(qkv|proj))",
+                           _SWIN_BLOCKS + r"attn\.relative_position_bias_table",
+                           _SWIN_BLOCKS + r"conv_block\.cab\.(0|2|3\.attention\.[13])",
+                           _HAT_OCAB + r"(norm[12]|qkv|proj|mlp\.fc[12])", _HAT_OCAB + r"relative_position_bias_table",
+                           r"norm", *_SWIN_TAIL, r"layers\.\d+\.conv", r"conv_after_body",
+                           r"relative_position_index_(SA|OCA)", r"patch_embed\.norm"),
 }
 # Patterns a file may lack and still be of the architecture (MSRResNet x2 / x3 has no upconv2).
 _OPTIONAL = {("MSRResNet", "basicsr"): {r"upconv2"}}
@@ -128,6 +140,8 @@ _OPTIONAL[("Swin2SR", "reference")] = {*_SWIN_TAIL, r"conv_bicubic", r"conv_aux"
                                                                     r"attn\.relative_position_index",
                                                                     r"attn\.relative_coords_table")),
                                        r"patch_embed\.norm"}
+_OPTIONAL[("HAT", "reference")] = {*_SWIN_TAIL, r"layers\.\d+\.conv", r"conv_after_body", r"relative_position_index_(SA|OCA)",
+                                   r"patch_embed\.norm"}
 
 
 class UnknownCheckpointError(CheckpointError):
@@ -569,10 +583,42 @@ def _swin2sr(sd: dict, notes: list) -> dict:
                 patch_norm="patch_embed.norm.weight" in sd, qkv_bias=first + "q_bias" in sd)
 
 
+def _ratio(dim: int, channels: int) -> int | float:
+    """The reference's channel ratio r with ``dim // r == channels``."""
+    return dim // channels if dim % channels == 0 else dim / channels
+
+
+def _hat(sd: dict, notes: list) -> dict:
+    from fastsr.models.hat import overlap_relative_position_index
+    from fastsr.models.swin import relative_position_index
+
+    embed_dim, in_chans = _w(sd, "conv_first").shape[:2]
+    block = "layers.0.residual_group.blocks.0."
+    depths, heads = _swin_layers(sd, "layers.{}.residual_group.blocks.0.attn.relative_position_bias_table")
+    window = (math.isqrt(sd[block + "attn.relative_position_bias_table"].shape[0]) + 1) // 2
+    overlap = math.isqrt(sd["layers.0.residual_group.overlap_attn.relative_position_bias_table"].shape[0]) + 1 - window
+    if overlap < window:
+        _bad("HAT", f"the OCAB bias table gives an overlap window of {overlap} for window {window}")
+    upsampler, scale, num_feat = _swin_tail("HAT", sd, embed_dim, in_chans)
+    if "relative_position_index_SA" not in sd or "relative_position_index_OCA" not in sd:
+        notes.append("relative position indices absent from the file computed")
+        sd.setdefault("relative_position_index_SA", relative_position_index(window))
+        sd.setdefault("relative_position_index_OCA", overlap_relative_position_index(window, overlap))
+    notes.append("conv_scale 0.01 assumed (the reference value)")
+    return dict(scale=scale, in_chans=in_chans, embed_dim=embed_dim, depths=depths, num_heads=heads,
+                window_size=window, compress_ratio=_ratio(embed_dim, _w(sd, block + "conv_block.cab.0").shape[0]),
+                squeeze_factor=_ratio(embed_dim, _w(sd, block + "conv_block.cab.3.attention.1").shape[0]),
+                overlap_ratio=(overlap - window) / window,
+                mlp_ratio=_w(sd, block + "mlp.fc1").shape[0] / embed_dim,
+                img_range=_swin_img_range(upsampler, window, notes), upsampler=upsampler,
+                resi_connection="1conv" if "conv_after_body.weight" in sd else "identity", num_feat=num_feat,
+                patch_norm="patch_embed.norm.weight" in sd)
+
+
 _CONVERT = {"esrgan-old": _rrdb_from_esrgan_old, "esrgan": _rrdb_from_esrgan}
 _PARSE = {"RRDBNet": _rrdbnet, "SRVGGNetCompact": _srvgg, "MSRResNet": _msrresnet, "EDSR": _edsr,
           "RCAN": _rcan,
-          "SwinIR": _swinir, "Swin2SR": _swin2sr}
+          "SwinIR": _swinir, "Swin2SR": _swin2sr, "HAT": _hat}
 
 
 def _fastsr_spec(metadata: Mapping) -> dict | None:

@@ -181,11 +181,18 @@ class ShiftedWindows(nn.Module):
     to it and disables the shift.
     """
 
-    def _init_windows(self, window: int, shift: int, resolution: Sequence[int]) -> int:
-        if min(resolution) <= window:
+    def _init_windows(self, window: int, shift: int, resolution: Sequence[int] | None,
+                      store_mask: bool = True) -> int:
+        """Set up the windows; ``resolution`` is the training size (None: not known, no
+        shrinking); ``store_mask=False`` when the model passes the mask (HAT)."""
+        if resolution is not None and min(resolution) <= window:
             window, shift = min(resolution), 0
-        self.window, self.shift, self.resolution = window, shift, tuple(resolution)
-        self.register_buffer("attn_mask", shifted_window_mask(*self.resolution, window, shift) if shift else None)
+        self.window, self.shift = window, shift
+        self.resolution = tuple(resolution) if resolution is not None else ()
+        if store_mask:
+            self.register_buffer("attn_mask", shifted_window_mask(*self.resolution, window, shift) if shift else None)
+        else:
+            self.attn_mask = None
         self._mask_cache: tuple = ()
         return window
 
@@ -229,12 +236,13 @@ class SwinSRBase(FusedModule):
 
     def _build_frame(self, name: str, in_chans: int, embed_dim: int, upscale: int, upsampler: str,
                      img_range: float, resi_connection: str, num_feat: int, pad_multiple,
-                     upsamplers: Sequence[str] = UPSAMPLERS) -> None:
+                     upsamplers: Sequence[str] = UPSAMPLERS,
+                     resi_connections: Sequence[str] = ("1conv", "3conv")) -> None:
         if upsampler not in upsamplers:
             raise ValueError(f"{name}: upsampler must be one of {tuple(upsamplers)}, got {upsampler!r}")
         tail = "pixelshuffle" if upsampler == "pixelshuffle_aux" else upsampler
-        if resi_connection not in ("1conv", "3conv"):
-            raise ValueError(f"{name}: resi_connection must be '1conv' or '3conv', got {resi_connection!r}")
+        if resi_connection not in resi_connections:
+            raise ValueError(f"{name}: resi_connection must be one of {tuple(resi_connections)}, got {resi_connection!r}")
         if tail == "":
             upscale = 1
         if isinstance(upscale, bool) or not isinstance(upscale, int) or upscale < 1:
@@ -300,11 +308,13 @@ class SwinSRBase(FusedModule):
 
 
 def residual_conv(dim: int, kind: str) -> nn.Module:
-    """The conv before a residual connection: one 3x3 (``1conv``) or the bottleneck
-    3x3 C->C/4, LReLU(0.2), 1x1, LReLU(0.2), 3x3 C/4->C (``3conv``, SwinIR's real-world large
-    model)."""
+    """The conv before a residual connection: one 3x3 (``1conv``), none (``identity``, HAT)
+    or the bottleneck 3x3 C->C/4, LReLU(0.2), 1x1, LReLU(0.2), 3x3 C/4->C (``3conv``,
+    SwinIR's real-world large model)."""
     if kind == "1conv":
         return nn.Conv2d(dim, dim, 3, 1, 1)
+    if kind == "identity":
+        return nn.Identity()
     return nn.Sequential(nn.Conv2d(dim, dim // 4, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True),
                          nn.Conv2d(dim // 4, dim // 4, 1, 1, 0), nn.LeakyReLU(0.2, inplace=True),
                          nn.Conv2d(dim // 4, dim, 3, 1, 1))
