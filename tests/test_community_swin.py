@@ -28,6 +28,7 @@ BUFFERS = ("relative_position_index", "attn_mask", "relative_coords_table")
 _SMALL = dict(embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=4, mlp_ratio=2.0, img_size=16)
 
 _HAT = dict(_SMALL, compress_ratio=4, squeeze_factor=8)
+_DAT = dict(embed_dim=32, split_size=[2, 4], expansion_factor=2.0, img_size=16)
 
 # id -> (spandrel family, module, class, reference kwargs, fastsr architecture, expected params, input H, W)
 CASES = {
@@ -74,6 +75,16 @@ CASES = {
     "hat_x4_overlap": ("HAT", "HAT", "HAT", dict(_HAT, embed_dim=12, num_heads=[3, 2], window_size=8, compress_ratio=3,
                                                  squeeze_factor=6, overlap_ratio=0.25, upscale=4), "HAT",
                        dict(scale=4, embed_dim=12, compress_ratio=3, squeeze_factor=6, overlap_ratio=0.25), (7, 6)),
+    # DAT's interaction and position-bias MLPs divide the width by 16 and 32: embed 32 is its smallest
+    "dat_x2": ("DAT", "DAT", "DAT", dict(_DAT, depth=[4, 4], num_heads=[2, 4], upscale=2), "DAT",
+               dict(scale=2, depths=[4, 4], num_heads=[2, 4], split_size=(2, 4), img_size=16, expansion_factor=2.0),
+               (11, 13)),
+    "dat_light_x3_3conv": ("DAT", "DAT", "DAT", dict(_DAT, depth=[2], num_heads=[2], upscale=3,
+                                                     upsampler="pixelshuffledirect", resi_connection="3conv"), "DAT",
+                           dict(scale=3, upsampler="pixelshuffledirect", resi_connection="3conv"), (9, 7)),
+    "dat_x4_split_8_32": ("DAT", "DAT", "DAT", dict(_DAT, depth=[1, 1], num_heads=[2, 2], split_size=[8, 32],
+                                                    img_size=32, upscale=4), "DAT",
+                          dict(scale=4, split_size=(8, 32), img_size=32), (9, 20)),
 }
 
 
@@ -94,6 +105,9 @@ def _reference(case: str, seed: int = 0) -> nn.Module:
     with torch.no_grad():  # LayerNorm 1/0, zero biases and tables: randomise everything
         for p in ref.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=g))
+        for name, b in ref.named_buffers():  # DAT's BatchNorm statistics
+            if name.endswith(("running_mean", "running_var")):
+                b.add_(0.2 * torch.rand(b.shape, generator=g))
     return ref
 
 
@@ -166,6 +180,26 @@ def test_hat_file_without_index_buffers(tmp_path):
     assert any("indices absent from the file computed" in n for n in det.notes)
     _check(model, ref, _input("hat_x2"))
     _reference("hat_x2", seed=5).load_state_dict(model.state_dict(), strict=True)
+
+
+def test_dat_file_without_buffers(tmp_path):
+    """Masks, indices and BN counters are recomputed; the offsets give the split size (a file
+    without any offsets gets the released (8, 32), as the next case checks)."""
+    ref = _reference("dat_x2")
+    sd = {k: v for k, v in ref.state_dict().items()
+          if not k.endswith(("attn_mask_0", "attn_mask_1", "relative_position_index", "num_batches_tracked"))}
+    model, det = load(_save(sd, tmp_path / "dat.safetensors"))
+    assert det.params["split_size"] == (2, 4) and det.params["img_size"] == 64
+    assert any("buffers absent from the file computed" in n for n in det.notes)
+    _check(model, ref, _input("dat_x2"))
+    back = spandrel_arch("DAT", "DAT").DAT(**dict(CASES["dat_x2"][3], img_size=64))
+    back.load_state_dict(model.state_dict(), strict=True)
+
+    ref = _reference("dat_x4_split_8_32")
+    sd = {k: v for k, v in ref.state_dict().items() if not k.endswith(("rpe_biases", "relative_position_index"))}
+    model, det = load(sd)
+    assert det.params["split_size"] == (8, 32) and any("split_size (8, 32) assumed" in n for n in det.notes)
+    _check(model, ref, _input("dat_x4_split_8_32"))
 
 
 def test_swin2sr_window_from_the_coords_table(tmp_path):

@@ -32,6 +32,7 @@ from fastsr.models.srvgg import SRVGGNetCompact
 from fastsr.models.swinir import SwinIR
 from fastsr.models.swin2sr import Swin2SR
 from fastsr.models.hat import HAT
+from fastsr.models.dat import DAT
 from fastsr.models.pretrained import list_pretrained, pretrained, pretrained_info, pretrained_path
 from fastsr.models.community import Detected, UnknownCheckpointError, detect, load
 
@@ -46,5 +47,5 @@ __all__ = [
     "SRCNN", "ESPCN", "VDSR", "EDSR", "RCAN",
     "SRGANDiscriminator", "WGANCritic", "SharpnessDiscriminator", "BEGANDiscriminator",
     "VGGStyleDiscriminator",
-    "SwinIR", "Swin2SR", "HAT",
+    "SwinIR", "Swin2SR", "HAT", "DAT",
 ]

@@ -43,6 +43,12 @@ HAT                 reference    SwinIR's (pixelshuffle tail), plus
                                  ``blocks.M.conv_block.cab.*``,
                                  ``layers.N.residual_group.overlap_attn.*``,
                                  ``relative_position_index_SA/OCA``
+DAT                 reference    ``conv_first``, ``before_RG.1``,
+                                 ``layers.N.blocks.M.{norm1,attn,ffn,norm2}`` (attn:
+                                 ``attns.0/1.pos.*``, ``temperature``, ``dwconv``,
+                                 ``channel/spatial_interaction`` with BN statistics),
+                                 ``layers.N.conv``, ``norm``, ``conv_after_body``;
+                                 pixelshuffle or pixelshuffledirect tail
 ==================  ===========  =====================================================
 
 Checkpoint wrappers are removed first: ``params_ema`` (preferred), ``params``,
@@ -59,14 +65,16 @@ LeakyReLU), EDSR's residual scaling (0.1 for 256 features, the paper's large EDS
 1.0), EDSR / RCAN ``img_range`` 255 and the DIV2K RGB mean. Pass them to :func:`load` as
 keyword overrides when a file differs.
 
-The Swin families (SwinIR, Swin2SR, HAT) read scale, embed dim, depths, heads, window
+The Swin families (SwinIR, Swin2SR, HAT, DAT) read scale, embed dim, depths, heads, window
 size, MLP ratio, upsampler and residual conv (HAT: also the CAB ratios and the OCAB
-overlap) from the shapes; the training patch size from the stored ``attn_mask`` (64 when
-absent). Their deterministic buffers (``relative_position_index``, ``attn_mask``,
-Swin2SR's ``relative_coords_table``, HAT's ``relative_position_index_SA/OCA``) are
-computed when a file lacks them, and the loaded model's state dict holds them, as the
-reference models' do. Assumed: ``img_range`` 255 for the JPEG-artefact models (window 7,
-no upsampler), else 1; HAT's ``conv_scale`` 0.01.
+overlap; DAT: the split size from its stored offsets) from the shapes; the training patch
+size from the stored attention masks (64 when absent). Their deterministic buffers
+(``relative_position_index``, ``attn_mask``, Swin2SR's ``relative_coords_table``, HAT's
+``relative_position_index_SA/OCA``, DAT's ``rpe_biases`` / ``attn_mask_0/1``) are computed
+when a file lacks them, and the loaded model's state dict holds them, as the reference
+models' do. Assumed: ``img_range`` 255 for the JPEG-artefact models (window 7, no
+upsampler), else 1; HAT's ``conv_scale`` 0.01; when a file has no position buffers,
+Swin2SR's window 8 and DAT's split size (8, 32).
 """
 from __future__ import annotations
 
@@ -92,6 +100,8 @@ SAFETENSORS_SUFFIXES = (".safetensors",)
 _SWIN_BLOCKS = r"layers\.\d+\.residual_group\.blocks\.\d+\."
 # The reconstruction tails of the Swin families (each file has one of them).
 _HAT_OCAB = r"layers\.\d+\.residual_group\.overlap_attn\."
+_DAT_BLOCKS = r"layers\.\d+\.blocks\.\d+\."
+_DAT_BN = r"(dwconv\.1|channel_interaction\.2|spatial_interaction\.1)"
 _SWIN_TAIL = (r"conv_before_upsample\.0", r"upsample\.\d+", r"conv_up[123]", r"conv_hr", r"conv_last")
 
 #: (architecture, layout) -> the key patterns of that layout, without ``.weight``/``.bias``
@@ -130,6 +140,15 @@ KEY_PATTERNS: dict[tuple[str, str], tuple[str, ...]] = {
                            _HAT_OCAB + r"(norm[12]|qkv|proj|mlp\.fc[12])", _HAT_OCAB + r"relative_position_bias_table",
                            r"norm", *_SWIN_TAIL, r"layers\.\d+\.conv", r"conv_after_body",
                            r"relative_position_index_(SA|OCA)", r"patch_embed\.norm"),
+    ("DAT", "reference"): (r"conv_first", r"before_RG\.1",
+                           _DAT_BLOCKS + r"(norm[12]|ffn\.(fc[12]|sg\.(norm|conv))|attn\.(qkv|proj))",
+                           _DAT_BLOCKS + r"attn\.(dwconv\.[01]|channel_interaction\.[124]|spatial_interaction\.[013])",
+                           _DAT_BLOCKS + r"attn\." + _DAT_BN + r"\.running_(mean|var)",
+                           _DAT_BLOCKS + r"attn\.attns\.[01]\.pos\.(pos_proj|pos[123]\.[02])",
+                           r"layers\.\d+\.conv(\.[024])?", r"norm", r"conv_after_body(\.[024])?", *_SWIN_TAIL,
+                           _DAT_BLOCKS + r"attn\.temperature", _DAT_BLOCKS + r"attn\." + _DAT_BN + r"\.num_batches_tracked",
+                           _DAT_BLOCKS + r"attn\.attns\.[01]\.(rpe_biases|relative_position_index)",
+                           _DAT_BLOCKS + r"attn\.attn_mask_[01]"),
 }
 # Patterns a file may lack and still be of the architecture (MSRResNet x2 / x3 has no upconv2).
 _OPTIONAL = {("MSRResNet", "basicsr"): {r"upconv2"}}
@@ -140,6 +159,10 @@ _OPTIONAL[("Swin2SR", "reference")] = {*_SWIN_TAIL, r"conv_bicubic", r"conv_aux"
                                                                     r"attn\.relative_position_index",
                                                                     r"attn\.relative_coords_table")),
                                        r"patch_embed\.norm"}
+_OPTIONAL[("DAT", "reference")] = {*_SWIN_TAIL, _DAT_BLOCKS + r"attn\.temperature",
+                                   _DAT_BLOCKS + r"attn\." + _DAT_BN + r"\.num_batches_tracked",
+                                   _DAT_BLOCKS + r"attn\.attns\.[01]\.(rpe_biases|relative_position_index)",
+                                   _DAT_BLOCKS + r"attn\.attn_mask_[01]"}
 _OPTIONAL[("HAT", "reference")] = {*_SWIN_TAIL, r"layers\.\d+\.conv", r"conv_after_body", r"relative_position_index_(SA|OCA)",
                                    r"patch_embed\.norm"}
 
@@ -615,10 +638,70 @@ def _hat(sd: dict, notes: list) -> dict:
                 patch_norm="patch_embed.norm.weight" in sd)
 
 
+def _dat_split(sd: Mapping, notes: list) -> tuple[int, int]:
+    """split_size from the stored offsets of the first spatial-attention branch (its
+    extreme (dy, dx) are split - 1); (8, 32) when the file has none."""
+    offsets = sd.get("layers.0.blocks.0.attn.attns.0.rpe_biases")
+    if offsets is None:
+        notes.append("no rpe_biases in the file: split_size (8, 32) assumed (DAT, DAT-2, DAT-light; DAT-S "
+                     "uses (8, 16): pass split_size=(8, 16))")
+        return 8, 32
+    return int(offsets[:, 0].max().item()) + 1, int(offsets[:, 1].max().item()) + 1
+
+
+def _dat_buffers(sd: dict, depths, split, img_size: int, notes: list) -> None:
+    """Add the deterministic DAT buffers a file lacks: the branches' offsets and indices,
+    the shifted blocks' masks at the training size, BN's num_batches_tracked."""
+    from fastsr.models.dat import is_shifted, position_offsets
+    from fastsr.models.swin import relative_position_index, shifted_window_mask
+
+    (s0, s1), half = split, (split[0] // 2, split[1] // 2)
+    want = {}
+    for g, depth in enumerate(depths):
+        for j in range(0, depth):
+            attn = f"layers.{g}.blocks.{j}.attn."
+            want.update({f"{attn}{bn}.num_batches_tracked": torch.tensor(0)
+                         for bn in ("dwconv.1", "channel_interaction.2", "spatial_interaction.1")})
+            if j % 2:
+                continue
+            for b, (wh, ww) in enumerate(((s0, s1), (s1, s0))):
+                want[f"{attn}attns.{b}.rpe_biases"] = position_offsets(wh, ww)
+                want[f"{attn}attns.{b}.relative_position_index"] = relative_position_index(wh, ww)
+                if is_shifted(g, j):
+                    shift = half if b == 0 else half[::-1]
+                    want[f"{attn}attn_mask_{b}"] = shifted_window_mask(img_size, img_size, (wh, ww), shift)
+    added = [k for k in want if k not in sd]
+    sd.update({k: want[k] for k in added})
+    if added:
+        notes.append(f"{len(added)} buffers absent from the file computed (position offsets / indices / masks)")
+
+
+def _dat(sd: dict, notes: list) -> dict:
+    embed_dim, in_chans = _w(sd, "conv_first").shape[:2]
+    n = _count(sd, r"layers\.(\d+)\.")
+    depths = [_count(sd, rf"layers\.{i}\.blocks\.(\d+)\.") for i in range(n)]
+    heads = [2 * _w(sd, f"layers.{i}.blocks.0.attn.attns.0.pos.pos3.2").shape[0] for i in range(n)]
+    split = _dat_split(sd, notes)
+    masks = sorted(k for k in sd if k.endswith(".attn.attn_mask_0"))
+    if masks:
+        img_size = math.isqrt(sd[masks[0]].shape[0] * split[0] * split[1])
+    else:
+        img_size = 64
+        notes.append("no attn_mask in the file: training patch size 64 assumed (only the stored buffers depend on it)")
+    _dat_buffers(sd, depths, split, img_size, notes)
+    upsampler, scale, num_feat = _swin_tail("DAT", sd, embed_dim, in_chans)
+    notes.append("img_range 1 assumed (the reference default)")
+    return dict(scale=scale, in_chans=in_chans, embed_dim=embed_dim, depths=depths, num_heads=heads,
+                split_size=split, expansion_factor=_w(sd, "layers.0.blocks.0.ffn.fc1").shape[0] / embed_dim,
+                img_size=img_size, img_range=1.0, upsampler=upsampler,
+                resi_connection="3conv" if "conv_after_body.0.weight" in sd else "1conv", num_feat=num_feat,
+                qkv_bias="layers.0.blocks.0.attn.qkv.bias" in sd)
+
+
 _CONVERT = {"esrgan-old": _rrdb_from_esrgan_old, "esrgan": _rrdb_from_esrgan}
 _PARSE = {"RRDBNet": _rrdbnet, "SRVGGNetCompact": _srvgg, "MSRResNet": _msrresnet, "EDSR": _edsr,
           "RCAN": _rcan,
-          "SwinIR": _swinir, "Swin2SR": _swin2sr, "HAT": _hat}
+          "SwinIR": _swinir, "Swin2SR": _swin2sr, "HAT": _hat, "DAT": _dat}
 
 
 def _fastsr_spec(metadata: Mapping) -> dict | None:

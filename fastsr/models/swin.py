@@ -83,17 +83,24 @@ def relative_position_index(wh: int, ww: int | None = None) -> torch.Tensor:
     return (rel[..., 0] + wh - 1) * (2 * ww - 1) + (rel[..., 1] + ww - 1)
 
 
-def shifted_window_mask(h: int, w: int, window: int, shift: int, device=None) -> torch.Tensor:
-    """(nW, window², window²) float32 mask of a map of H x W tokens rolled by ``-shift``:
-    0 where both tokens come from the same region of the unrolled map, -100 elsewhere."""
+def shifted_window_mask(h: int, w: int, window, shift, device=None) -> torch.Tensor:
+    """(nW, wh*ww, wh*ww) float32 mask of a map of H x W tokens rolled by ``-shift``, cut
+    into ``window`` windows (ints, or ``(wh, ww)`` / ``(sh, sw)`` for rectangles): 0 where
+    both tokens come from the same region of the unrolled map, -100 elsewhere."""
+    (wh, ww), (sh, sw) = _pair(window), _pair(shift)
     region = torch.zeros(1, h, w, 1, device=device)
-    cuts = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
-    for i, hs in enumerate(cuts):
-        for j, ws in enumerate(cuts):
+    rows = (slice(0, -wh), slice(-wh, -sh), slice(-sh, None))
+    cols = (slice(0, -ww), slice(-ww, -sw), slice(-sw, None))
+    for i, hs in enumerate(rows):
+        for j, ws in enumerate(cols):
             region[:, hs, ws, :] = 3 * i + j
-    win = window_partition(region, window).squeeze(-1)
+    win = window_partition(region, wh, ww).squeeze(-1)
     diff = win.unsqueeze(1) - win.unsqueeze(2)
     return torch.where(diff != 0, MASK_VALUE, 0.0)
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
 def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
