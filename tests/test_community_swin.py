@@ -261,3 +261,29 @@ def test_wrong_channel_count_is_a_value_error():
     model, _ = load(_reference("swinir_classical_x2").state_dict())
     with pytest.raises(ValueError, match=r"expected input of shape \(N, 3, H, W\)"):
         model(torch.rand(1, 1, 8, 8))
+
+
+@pytest.mark.parametrize("case", ["swinir_real_x2", "dat_light_x3_3conv"])
+def test_upscale_command_with_a_swin_checkpoint(case, tmp_path, capsys):
+    """``fastsr upscale --checkpoint`` on a reference file (in-process): the PNG is the
+    loaded model's output up to 8-bit rounding (the command prepacks the convolutions and
+    runs channels-last)."""
+    import numpy as np
+    from PIL import Image
+
+    from fastsr import cli
+    from fastsr.data import read_image
+
+    ckpt = _save(_reference(case).state_dict(), tmp_path / f"{case}.pth")
+    lr = np.random.default_rng(0).integers(0, 256, (21, 26, 3), dtype=np.uint8)
+    Image.fromarray(lr).save(tmp_path / "lr.png")
+    assert cli.main(["upscale", str(tmp_path / "lr.png"), "-o", str(tmp_path / "sr.png"), "--checkpoint", str(ckpt),
+                     "--precision", "fp32", "--no-progress"]) == 0
+    arch, scale = CASES[case][4], CASES[case][5]["scale"]
+    assert f"model: {arch} x{scale}" in capsys.readouterr().out
+    got = read_image(tmp_path / "sr.png")
+    assert got.shape == (3, 21 * scale, 26 * scale)
+    model, _ = load(ckpt)
+    with torch.no_grad():
+        want = model(read_image(tmp_path / "lr.png")[None]).clamp(0, 1)[0]
+    assert (got - want).abs().max().item() <= 0.5 / 255 + 1e-5
