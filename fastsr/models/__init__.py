@@ -15,7 +15,9 @@ N(0, 0.02)); :func:`load_state_dict` loads BasicSR-style checkpoints strictly an
 missing / unexpected keys on mismatch. :mod:`fastsr.models.checkpoint` is fastsr's own
 generator file format (:func:`save_generator`, :func:`load_generator`, ...) and
 :func:`pretrained` loads the generators shipped in ``fastsr/weights``. :func:`load` reads community checkpoints (ESRGAN,
-Real-ESRGAN, BasicSR files), recognising the architecture from the keys.
+Real-ESRGAN, BasicSR files; the transformer families SwinIR, Swin2SR, HAT and DAT, whose
+shared window-attention machinery is :mod:`fastsr.models.swin`), recognising the
+architecture from the keys.
 """
 from fastsr.models._utils import count_parameters, extract_state_dict, init_weights, load_state_dict
 from fastsr.models.registry import create, list_models, register_model

@@ -182,7 +182,8 @@ class Detected:
         params: constructor keyword arguments (without ``fused``), e.g. ``num_block``,
             ``num_feat``, ``num_grow_ch`` for RRDBNet, ``num_conv`` / ``act_type`` for
             SRVGGNetCompact.
-        layout: the key layout: ``"esrgan-old"``, ``"esrgan"``, ``"basicsr"`` or ``"fastsr"``.
+        layout: the key layout: ``"esrgan-old"``, ``"esrgan"``, ``"basicsr"``, ``"fastsr"``, or
+            ``"reference"`` (the Swin families' reference implementations).
         wrapper: where the state dict sat in the file (``"params_ema"``, ``"params"``,
             ``"state_dict"``, ``"model"`` or ``""`` for a bare state dict), plus
             ``"+module."`` when a DataParallel prefix was removed.
@@ -643,8 +644,8 @@ def _dat_split(sd: Mapping, notes: list) -> tuple[int, int]:
     extreme (dy, dx) are split - 1); (8, 32) when the file has none."""
     offsets = sd.get("layers.0.blocks.0.attn.attns.0.rpe_biases")
     if offsets is None:
-        notes.append("no rpe_biases in the file: split_size (8, 32) assumed (DAT, DAT-2, DAT-light; DAT-S "
-                     "uses (8, 16): pass split_size=(8, 16))")
+        notes.append("no rpe_biases in the file: split_size (8, 32) assumed (DAT, DAT-2, DAT-light; a DAT-S "
+                     "file, (8, 16), needs its buffers)")
         return 8, 32
     return int(offsets[:, 0].max().item()) + 1, int(offsets[:, 1].max().item()) + 1
 
