@@ -20,7 +20,7 @@ from torch import nn
 
 from fastsr.models.registry import register_model
 from fastsr.models.swin import (SwinSRBase, layer_spec, relative_position_index, residual_conv, shifted_window_mask,
-                                to_image, to_tokens, window_attention, window_partition, window_reverse)
+                                to_image, to_tokens, traced, window_attention, window_partition, window_reverse)
 
 __all__ = ["DAT", "DATB", "position_offsets", "is_shifted"]
 
@@ -118,6 +118,8 @@ class _SpatialAttention(_Interaction):
                 shifted_window_mask(h, w, (s1, s0), (t1, t0), device))
 
     def _masks_for(self, h, w, device):
+        if traced(h, w):
+            return self._masks(h, w, device)
         if (h, w) == (self.img_size, self.img_size):
             return self.attn_mask_0, self.attn_mask_1
         if not self._mask_cache or self._mask_cache[0] != (h, w, device):

@@ -18,8 +18,8 @@ from torch import nn
 
 from fastsr.models.registry import register_model
 from fastsr.models.swin import (Mlp, ShiftedWindows, SwinSRBase, WindowAttention, layer_spec, relative_position_index,
-                                residual_conv, shifted_window_mask, to_image, to_tokens, window_attention,
-                                window_partition, window_reverse)
+                                residual_conv, shifted_window_mask, to_image, to_tokens, traced,
+                                window_attention, window_partition, window_reverse)
 
 __all__ = ["HAT", "HAB", "OCAB", "CAB", "overlap_relative_position_index"]
 
@@ -202,8 +202,10 @@ class HAT(SwinSRBase):
         self.fused = fused
 
     def _mask(self, size, device) -> torch.Tensor:
+        ws = self.window_size
+        if traced(*size):
+            return shifted_window_mask(*size, ws, ws // 2, device)
         if not self._mask_cache or self._mask_cache[0] != (size, device):
-            ws = self.window_size
             self._mask_cache = ((size, device), shifted_window_mask(*size, ws, ws // 2, device))
         return self._mask_cache[1]
 

@@ -25,11 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastsr.errors import UserError
 from fastsr.models._utils import FusedModule
 from fastsr.nn.conv import conv_act, conv_residual
 
 __all__ = [
-    "pad_to_multiple", "window_partition", "window_reverse", "relative_position_index",
+    "traced", "pad_to_multiple", "window_partition", "window_reverse", "relative_position_index",
     "shifted_window_mask", "window_attention", "to_tokens", "to_image", "Mlp", "WindowAttention",
     "ShiftedWindows", "SwinSRBase", "residual_conv", "UPSAMPLERS", "DIV2K_RGB_MEAN", "layer_spec",
 ]
@@ -41,21 +42,36 @@ UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "nearest+conv", "")
 MASK_VALUE = -100.0
 
 
+def traced(*sizes) -> bool:
+    """True while torch.compile / torch.export traces (symbolic sizes): the masks are then
+    computed in the graph, without the size-keyed caches and branches of eager mode."""
+    return torch.compiler.is_compiling() or any(isinstance(v, torch.SymInt) for v in sizes)
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int | tuple[int, int]) -> torch.Tensor:
     """Reflect-pad (N, C, H, W) at the bottom and right to multiples of ``multiple`` (an int
     or ``(mh, mw)``), as the reference ``check_image_size`` does. Pads wider than the image
-    (which a single reflect cannot give) are reflected in steps."""
-    mh, mw = (multiple, multiple) if isinstance(multiple, int) else multiple
+    (which one reflect cannot give) continue the reflection (the triangle wave of period
+    2(n-1)); a side of 1 pixel is replicated."""
+    mh, mw = _pair(multiple)
     h, w = x.shape[-2:]
-    ph, pw = (-h) % mh, (-w) % mw
-    while ph or pw:
-        sh, sw = min(ph, x.shape[-2] - 1), min(pw, x.shape[-1] - 1)
-        if (ph and sh <= 0) or (pw and sw <= 0):
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")  # a 1-pixel side has nothing to reflect
-            break
-        x = F.pad(x, (0, sw, 0, sh), mode="reflect")
-        ph, pw = ph - sh, pw - sw
-    return x
+    # written as multiple * ceil(n / multiple) so that a symbolic size stays divisible
+    hp, wp = mh * ((h + mh - 1) // mh), mw * ((w + mw - 1) // mw)
+    if traced(h, w):
+        return x.index_select(2, _reflect_index(h, hp, x.device)).index_select(3, _reflect_index(w, wp, x.device))
+    if (hp, wp) == (h, w):
+        return x
+    if hp - h < h and wp - w < w:
+        return F.pad(x, (0, wp - w, 0, hp - h), mode="reflect")
+    return x[:, :, _reflect_index(h, hp, x.device)][..., _reflect_index(w, wp, x.device)]
+
+
+def _reflect_index(n, total, device) -> torch.Tensor:
+    """Source rows of ``n`` rows reflect-padded to ``total``, the reflection repeated as
+    needed."""
+    period = torch.sym_max(2 * n - 2, 1)
+    r = torch.arange(total, device=device) % period
+    return torch.where(r < n, r, period - r)
 
 
 def window_partition(x: torch.Tensor, wh: int, ww: int | None = None) -> torch.Tensor:
@@ -86,15 +102,19 @@ def relative_position_index(wh: int, ww: int | None = None) -> torch.Tensor:
 def shifted_window_mask(h: int, w: int, window, shift, device=None) -> torch.Tensor:
     """(nW, wh*ww, wh*ww) float32 mask of a map of H x W tokens rolled by ``-shift``, cut
     into ``window`` windows (ints, or ``(wh, ww)`` / ``(sh, sw)`` for rectangles): 0 where
-    both tokens come from the same region of the unrolled map, -100 elsewhere."""
+    both tokens come from the same region of the unrolled map, -100 elsewhere. The regions
+    are the reference's slices [0, H-wh), [H-wh, H-sh), [H-sh, H) of the rows and columns
+    (a zero shift leaves one region, as the reference's slice(-0, None) does)."""
     (wh, ww), (sh, sw) = _pair(window), _pair(shift)
-    region = torch.zeros(1, h, w, 1, device=device)
-    rows = (slice(0, -wh), slice(-wh, -sh), slice(-sh, None))
-    cols = (slice(0, -ww), slice(-ww, -sw), slice(-sw, None))
-    for i, hs in enumerate(rows):
-        for j, ws in enumerate(cols):
-            region[:, hs, ws, :] = 3 * i + j
-    win = window_partition(region, wh, ww).squeeze(-1)
+
+    def regions(n, win, sft):
+        i = torch.arange(n, device=device)
+        if sft == 0:
+            return torch.zeros_like(i)
+        return (i >= n - win).long() + (i >= n - sft).long()
+
+    region = (regions(h, wh, sh)[:, None] * 3 + regions(w, ww, sw)[None, :]).float()
+    win = window_partition(region[None, :, :, None], wh, ww).squeeze(-1)
     diff = win.unsqueeze(1) - win.unsqueeze(2)
     return torch.where(diff != 0, MASK_VALUE, 0.0)
 
@@ -207,6 +227,8 @@ class ShiftedWindows(nn.Module):
         """The shifted-window mask of an H x W token map (None for unshifted blocks)."""
         if not self.shift:
             return None
+        if traced(*size):
+            return shifted_window_mask(*size, self.window, self.shift, device)
         if tuple(size) == self.resolution:
             return self.attn_mask
         if not self._mask_cache or self._mask_cache[0] != (tuple(size), device):
@@ -239,6 +261,8 @@ class SwinSRBase(FusedModule):
 
     Raises (forward):
         ValueError: not a 4-D tensor with ``in_chans`` channels.
+        UserError (a ValueError): traced by ``torch.export`` with a symbolic height or width
+            (``fastsr export``'s dynamic-size ONNX); a fixed-size export works.
     """
 
     def _build_frame(self, name: str, in_chans: int, embed_dim: int, upscale: int, upsampler: str,
@@ -284,6 +308,10 @@ class SwinSRBase(FusedModule):
         if x.dim() != 4 or x.shape[1] != self.in_chans:
             raise ValueError(f"{self.name}: expected input of shape (N, {self.in_chans}, H, W), got {tuple(x.shape)}")
         h, w = x.shape[-2:]
+        if torch.compiler.is_exporting() and any(isinstance(v, torch.SymInt) for v in (h, w)):
+            raise UserError(f"{self.name}: export with a dynamic height / width is not supported (the window "
+                            "partition's size arithmetic defeats torch.export's shape solver); run the model in "
+                            "PyTorch or export at a fixed size")
         x = pad_to_multiple(x, self.pad_multiple)
         mean = self.mean.to(x.dtype)
         x = (x - mean) * self.img_range
