@@ -21,6 +21,8 @@ from fastsr.models import Detected, UnknownCheckpointError, load
 from helpers import spandrel_arch
 
 pytest.importorskip("einops", reason="einops is needed by spandrel's architecture files (the reference)")
+# spandrel's reference code calls torch.meshgrid without indexing=
+pytestmark = pytest.mark.filterwarnings("ignore:torch.meshgrid:UserWarning")
 
 ATOL, RTOL = 1e-5, 1e-5
 BUFFERS = ("relative_position_index", "attn_mask", "relative_coords_table")

@@ -504,12 +504,13 @@ def _swin_tail(arch: str, sd: Mapping, embed_dim: int, in_chans: int) -> tuple[s
     return "", 1, 64
 
 
-def _swin_layers(sd: Mapping, heads_key: str) -> tuple[list[int], list[int]]:
-    """(depths, num_heads): blocks per ``layers.N`` and the heads dimension of ``heads_key``
-    (formatted with the layer index) of its first block."""
+def _swin_layers(sd: Mapping, heads_key: str, heads_dim: int) -> tuple[list[int], list[int]]:
+    """(depths, num_heads): blocks per ``layers.N`` and dimension ``heads_dim`` of
+    ``heads_key`` (formatted with the layer index: a tensor of its first block with one
+    entry per head)."""
     n = _count(sd, r"layers\.(\d+)\.")
     depths = [_count(sd, rf"layers\.{i}\.residual_group\.blocks\.(\d+)\.") for i in range(n)]
-    heads = [int(sd[heads_key.format(i)].shape[heads_key.endswith("table")]) for i in range(n)]
+    heads = [int(sd[heads_key.format(i)].shape[heads_dim]) for i in range(n)]
     return depths, heads
 
 
@@ -558,7 +559,7 @@ def _swin_img_range(upsampler: str, window: int, notes: list) -> float:
 
 def _swinir(sd: dict, notes: list) -> dict:
     embed_dim, in_chans = _w(sd, "conv_first").shape[:2]
-    depths, heads = _swin_layers(sd, "layers.{}.residual_group.blocks.0.attn.relative_position_bias_table")
+    depths, heads = _swin_layers(sd, "layers.{}.residual_group.blocks.0.attn.relative_position_bias_table", 1)
     rows = sd["layers.0.residual_group.blocks.0.attn.relative_position_bias_table"].shape[0]
     window = (math.isqrt(rows) + 1) // 2
     if (2 * window - 1) ** 2 != rows:
@@ -581,7 +582,7 @@ def _swin2sr(sd: dict, notes: list) -> dict:
     if _w(sd, "patch_embed.proj").shape[-1] != 1:
         _bad("Swin2SR", f"patch size {_w(sd, 'patch_embed.proj').shape[-1]}: only patch size 1 (every released "
              "model) is supported")
-    depths, heads = _swin_layers(sd, "layers.{}.residual_group.blocks.0.attn.logit_scale")
+    depths, heads = _swin_layers(sd, "layers.{}.residual_group.blocks.0.attn.logit_scale", 0)
     first = "layers.0.residual_group.blocks.0.attn."
     if first + "relative_position_index" in sd:
         window = math.isqrt(sd[first + "relative_position_index"].shape[0])
@@ -618,7 +619,7 @@ def _hat(sd: dict, notes: list) -> dict:
 
     embed_dim, in_chans = _w(sd, "conv_first").shape[:2]
     block = "layers.0.residual_group.blocks.0."
-    depths, heads = _swin_layers(sd, "layers.{}.residual_group.blocks.0.attn.relative_position_bias_table")
+    depths, heads = _swin_layers(sd, "layers.{}.residual_group.blocks.0.attn.relative_position_bias_table", 1)
     window = (math.isqrt(sd[block + "attn.relative_position_bias_table"].shape[0]) + 1) // 2
     overlap = math.isqrt(sd["layers.0.residual_group.overlap_attn.relative_position_bias_table"].shape[0]) + 1 - window
     if overlap < window:
