@@ -16,7 +16,9 @@ with one also takes ``icnr=True``); :func:`load_state_dict` loads BasicSR-style 
 missing / unexpected keys on mismatch. :mod:`fastsr.models.checkpoint` is fastsr's own
 generator file format (:func:`save_generator`, :func:`load_generator`, ...) and
 :func:`pretrained` loads the generators shipped in ``fastsr/weights``. :func:`load` reads community checkpoints (ESRGAN,
-ESRGAN+, Real-ESRGAN, BasicSR, SPAN, PLKSR / RealPLKSR, Real-CUGAN, Omni-SR, SAFMN files), recognising the
+ESRGAN+, Real-ESRGAN, BasicSR, SPAN, PLKSR / RealPLKSR, Real-CUGAN, Omni-SR, SAFMN files; the
+transformer families SwinIR, Swin2SR, HAT and DAT, whose shared window-attention machinery is
+:mod:`fastsr.models.swin`), recognising the
 architecture from the keys.
 """
 from fastsr.models._utils import (count_parameters, extract_state_dict, has_subpixel_convs, init_icnr,
@@ -38,6 +40,10 @@ from fastsr.models.plksr import PLKSR, RealPLKSR
 from fastsr.models.realcugan import RealCUGAN
 from fastsr.models.omnisr import OmniSR
 from fastsr.models.safmn import SAFMN
+from fastsr.models.swinir import SwinIR
+from fastsr.models.swin2sr import Swin2SR
+from fastsr.models.hat import HAT
+from fastsr.models.dat import DAT
 from fastsr.models.pretrained import list_pretrained, pretrained, pretrained_info, pretrained_path
 from fastsr.models.community import Detected, UnknownCheckpointError, detect, load
 
@@ -52,4 +58,5 @@ __all__ = [
     "SRCNN", "ESPCN", "VDSR", "EDSR", "RCAN",
     "SRGANDiscriminator", "WGANCritic", "SharpnessDiscriminator", "BEGANDiscriminator",
     "VGGStyleDiscriminator", "RRDBNetOld", "SPAN", "PLKSR", "RealPLKSR", "RealCUGAN", "OmniSR", "SAFMN",
+    "SwinIR", "Swin2SR", "HAT", "DAT",
 ]

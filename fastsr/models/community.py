@@ -54,6 +54,29 @@ PLKSR               plksr        ``feats.0``, ``feats.N.channe_mixer.{0,2}`` (si
 RealPLKSR           realplksr    ``feats.0``, ``feats.N.{layer_norm, channel_mixer.{0,2},
                                  lk.conv, attn.f.0, refine, norm}``, last conv two places
                                  after the last block; ``to_img.*`` with DySample
+SwinIR              reference    ``conv_first``, ``patch_embed.norm``,
+                                 ``layers.N.residual_group.blocks.M.{norm1,attn,...}``
+                                 (``attn.relative_position_bias_table``),
+                                 ``layers.N.conv``, ``norm``, ``conv_after_body``, a
+                                 tail: ``conv_before_upsample.0`` + ``upsample.N`` +
+                                 ``conv_last`` (pixelshuffle), ``upsample.0``
+                                 (pixelshuffledirect), ``conv_up1/2/3`` + ``conv_hr``
+                                 (nearest+conv) or ``conv_last`` alone (x1)
+Swin2SR             reference    SwinIR's, plus ``attn.logit_scale``,
+                                 ``attn.cpb_mlp.0/2``, ``attn.q_bias/v_bias``,
+                                 ``patch_embed.proj``, ``layers.N.patch_embed.proj``;
+                                 tail also ``conv_bicubic`` / ``conv_aux`` /
+                                 ``conv_after_aux.0`` (pixelshuffle_aux)
+HAT                 reference    SwinIR's (pixelshuffle tail), plus
+                                 ``blocks.M.conv_block.cab.*``,
+                                 ``layers.N.residual_group.overlap_attn.*``,
+                                 ``relative_position_index_SA/OCA``
+DAT                 reference    ``conv_first``, ``before_RG.1``,
+                                 ``layers.N.blocks.M.{norm1,attn,ffn,norm2}`` (attn:
+                                 ``attns.0/1.pos.*``, ``temperature``, ``dwconv``,
+                                 ``channel/spatial_interaction`` with BN statistics),
+                                 ``layers.N.conv``, ``norm``, ``conv_after_body``;
+                                 pixelshuffle or pixelshuffledirect tail
 ==================  ===========  =====================================================
 
 Checkpoint wrappers are removed first: ``params_ema`` (preferred), ``params``,
@@ -81,6 +104,17 @@ ESRGAN / ESRGAN+ repositories, spandrel, neosr). Assumed for them: nearest x2 st
 one-stage old ESRGAN tail (an x3 file has the same keys: ``scale=3``), nESRGAN+'s training
 noise 0.1, SPAN's ``img_range`` 255 and DIV2K mean, PLKSR's ``with_idt=False`` and its
 SparsePLK dilations 1..n, RealPLKSR's 4 GroupNorm groups.
+
+The Swin families (SwinIR, Swin2SR, HAT, DAT) read scale, embed dim, depths, heads, window
+size, MLP ratio, upsampler and residual conv (HAT: also the CAB ratios and the OCAB
+overlap; DAT: the split size from its stored offsets) from the shapes; the training patch
+size from the stored attention masks (64 when absent). Their deterministic buffers
+(``relative_position_index``, ``attn_mask``, Swin2SR's ``relative_coords_table``, HAT's
+``relative_position_index_SA/OCA``, DAT's ``rpe_biases`` / ``attn_mask_0/1``) are computed
+when a file lacks them, and the loaded model's state dict holds them, as the reference
+models' do. Assumed: ``img_range`` 255 for the JPEG-artefact models (window 7, no
+upsampler), else 1; HAT's ``conv_scale`` 0.01; when a file has no position buffers,
+Swin2SR's window 8 and DAT's split size (8, 32).
 """
 from __future__ import annotations
 
@@ -102,6 +136,13 @@ __all__ = ["load", "detect", "read_checkpoint", "Detected", "UnknownCheckpointEr
 
 TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 SAFETENSORS_SUFFIXES = (".safetensors",)
+
+_SWIN_BLOCKS = r"layers\.\d+\.residual_group\.blocks\.\d+\."
+# The reconstruction tails of the Swin families (each file has one of them).
+_HAT_OCAB = r"layers\.\d+\.residual_group\.overlap_attn\."
+_DAT_BLOCKS = r"layers\.\d+\.blocks\.\d+\."
+_DAT_BN = r"(dwconv\.1|channel_interaction\.2|spatial_interaction\.1)"
+_SWIN_TAIL = (r"conv_before_upsample\.0", r"upsample\.\d+", r"conv_up[123]", r"conv_hr", r"conv_last")
 
 #: (architecture, layout) -> the key patterns of that layout, without ``.weight``/``.bias``
 #: (full matches). A file is of an architecture when every key matches one of its patterns
@@ -152,6 +193,34 @@ KEY_PATTERNS: dict[tuple[str, str], tuple[str, ...]] = {
         r"(.+\.)?total_(ops|params)"),
     ("SAFMN", "safmn"): (r"to_feat", r"feats\.\d+\.norm[12]", r"feats\.\d+\.safm\.(mfr\.[0-3]|aggr)",
                          r"feats\.\d+\.ccm\.ccm\.[02]", r"to_img\.0"),
+    # Swin-Transformer families: the reference implementations' keys; the buffers
+    # (relative_position_index, attn_mask) are optional, computed when a file lacks them.
+    ("SwinIR", "reference"): (r"conv_first", _SWIN_BLOCKS + r"(norm[12]|mlp\.fc[12]|attn\.(qkv|proj))",
+                              _SWIN_BLOCKS + r"attn\.relative_position_bias_table", r"layers\.\d+\.conv(\.[024])?",
+                              r"norm", r"conv_after_body(\.[024])?", *_SWIN_TAIL, _SWIN_BLOCKS + r"attn_mask",
+                              _SWIN_BLOCKS + r"attn\.relative_position_index", r"patch_embed\.norm"),
+    ("Swin2SR", "reference"): (r"conv_first", r"patch_embed\.proj",
+                               _SWIN_BLOCKS + r"(norm[12]|mlp\.fc[12]|attn\.(qkv|proj|cpb_mlp\.[02]))",
+                               _SWIN_BLOCKS + r"attn\.logit_scale", r"layers\.\d+\.conv(\.[024])?",
+                               r"layers\.\d+\.patch_embed\.proj", r"norm", r"conv_after_body(\.[024])?", *_SWIN_TAIL,
+                               r"conv_bicubic", r"conv_aux", r"conv_after_aux\.0", _SWIN_BLOCKS + r"attn\.[qv]_bias",
+                               _SWIN_BLOCKS + r"attn_mask", _SWIN_BLOCKS + r"attn\.relative_position_index",
+                               _SWIN_BLOCKS + r"attn\.relative_coords_table", r"patch_embed\.norm"),
+    ("HAT", "reference"): (r"conv_first", _SWIN_BLOCKS + r"(norm[12]|mlp\.fc[12]|attn\.(qkv|proj))",
+                           _SWIN_BLOCKS + r"attn\.relative_position_bias_table",
+                           _SWIN_BLOCKS + r"conv_block\.cab\.(0|2|3\.attention\.[13])",
+                           _HAT_OCAB + r"(norm[12]|qkv|proj|mlp\.fc[12])", _HAT_OCAB + r"relative_position_bias_table",
+                           r"norm", *_SWIN_TAIL, r"layers\.\d+\.conv", r"conv_after_body",
+                           r"relative_position_index_(SA|OCA)", r"patch_embed\.norm"),
+    ("DAT", "reference"): (r"conv_first", r"before_RG\.1",
+                           _DAT_BLOCKS + r"(norm[12]|ffn\.(fc[12]|sg\.(norm|conv))|attn\.(qkv|proj))",
+                           _DAT_BLOCKS + r"attn\.(dwconv\.[01]|channel_interaction\.[124]|spatial_interaction\.[013])",
+                           _DAT_BLOCKS + r"attn\." + _DAT_BN + r"\.running_(mean|var)",
+                           _DAT_BLOCKS + r"attn\.attns\.[01]\.pos\.(pos_proj|pos[123]\.[02])",
+                           r"layers\.\d+\.conv(\.[024])?", r"norm", r"conv_after_body(\.[024])?", *_SWIN_TAIL,
+                           _DAT_BLOCKS + r"attn\.temperature", _DAT_BLOCKS + r"attn\." + _DAT_BN + r"\.num_batches_tracked",
+                           _DAT_BLOCKS + r"attn\.attns\.[01]\.(rpe_biases|relative_position_index)",
+                           _DAT_BLOCKS + r"attn\.attn_mask_[01]"),
 }
 # Patterns a file may lack and still be of the architecture (MSRResNet x2 / x3 has no upconv2).
 _OPTIONAL = {("MSRResNet", "basicsr"): {r"upconv2"},
@@ -163,6 +232,19 @@ _OPTIONAL = {("MSRResNet", "basicsr"): {r"upconv2"},
                                           r"to_img\.init_pos"},
              ("RealCUGAN", "real-cugan"): {r"conv_final", r"pro"},
              ("OmniSR", "omni-sr"): {r"(.+\.)?total_(ops|params)"}}
+_OPTIONAL[("SwinIR", "reference")] = {*_SWIN_TAIL, _SWIN_BLOCKS + r"attn_mask", _SWIN_BLOCKS + r"attn\.relative_position_index",
+                                      r"patch_embed\.norm"}
+_OPTIONAL[("Swin2SR", "reference")] = {*_SWIN_TAIL, r"conv_bicubic", r"conv_aux", r"conv_after_aux\.0",
+                                       *(_SWIN_BLOCKS + p for p in (r"attn\.[qv]_bias", r"attn_mask",
+                                                                    r"attn\.relative_position_index",
+                                                                    r"attn\.relative_coords_table")),
+                                       r"patch_embed\.norm"}
+_OPTIONAL[("DAT", "reference")] = {*_SWIN_TAIL, _DAT_BLOCKS + r"attn\.temperature",
+                                   _DAT_BLOCKS + r"attn\." + _DAT_BN + r"\.num_batches_tracked",
+                                   _DAT_BLOCKS + r"attn\.attns\.[01]\.(rpe_biases|relative_position_index)",
+                                   _DAT_BLOCKS + r"attn\.attn_mask_[01]"}
+_OPTIONAL[("HAT", "reference")] = {*_SWIN_TAIL, r"layers\.\d+\.conv", r"conv_after_body", r"relative_position_index_(SA|OCA)",
+                                   r"patch_embed\.norm"}
 
 
 class UnknownCheckpointError(CheckpointError):
@@ -183,8 +265,9 @@ class Detected:
             ``num_feat``, ``num_grow_ch`` for RRDBNet, ``num_conv`` / ``act_type`` for
             SRVGGNetCompact.
         layout: the key layout: ``"esrgan-old"``, ``"esrgan"``, ``"basicsr"``, ``"fastsr"``,
-            or the family's own (``"span"``, ``"plksr"``, ``"realplksr"``, ``"real-cugan"``,
-            ``"omni-sr"``, ``"safmn"``).
+            the family's own (``"span"``, ``"plksr"``, ``"realplksr"``, ``"real-cugan"``,
+            ``"omni-sr"``, ``"safmn"``), or ``"reference"`` (the Swin families' reference
+            implementations).
         wrapper: where the state dict sat in the file (``"params_ema"``, ``"params"``,
             ``"state_dict"``, ``"model"`` or ``""`` for a bare state dict), plus
             ``"+module."`` when a DataParallel prefix was removed.
@@ -280,8 +363,9 @@ def _unwrap(obj: Mapping) -> tuple[dict, str]:
 
 # ---------------------------------------------------------------------------- matching
 def _strip(key: str) -> str:
-    """The key less ``.weight`` / ``.bias``; other keys (buffers and parameters of other
-    names, e.g. Real-CUGAN's ``pro`` marker or an attention temperature) whole."""
+    """The key less ``.weight`` / ``.bias``; other keys (buffers such as
+    ``relative_position_index`` or Real-CUGAN's ``pro`` marker, bare parameters such as
+    ``relative_position_bias_table`` or an attention temperature) whole."""
     for suffix in (".weight", ".bias"):
         if key.endswith(suffix):
             return key[: -len(suffix)]
@@ -691,6 +775,223 @@ def _without_profiler_counters(sd: Mapping) -> dict:
     return {k: v for k, v in sd.items() if not re.fullmatch(r"(.+\.)?total_(ops|params)", k)}
 
 
+# ---------------------------------------------------------------------------- Swin families
+def _swin_tail(arch: str, sd: Mapping, embed_dim: int, in_chans: int) -> tuple[str, int, int]:
+    """(upsampler, scale, num_feat) from the tail keys of a SwinIR-style model."""
+    if "conv_before_upsample.0.weight" in sd:
+        num_feat = _w(sd, "conv_before_upsample.0").shape[0]
+        ups = [k for k in sd if re.fullmatch(r"conv_up\d\.weight", k)]
+        if ups:
+            return "nearest+conv", 2 ** len(ups), num_feat
+        return "pixelshuffle", _pixel_shuffle_scale(arch, sd, num_feat), num_feat
+    if "upsample.0.weight" in sd:
+        out = _w(sd, "upsample.0").shape[0]
+        scale = math.isqrt(out // in_chans)
+        if scale * scale * in_chans != out:
+            _bad(arch, f"upsample.0 has {out} outputs, not {in_chans} * scale^2 (pixelshuffledirect)")
+        return "pixelshuffledirect", scale, 64
+    if _w(sd, "conv_last").shape[1] != embed_dim:
+        _bad(arch, f"conv_last takes {_w(sd, 'conv_last').shape[1]} channels without an upsampler; expected "
+             f"embed_dim={embed_dim}")
+    return "", 1, 64
+
+
+def _swin_layers(sd: Mapping, heads_key: str, heads_dim: int) -> tuple[list[int], list[int]]:
+    """(depths, num_heads): blocks per ``layers.N`` and dimension ``heads_dim`` of
+    ``heads_key`` (formatted with the layer index: a tensor of its first block with one
+    entry per head)."""
+    n = _count(sd, r"layers\.(\d+)\.")
+    depths = [_count(sd, rf"layers\.{i}\.residual_group\.blocks\.(\d+)\.") for i in range(n)]
+    heads = [int(sd[heads_key.format(i)].shape[heads_dim]) for i in range(n)]
+    return depths, heads
+
+
+def _swin_img_size(sd: Mapping, window: int, notes: list) -> int:
+    """The training patch size, from the shifted-window mask of the first layer's second
+    block ((img/window)^2 windows); 64 (the reference default) when the file has none."""
+    mask = sd.get("layers.0.residual_group.blocks.1.attn_mask")
+    if mask is None:
+        notes.append("no attn_mask in the file: training patch size 64 assumed (only the stored buffers "
+                     "depend on it)")
+        return 64
+    return math.isqrt(mask.shape[0]) * window
+
+
+def _fill_swin_buffers(sd: dict, depths, window: int, img_size: int, notes: list, extra=None) -> None:
+    """Add the deterministic buffers a file may lack (the reference modules store them):
+    each block's relative_position_index (and ``extra(prefix)`` entries), and the
+    shifted-window masks of the odd blocks at the training size."""
+    from fastsr.models.swin import relative_position_index, shifted_window_mask
+
+    index, mask, added = relative_position_index(window), None, 0
+    shifted = img_size > window
+    if shifted:
+        mask = shifted_window_mask(img_size, img_size, window, window // 2)
+    for i, depth in enumerate(depths):
+        for j in range(depth):
+            prefix = f"layers.{i}.residual_group.blocks.{j}."
+            want = {prefix + "attn.relative_position_index": index, **(extra(prefix) if extra else {})}
+            if shifted and j % 2:
+                want[prefix + "attn_mask"] = mask
+            for k, v in want.items():
+                if k not in sd:
+                    sd[k], added = v, added + 1
+    if added:
+        notes.append(f"{added} buffers absent from the file computed (relative position index / attention masks)")
+
+
+def _swin_img_range(upsampler: str, window: int, notes: list) -> float:
+    """255 for the JPEG-artefact models (window 7, no upsampler), else 1: the reference
+    test script's settings; the file does not record it."""
+    img_range = 255.0 if upsampler == "" and window == 7 else 1.0
+    why = "JPEG artefact model: window 7, no upsampler" if img_range > 1 else "the reference default"
+    notes.append(f"img_range {img_range:g} assumed ({why})")
+    return img_range
+
+
+def _swinir(sd: dict, notes: list) -> dict:
+    embed_dim, in_chans = _w(sd, "conv_first").shape[:2]
+    depths, heads = _swin_layers(sd, "layers.{}.residual_group.blocks.0.attn.relative_position_bias_table", 1)
+    rows = sd["layers.0.residual_group.blocks.0.attn.relative_position_bias_table"].shape[0]
+    window = (math.isqrt(rows) + 1) // 2
+    if (2 * window - 1) ** 2 != rows:
+        _bad("SwinIR", f"relative_position_bias_table has {rows} rows, not (2 * window - 1)^2")
+    upsampler, scale, num_feat = _swin_tail("SwinIR", sd, embed_dim, in_chans)
+    img_size = _swin_img_size(sd, window, notes)
+    _fill_swin_buffers(sd, depths, window, img_size, notes)
+    img_range = _swin_img_range(upsampler, window, notes)
+    return dict(scale=scale, in_chans=in_chans, embed_dim=embed_dim, depths=depths, num_heads=heads,
+                window_size=window, mlp_ratio=_w(sd, "layers.0.residual_group.blocks.0.mlp.fc1").shape[0] / embed_dim,
+                img_size=img_size, img_range=img_range, upsampler=upsampler,
+                resi_connection="3conv" if "conv_after_body.0.weight" in sd else "1conv", num_feat=num_feat,
+                patch_norm="patch_embed.norm.weight" in sd)
+
+
+def _swin2sr(sd: dict, notes: list) -> dict:
+    from fastsr.models.swin2sr import log_relative_coords
+
+    embed_dim, in_chans = _w(sd, "conv_first").shape[:2]
+    if _w(sd, "patch_embed.proj").shape[-1] != 1:
+        _bad("Swin2SR", f"patch size {_w(sd, 'patch_embed.proj').shape[-1]}: only patch size 1 (every released "
+             "model) is supported")
+    depths, heads = _swin_layers(sd, "layers.{}.residual_group.blocks.0.attn.logit_scale", 0)
+    first = "layers.0.residual_group.blocks.0.attn."
+    if first + "relative_position_index" in sd:
+        window = math.isqrt(sd[first + "relative_position_index"].shape[0])
+    elif first + "relative_coords_table" in sd:
+        window = (sd[first + "relative_coords_table"].shape[1] + 1) // 2
+    else:
+        window = 8
+        notes.append("no position buffers in the file: window size 8 assumed (the released models'; the file "
+                     "does not record it)")
+    if "conv_bicubic.weight" in sd:
+        num_feat = _w(sd, "conv_before_upsample.0").shape[0]
+        upsampler, scale = "pixelshuffle_aux", _pixel_shuffle_scale("Swin2SR", sd, num_feat)
+    else:
+        upsampler, scale, num_feat = _swin_tail("Swin2SR", sd, embed_dim, in_chans)
+    img_size = _swin_img_size(sd, window, notes)
+    table = log_relative_coords(window)
+    _fill_swin_buffers(sd, depths, window, img_size, notes, lambda p: {p + "attn.relative_coords_table": table})
+    img_range = _swin_img_range(upsampler, window, notes)
+    return dict(scale=scale, in_chans=in_chans, embed_dim=embed_dim, depths=depths, num_heads=heads,
+                window_size=window, mlp_ratio=_w(sd, "layers.0.residual_group.blocks.0.mlp.fc1").shape[0] / embed_dim,
+                img_size=img_size, img_range=img_range, upsampler=upsampler,
+                resi_connection="3conv" if "conv_after_body.0.weight" in sd else "1conv", num_feat=num_feat,
+                patch_norm="patch_embed.norm.weight" in sd, qkv_bias=first + "q_bias" in sd)
+
+
+def _ratio(dim: int, channels: int) -> int | float:
+    """The reference's channel ratio r with ``dim // r == channels``."""
+    return dim // channels if dim % channels == 0 else dim / channels
+
+
+def _hat(sd: dict, notes: list) -> dict:
+    from fastsr.models.hat import overlap_relative_position_index
+    from fastsr.models.swin import relative_position_index
+
+    embed_dim, in_chans = _w(sd, "conv_first").shape[:2]
+    block = "layers.0.residual_group.blocks.0."
+    depths, heads = _swin_layers(sd, "layers.{}.residual_group.blocks.0.attn.relative_position_bias_table", 1)
+    window = (math.isqrt(sd[block + "attn.relative_position_bias_table"].shape[0]) + 1) // 2
+    overlap = math.isqrt(sd["layers.0.residual_group.overlap_attn.relative_position_bias_table"].shape[0]) + 1 - window
+    if overlap < window:
+        _bad("HAT", f"the OCAB bias table gives an overlap window of {overlap} for window {window}")
+    upsampler, scale, num_feat = _swin_tail("HAT", sd, embed_dim, in_chans)
+    if "relative_position_index_SA" not in sd or "relative_position_index_OCA" not in sd:
+        notes.append("relative position indices absent from the file computed")
+        sd.setdefault("relative_position_index_SA", relative_position_index(window))
+        sd.setdefault("relative_position_index_OCA", overlap_relative_position_index(window, overlap))
+    notes.append("conv_scale 0.01 assumed (the reference value)")
+    return dict(scale=scale, in_chans=in_chans, embed_dim=embed_dim, depths=depths, num_heads=heads,
+                window_size=window, compress_ratio=_ratio(embed_dim, _w(sd, block + "conv_block.cab.0").shape[0]),
+                squeeze_factor=_ratio(embed_dim, _w(sd, block + "conv_block.cab.3.attention.1").shape[0]),
+                overlap_ratio=(overlap - window) / window,
+                mlp_ratio=_w(sd, block + "mlp.fc1").shape[0] / embed_dim,
+                img_range=_swin_img_range(upsampler, window, notes), upsampler=upsampler,
+                resi_connection="1conv" if "conv_after_body.weight" in sd else "identity", num_feat=num_feat,
+                patch_norm="patch_embed.norm.weight" in sd)
+
+
+def _dat_split(sd: Mapping, notes: list) -> tuple[int, int]:
+    """split_size from the stored offsets of the first spatial-attention branch (its
+    extreme (dy, dx) are split - 1); (8, 32) when the file has none."""
+    offsets = sd.get("layers.0.blocks.0.attn.attns.0.rpe_biases")
+    if offsets is None:
+        notes.append("no rpe_biases in the file: split_size (8, 32) assumed (DAT, DAT-2, DAT-light; a DAT-S "
+                     "file, (8, 16), needs its buffers)")
+        return 8, 32
+    return int(offsets[:, 0].max().item()) + 1, int(offsets[:, 1].max().item()) + 1
+
+
+def _dat_buffers(sd: dict, depths, split, img_size: int, notes: list) -> None:
+    """Add the deterministic DAT buffers a file lacks: the branches' offsets and indices,
+    the shifted blocks' masks at the training size, BN's num_batches_tracked."""
+    from fastsr.models.dat import is_shifted, position_offsets
+    from fastsr.models.swin import relative_position_index, shifted_window_mask
+
+    (s0, s1), half = split, (split[0] // 2, split[1] // 2)
+    want = {}
+    for g, depth in enumerate(depths):
+        for j in range(0, depth):
+            attn = f"layers.{g}.blocks.{j}.attn."
+            want.update({f"{attn}{bn}.num_batches_tracked": torch.tensor(0)
+                         for bn in ("dwconv.1", "channel_interaction.2", "spatial_interaction.1")})
+            if j % 2:
+                continue
+            for b, (wh, ww) in enumerate(((s0, s1), (s1, s0))):
+                want[f"{attn}attns.{b}.rpe_biases"] = position_offsets(wh, ww)
+                want[f"{attn}attns.{b}.relative_position_index"] = relative_position_index(wh, ww)
+                if is_shifted(g, j):
+                    shift = half if b == 0 else half[::-1]
+                    want[f"{attn}attn_mask_{b}"] = shifted_window_mask(img_size, img_size, (wh, ww), shift)
+    added = [k for k in want if k not in sd]
+    sd.update({k: want[k] for k in added})
+    if added:
+        notes.append(f"{len(added)} buffers absent from the file computed (position offsets / indices / masks)")
+
+
+def _dat(sd: dict, notes: list) -> dict:
+    embed_dim, in_chans = _w(sd, "conv_first").shape[:2]
+    n = _count(sd, r"layers\.(\d+)\.")
+    depths = [_count(sd, rf"layers\.{i}\.blocks\.(\d+)\.") for i in range(n)]
+    heads = [2 * _w(sd, f"layers.{i}.blocks.0.attn.attns.0.pos.pos3.2").shape[0] for i in range(n)]
+    split = _dat_split(sd, notes)
+    masks = sorted(k for k in sd if k.endswith(".attn.attn_mask_0"))
+    if masks:
+        img_size = math.isqrt(sd[masks[0]].shape[0] * split[0] * split[1])
+    else:
+        img_size = 64
+        notes.append("no attn_mask in the file: training patch size 64 assumed (only the stored buffers depend on it)")
+    _dat_buffers(sd, depths, split, img_size, notes)
+    upsampler, scale, num_feat = _swin_tail("DAT", sd, embed_dim, in_chans)
+    notes.append("img_range 1 assumed (the reference default)")
+    return dict(scale=scale, in_chans=in_chans, embed_dim=embed_dim, depths=depths, num_heads=heads,
+                split_size=split, expansion_factor=_w(sd, "layers.0.blocks.0.ffn.fc1").shape[0] / embed_dim,
+                img_size=img_size, img_range=1.0, upsampler=upsampler,
+                resi_connection="3conv" if "conv_after_body.0.weight" in sd else "1conv", num_feat=num_feat,
+                qkv_bias="layers.0.blocks.0.attn.qkv.bias" in sd)
+
+
 _CONVERT = {("RRDBNet", "esrgan-old"): _rrdb_from_esrgan_old, ("RRDBNet", "esrgan"): _rrdb_from_esrgan,
             ("RRDBNetOld", "esrgan"): _rrdb_to_old, ("RRDBNetOld", "basicsr"): _rrdb_to_old,
             ("OmniSR", "omni-sr"): _without_profiler_counters}
@@ -698,7 +999,9 @@ _PARSE = {"RRDBNet": _rrdbnet, "SRVGGNetCompact": _srvgg, "MSRResNet": _msrresne
           "RCAN": _rcan,
           # -- convolutional community families
           "RRDBNetOld": _rrdbnet_old, "SPAN": _span, "PLKSR": _plksr, "RealPLKSR": _realplksr,
-          "RealCUGAN": _realcugan, "OmniSR": _omnisr, "SAFMN": _safmn}
+          "RealCUGAN": _realcugan, "OmniSR": _omnisr, "SAFMN": _safmn,
+          # -- Swin-Transformer families
+          "SwinIR": _swinir, "Swin2SR": _swin2sr, "HAT": _hat, "DAT": _dat}
 
 
 def _fastsr_spec(metadata: Mapping) -> dict | None:
