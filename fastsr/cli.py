@@ -290,6 +290,22 @@ def _add_upscale(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bf16", action="store_true", help="same as --precision bf16")
     p.add_argument("--format", choices=["png", "jpg", "webp", "bmp", "tif"], default="png",
                    help="output format in folder mode (16-bit images stay 16-bit in png and tif)")
+    p.add_argument("--quality", type=int, metavar="Q",
+                   help="JPEG / WebP quality 1..100 (Pillow's quality; default 95); with --lossless the WebP "
+                        "compression effort (default 80). An error for other output formats")
+    p.add_argument("--lossless", action="store_true", help="lossless WebP (Pillow's lossless=True); WebP outputs only")
+    p.add_argument("--alpha", choices=["model", "bicubic"], default="model",
+                   help="how the alpha channel of RGBA / LA images is upscaled: model = run through the model as "
+                        "a gray image (Real-ESRGAN's default, twice the work; a uniform alpha stays uniform), "
+                        "bicubic = MATLAB bicubic (default: model)")
+    p.add_argument("--denoise-strength", type=float, metavar="S",
+                   help="0..1, for Real-ESRGAN's realesr-general-x4v3: blend its weights with its denoising "
+                        "companion realesr-general-wdn-x4v3 (S * net + (1 - S) * wdn_net, parameter by parameter, "
+                        "as Real-ESRGAN's --denoise_strength); 1 = the model as is, 0 = the wdn model, strongest "
+                        "denoising. Needs --checkpoint (default: no blending; Real-ESRGAN's script uses 0.5)")
+    p.add_argument("--denoise-checkpoint", metavar="CKPT",
+                   help="the companion for --denoise-strength (default: the --checkpoint file name with -x4v3 -> "
+                        "-wdn-x4v3, beside it); same architecture and shapes as --checkpoint")
     p.add_argument("--suffix", default="", help="added to each output file name's stem, e.g. _x4")
     p.add_argument("--skip-existing", action="store_true", help="skip inputs whose output file exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -306,7 +322,8 @@ def _run_upscale(args, extra) -> int:
                   weights=args.weights, device=args.device, precision="bf16" if args.bf16 else args.precision,
                   cuda_graph=args.cuda_graph, tile=args.tile, tile_pad=args.tile_pad, tile_batch=args.tile_batch,
                   outscale=args.outscale, format=args.format, suffix=args.suffix, skip_existing=args.skip_existing,
-                  progress=not args.no_progress)
+                  progress=not args.no_progress, alpha=args.alpha, quality=args.quality, lossless=args.lossless,
+                  denoise_strength=args.denoise_strength, denoise_checkpoint=args.denoise_checkpoint)
     return 0
 
 

@@ -17,7 +17,8 @@ generator file format (:func:`save_generator`, :func:`load_generator`, ...) and
 :func:`pretrained` loads the generators shipped in ``fastsr/weights``. :func:`load` reads community checkpoints (ESRGAN,
 Real-ESRGAN, BasicSR files), recognising the architecture from the keys.
 """
-from fastsr.models._utils import count_parameters, extract_state_dict, init_weights, load_state_dict
+from fastsr.models._utils import (count_parameters, extract_state_dict, init_weights, interpolate_weights,
+                                  load_state_dict)
 from fastsr.models.registry import create, list_models, register_model
 from fastsr.models.discriminators import SRGANDiscriminator, WGANCritic
 from fastsr.models.srresnet import MSRResNet, SRResNet
@@ -34,7 +35,7 @@ from fastsr.models.community import Detected, UnknownCheckpointError, detect, lo
 
 __all__ = [
     "create", "list_models", "register_model", "init_weights", "load_state_dict",
-    "extract_state_dict", "count_parameters",
+    "extract_state_dict", "count_parameters", "interpolate_weights",
     "pretrained", "pretrained_info", "pretrained_path", "list_pretrained",
     "CheckpointError", "save_generator", "load_generator", "load_generator_weights", "read_metadata",
     "export_generator",
