@@ -334,8 +334,9 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", metavar="CKPT", help="generator .safetensors from fastsr train, or an ESRGAN / Real-ESRGAN / BasicSR .pth / .safetensors file (default: the shipped nonbn_x4 model)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="the ONNX file to write")
     p.add_argument("--opset", type=int, default=18,
-                   help="ONNX opset version, >= 9 (default 18): 18 and later are written by torch.onnx.export("
-                        "dynamo=True), 9-17 by the TorchScript exporter (dynamo=False); the output names it")
+                   help="ONNX opset version, >= 9 (default 18): 9-20 are written by torch's TorchScript exporter "
+                        "(torch.onnx.export(dynamo=False), the faster), 21 and later by torch.onnx.export(dynamo=True); "
+                        "the output names it")
     p.add_argument("--fp16", action="store_true",
                    help="weights, input and output in float16 (half the file; for runtimes with float16 kernels)")
     p.add_argument("--fixed-shape", type=_shape_arg, metavar="HxW",

@@ -5,14 +5,16 @@ fastsr's fused epilogues are custom ops (``torch.ops.fastsr.*``) that no ONNX ru
 knows. :func:`export_onnx` exports :func:`plain_copy` of the model -- a copy with every
 ``fused`` switch off, the same weights and function in plain PyTorch modules -- so the
 exporters see only standard ops; the model object itself is not modified and keeps its
-fused layers. Opset 18 and later: the copy is captured by :func:`torch.export.export`
-and handed to ``torch.onnx.export(..., dynamo=True)`` (needs ``onnx`` and
-``onnxscript``); a fastsr op still in the graph (a module without a ``fused`` switch) is
-replaced by its plain-PyTorch reference with
+fused layers. Opsets 9 to 20: the TorchScript exporter (``torch.onnx.export(...,
+dynamo=False)``) traces the copy -- for RRDBNet (23 blocks) with dynamic height and width
+about 4x faster than the dynamo exporter, whose symbolic-shape tracing runs twice
+(:func:`torch.export.export`, then the exporter's own decomposition pass). Opsets 21 and
+later (and, from opset 18, a module whose fastsr ops the tracer cannot see past): the copy
+is captured by :func:`torch.export.export` and handed to ``torch.onnx.export(...,
+dynamo=True)`` (needs ``onnx`` and ``onnxscript``); a fastsr op still in the graph (a
+module without a ``fused`` switch) is replaced by its plain-PyTorch reference with
 :meth:`torch.export.ExportedProgram.run_decompositions` (:data:`REFERENCE_DECOMPOSITIONS`)
 -- only then, as that re-trace of the whole graph costs as much as the export itself.
-Opsets 9 to 17: the TorchScript exporter (``torch.onnx.export(..., dynamo=False)``)
-traces the copy.
 """
 from __future__ import annotations
 
@@ -48,24 +50,26 @@ def _in_channels(model: nn.Module) -> int:
         raise ValueError(f"export_onnx: {e}; pass in_channels=") from None
 
 
-#: opsets that torch.onnx.export(dynamo=True) writes; below this the TorchScript exporter is used
-DYNAMO_MIN_OPSET = 18
 #: the lowest opset the TorchScript exporter writes fastsr's models in (Upsample / DepthToSpace / PRelu)
 TORCHSCRIPT_MIN_OPSET = 9
+#: the newest opset torch's TorchScript exporter writes; later ones go through the dynamo exporter
+TORCHSCRIPT_MAX_OPSET = 20
+#: the lowest opset the dynamo exporter (torch.onnx.export(dynamo=True)) writes
+DYNAMO_MIN_OPSET = 18
 
 
 def exporter_for(opset: int) -> str:
-    """The torch ONNX exporter :func:`export_onnx` uses for ``opset``: ``"dynamo"``
-    (``torch.onnx.export(..., dynamo=True)`` on a :func:`torch.export.export` graph, opset 18
-    and later) or ``"torchscript"`` (``torch.onnx.export(..., dynamo=False)``, which traces
-    the model and writes opsets 9 to 17).
+    """The torch ONNX exporter :func:`export_onnx` uses for ``opset``: ``"torchscript"``
+    (``torch.onnx.export(..., dynamo=False)``, which traces the model; opsets 9 to 20) or
+    ``"dynamo"`` (``torch.onnx.export(..., dynamo=True)`` on a :func:`torch.export.export`
+    graph; opsets 21 and later).
 
     Raises:
         ValueError: ``opset`` not an int >= 9.
     """
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < TORCHSCRIPT_MIN_OPSET:
         raise ValueError(f"export_onnx: opset must be an int >= {TORCHSCRIPT_MIN_OPSET}, got {opset!r}")
-    return "dynamo" if opset >= DYNAMO_MIN_OPSET else "torchscript"
+    return "torchscript" if opset <= TORCHSCRIPT_MAX_OPSET else "dynamo"
 
 
 def plain_copy(model: nn.Module, dtype: torch.dtype = torch.float32) -> nn.Module:
@@ -158,7 +162,12 @@ def reference_program(model: nn.Module, in_channels: int | None = None, size_mul
 
 
 def _export_torchscript(plain: nn.Module, x: torch.Tensor, out_path: Path, opset: int, dynamic: bool) -> None:
-    """``torch.onnx.export(..., dynamo=False)``: traces ``plain`` (fused switches off)."""
+    """``torch.onnx.export(..., dynamo=False)``: traces ``plain`` (fused switches off).
+
+    Raises:
+        ValueError: an operator the exporter cannot write (a fastsr op the model calls
+            without a ``fused`` switch, or one the opset lacks).
+    """
     axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
             OUTPUT_NAME: {0: "batch", 2: "sr_height", 3: "sr_width"}} if dynamic else None
     try:
@@ -168,7 +177,7 @@ def _export_torchscript(plain: nn.Module, x: torch.Tensor, out_path: Path, opset
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes)
     except torch.onnx.errors.UnsupportedOperatorError as e:
         raise ValueError(f"export_onnx: opset {opset}: {str(e).splitlines()[0]}; use opset "
-                         f"{DYNAMO_MIN_OPSET} or later") from None
+                         f"{DYNAMO_MIN_OPSET} or later (the dynamo exporter decomposes fastsr's ops)") from None
 
 
 def export_onnx(model_or_path: nn.Module | str | os.PathLike, out_path: str | os.PathLike, opset: int = 18, *,
@@ -181,10 +190,11 @@ def export_onnx(model_or_path: nn.Module | str | os.PathLike, out_path: str | os
         model_or_path: a module, or a checkpoint file that :func:`fastsr.models.load`
             reads (community ``.pth`` / ``.safetensors`` or a fastsr generator file).
         out_path: the ``.onnx`` file to write (its folder is created).
-        opset: ONNX opset version, 9 or later (default 18). Opset 18 and later are written
-            by ``torch.onnx.export(dynamo=True)`` from a :func:`torch.export.export` graph;
-            9 to 17 by the TorchScript exporter (``dynamo=False``), which traces the model
-            (:func:`exporter_for`).
+        opset: ONNX opset version, 9 or later (default 18). Opsets 9 to 20 are written by
+            the TorchScript exporter (``dynamo=False``), which traces the model; 21 and later
+            by ``torch.onnx.export(dynamo=True)`` from a :func:`torch.export.export` graph
+            (:func:`exporter_for`). From opset 18, a model the tracer cannot export (fastsr
+            ops called without a ``fused`` switch) goes through the dynamo exporter.
         in_channels, size_multiple: see :func:`reference_program` (read from the model by
             default).
         fp16: weights, input and output in float16 (half the file; for runtimes with
@@ -199,7 +209,7 @@ def export_onnx(model_or_path: nn.Module | str | os.PathLike, out_path: str | os
         fused layers appear as their plain equivalents (Conv, Add, PRelu, DepthToSpace, ...).
 
     Raises:
-        ImportError: ``onnx`` or ``onnxscript`` is not installed (opset 18 and later).
+        ImportError: ``onnx`` (or, for the dynamo exporter, ``onnxscript``) is not installed.
         ValueError: ``opset`` below 9, an operator the chosen opset lacks, a bad
             ``fixed_shape``, an unreadable or unknown checkpoint (see
             :func:`fastsr.models.load`), or a fastsr op without a reference decomposition.
@@ -207,11 +217,7 @@ def export_onnx(model_or_path: nn.Module | str | os.PathLike, out_path: str | os
         FileNotFoundError: ``model_or_path`` is a path that does not exist.
     """
     exporter = exporter_for(opset)
-    for pkg in ("onnx", "onnxscript") if exporter == "dynamo" else ("onnx",):
-        try:
-            __import__(pkg)
-        except ImportError:
-            raise ImportError(f"export_onnx needs the {pkg!r} package: pip install onnx onnxscript") from None
+    _require("onnx", *(("onnxscript",) if exporter == "dynamo" else ()))
     if isinstance(model_or_path, (str, os.PathLike)):
         from fastsr.models import load
 
@@ -229,12 +235,25 @@ def export_onnx(model_or_path: nn.Module | str | os.PathLike, out_path: str | os
         plain = plain_copy(model, dtype)
         x, _ = _example(in_channels or _in_channels(model), mult, fixed, dtype)
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        _export_torchscript(plain, x, out_path, opset, fixed is None)
-        return out_path
+        try:
+            _export_torchscript(plain, x, out_path, opset, fixed is None)
+            return out_path
+        except ValueError as e:
+            if "fastsr::" not in str(e) or opset < DYNAMO_MIN_OPSET:
+                raise
+        _require("onnx", "onnxscript")
     ep = reference_program(model, in_channels, size_multiple, fixed_shape, dtype)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     _export_dynamo(ep, out_path, opset)
     return out_path
+
+
+def _require(*packages: str) -> None:
+    for pkg in packages:
+        try:
+            __import__(pkg)
+        except ImportError:
+            raise ImportError(f"export_onnx needs the {pkg!r} package: pip install onnx onnxscript") from None
 
 
 def _export_dynamo(ep: torch.export.ExportedProgram, out_path: Path, opset: int) -> None:

@@ -100,14 +100,16 @@ def test_export_errors(tmp_path):
 
 
 # ---------------------------------------------------------------------------- opsets, fp16, fixed shape
-@pytest.mark.parametrize("opset", [9, 11, 17])
-def test_older_opsets_use_the_torchscript_exporter(tmp_path, opset):
-    """Opsets below 18 go through torch.onnx.export(dynamo=False); the graph has the asked
-    opset, dynamic batch / height / width, and the model's numbers (fused model, unshuffled
-    RRDBNet x2 with its nearest-neighbour upsampling)."""
+@pytest.mark.parametrize("opset", [9, 11, 17, 21])
+def test_every_opset_and_both_exporters(tmp_path, opset):
+    """Opsets 9-20 go through torch.onnx.export(dynamo=False), 21 and later through
+    dynamo=True; either way the graph has the asked opset, dynamic batch / height / width,
+    and the model's numbers (fused model, unshuffled RRDBNet x2 with its nearest-neighbour
+    upsampling)."""
     import onnx
 
-    assert exporter_for(opset) == "torchscript" and exporter_for(18) == exporter_for(21) == "dynamo"
+    assert exporter_for(opset) == ("dynamo" if opset == 21 else "torchscript")
+    assert exporter_for(18) == exporter_for(20) == "torchscript" and exporter_for(23) == "dynamo"
     for name, model in (("nonbn", _randomised("NonBNResNet", num_blocks=1, channels=8)),
                         ("x2", _randomised("RRDBNet", scale=2, num_block=1, num_feat=8, num_grow_ch=4))):
         path = fastsr.export_onnx(model, tmp_path / f"{name}.onnx", opset=opset)
@@ -125,7 +127,7 @@ def test_older_opsets_use_the_torchscript_exporter(tmp_path, opset):
 FP16_ATOL = 0.5 / 255
 
 
-@pytest.mark.parametrize("opset", [11, 18])
+@pytest.mark.parametrize("opset", [11, 21])
 def test_fp16_export_runs_in_onnxruntime(tmp_path, opset):
     import onnx
 
@@ -150,7 +152,7 @@ def test_fp16_export_runs_in_onnxruntime(tmp_path, opset):
         np.testing.assert_allclose(got.astype(np.float32), want, rtol=0, atol=FP16_ATOL)
 
 
-@pytest.mark.parametrize("opset", [11, 18])
+@pytest.mark.parametrize("opset", [11, 21])
 def test_fixed_shape_has_no_dynamic_axes(tmp_path, opset):
     model = _randomised("NonBNResNet", num_blocks=1, channels=8)
     path = fastsr.export_onnx(model, tmp_path / "fixed.onnx", opset=opset, fixed_shape=(10, 14))
@@ -194,10 +196,13 @@ class _RawOps(torch.nn.Module):
 
 
 def test_raw_fastsr_ops_are_decomposed(tmp_path):
+    """From opset 18 such a module goes through the dynamo exporter and the decompositions
+    (the TorchScript tracer cannot write fastsr's ops)."""
     torch.manual_seed(0)
     model = _RawOps().eval()
-    path = fastsr.export_onnx(model, tmp_path / "raw.onnx", in_channels=3)
-    _check(model, path, [(1, 3, 8, 12), (2, 3, 5, 7)])
+    for opset in (18, 21):
+        path = fastsr.export_onnx(model, tmp_path / f"raw{opset}.onnx", opset=opset, in_channels=3)
+        _check(model, path, [(1, 3, 8, 12), (2, 3, 5, 7)])
     with pytest.raises(ValueError, match="fastsr::bias_prelu.*use opset 18 or later"):  # TorchScript: no decompositions
         fastsr.export_onnx(model, tmp_path / "raw11.onnx", opset=11, in_channels=3)
 
