@@ -290,6 +290,24 @@ def _add_upscale(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bf16", action="store_true", help="same as --precision bf16")
     p.add_argument("--format", choices=["png", "jpg", "webp", "bmp", "tif"], default="png",
                    help="output format in folder mode (16-bit images stay 16-bit in png and tif)")
+    p.add_argument("--quality", type=int, metavar="Q",
+                   help="JPEG / WebP quality 1..100 (Pillow's quality; default 95); with --lossless the WebP "
+                        "compression effort (default 80). An error for other output formats")
+    p.add_argument("--lossless", action="store_true",
+                   help="lossless WebP (Pillow's lossless=True, exact=True: the colours under fully transparent "
+                        "pixels are kept too); WebP outputs only")
+    p.add_argument("--alpha", choices=["model", "bicubic"], default="model",
+                   help="how the alpha channel of RGBA / LA images is upscaled: model = run through the model as "
+                        "a gray image (Real-ESRGAN's default, twice the work; a uniform alpha stays uniform), "
+                        "bicubic = MATLAB bicubic (default: model)")
+    p.add_argument("--denoise-strength", type=float, metavar="S",
+                   help="0..1, for Real-ESRGAN's realesr-general-x4v3: blend its weights with its denoising "
+                        "companion realesr-general-wdn-x4v3 (S * net + (1 - S) * wdn_net, parameter by parameter, "
+                        "as Real-ESRGAN's --denoise_strength); 1 = the model as is, 0 = the wdn model, strongest "
+                        "denoising. Needs --checkpoint (default: no blending; Real-ESRGAN's script uses 0.5)")
+    p.add_argument("--denoise-checkpoint", metavar="CKPT",
+                   help="the companion for --denoise-strength (default: the --checkpoint file name with -x4v3 -> "
+                        "-wdn-x4v3, beside it); same architecture and shapes as --checkpoint")
     p.add_argument("--suffix", default="", help="added to each output file name's stem, e.g. _x4")
     p.add_argument("--skip-existing", action="store_true", help="skip inputs whose output file exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -306,7 +324,8 @@ def _run_upscale(args, extra) -> int:
                   weights=args.weights, device=args.device, precision="bf16" if args.bf16 else args.precision,
                   cuda_graph=args.cuda_graph, tile=args.tile, tile_pad=args.tile_pad, tile_batch=args.tile_batch,
                   outscale=args.outscale, format=args.format, suffix=args.suffix, skip_existing=args.skip_existing,
-                  progress=not args.no_progress)
+                  progress=not args.no_progress, alpha=args.alpha, quality=args.quality, lossless=args.lossless,
+                  denoise_strength=args.denoise_strength, denoise_checkpoint=args.denoise_checkpoint)
     return 0
 
 
@@ -314,24 +333,52 @@ def _run_upscale(args, extra) -> int:
 def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", metavar="CKPT", help="generator .safetensors from fastsr train, or an ESRGAN / Real-ESRGAN / BasicSR .pth / .safetensors file (default: the shipped nonbn_x4 model)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="the ONNX file to write")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset version (>= 18)")
+    p.add_argument("--opset", type=int, default=18,
+                   help="ONNX opset version, >= 9 (default 18): 9-20 are written by torch's TorchScript exporter "
+                        "(torch.onnx.export(dynamo=False), the faster), 21 and later by torch.onnx.export(dynamo=True); "
+                        "the output names it")
+    p.add_argument("--fp16", action="store_true",
+                   help="weights, input and output in float16 (half the file; for runtimes with float16 kernels)")
+    p.add_argument("--fixed-shape", type=_shape_arg, metavar="HxW",
+                   help="a static graph for LR images of H x W pixels, batch 1 (no dynamic axes), e.g. 256x256")
+
+
+def _shape_arg(v: str) -> tuple[int, int]:
+    try:
+        h, w = (int(p) for p in v.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW, e.g. 256x256, got {v!r}") from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"expected positive HxW, got {v!r}")
+    return h, w
 
 
 def _run_export(args, extra) -> int:
     if extra:
         raise UserError(f"unrecognized arguments: {' '.join(extra)}")
-    from fastsr.export import export_onnx
+    from fastsr.export import export_onnx, exporter_for
     from fastsr.models import load
     from fastsr.upscale import default_checkpoint
 
     checkpoint = args.checkpoint or default_checkpoint()
+    try:
+        exporter = exporter_for(args.opset)
+    except ValueError as e:
+        raise UserError(str(e).replace("export_onnx: opset", "--opset")) from None
     model, detected = load(checkpoint)
     try:
-        out = export_onnx(model, args.output, opset=args.opset)
+        out = export_onnx(model, args.output, opset=args.opset, fp16=args.fp16, fixed_shape=args.fixed_shape)
     except (ImportError, ValueError) as e:  # a missing exporter package; an opset it cannot write
-        raise UserError(str(e).replace("export_onnx: opset", "--opset")) from None
-    print(f"{checkpoint} -> {out}: {detected}; input 'lr' (batch, C, height, width) in [0, 1], "
-          f"output 'sr' (batch, C, {detected.scale}*height, {detected.scale}*width), opset {args.opset}")
+        raise UserError(str(e).replace("export_onnx: opset", "--opset").replace(
+            "export_onnx: fixed_shape", "--fixed-shape")) from None
+    s, dtype = detected.scale, "float16" if args.fp16 else "float32"
+    if args.fixed_shape:
+        h, w = args.fixed_shape
+        shapes = f"input 'lr' (1, C, {h}, {w}), output 'sr' (1, C, {s * h}, {s * w})"
+    else:
+        shapes = f"input 'lr' (batch, C, height, width), output 'sr' (batch, C, {s}*height, {s}*width)"
+    how = "torch.onnx.export(dynamo=True)" if exporter == "dynamo" else "TorchScript exporter (dynamo=False)"
+    print(f"{checkpoint} -> {out}: {detected}; {shapes}, {dtype}, input in [0, 1]; opset {args.opset}, {how}")
     return 0
 
 
@@ -404,7 +451,7 @@ SUBCOMMANDS = {
     "train": ("train a generator (and discriminator) from a recipe", _add_train, _run_train),
     "eval": ("PSNR/SSIM table of a checkpoint on a test folder", _add_eval, _run_eval),
     "upscale": ("super-resolve image files", _add_upscale, _run_upscale),
-    "export": ("write a model as ONNX (dynamic batch, height, width)", _add_export, _run_export),
+    "export": ("write a model as ONNX (dynamic batch, height, width, or a fixed shape)", _add_export, _run_export),
     "bench": ("per-iteration GAN training and inference benchmark (fused vs unfused variants)", _add_bench, _run_bench),
 }
 

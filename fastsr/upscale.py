@@ -1,14 +1,17 @@
 """Upscaling image files: what ``fastsr upscale`` does, as library calls.
 
 * :func:`prepare_model` -- a generator ready to run: loaded (fastsr's own files or
-  ESRGAN / Real-ESRGAN / BasicSR checkpoints), its weights checked for NaN/Inf, on its
+  ESRGAN / Real-ESRGAN / BasicSR checkpoints; optionally blended with a denoising
+  companion, :func:`load_denoised`), its weights checked for NaN/Inf, on its
   device, its precision resolved (bf16 on CPUs with native bf16), on the CPU prepared by
   :func:`fastsr.optimize_for_inference` (prepacked convolutions with fused epilogues,
   Winograd for the 3x3 ones), wrapped for CUDA-graph replay where that applies.
 * :func:`upscale_file` -- one image file in, one out, in kind: 8- or 16-bit, grayscale
   stays grayscale (the model runs on RGB and its output is averaged back), the alpha
-  channel is upscaled bicubically, the EXIF orientation is applied, the ICC profile is
-  kept, and ``outscale`` resizes the result (Lanczos) to another final scale.
+  channel is upscaled by the model as a gray image (as Real-ESRGAN) or bicubically, the
+  EXIF orientation is applied, the ICC profile is kept, ``outscale`` resizes the result
+  (Lanczos) to another final scale, JPEG / WebP take a ``quality`` (WebP also lossless).
+  ``denoise_strength`` blends realesr-general-x4v3 with its denoising companion.
 * :func:`upscale_files` -- files, folders (recursive) and globs to a folder or one file,
   with the command's rules for names (``suffix``, ``format``, same names made unique,
   never overwriting an input), ``skip_existing``, images too large to decode safely
@@ -32,7 +35,7 @@ from torch import nn
 from fastsr.errors import CheckpointError, UserError
 
 __all__ = ["Upscaler", "UpscaleResult", "prepare_model", "bicubic_upscaler", "upscale_file", "upscale_files",
-           "default_checkpoint", "load_model", "graphed", "expand_inputs", "destinations", "check_tiling"]
+           "default_checkpoint", "load_model", "check_output_options", "ALPHA_MODES", "load_denoised", "companion_checkpoint", "graphed", "expand_inputs", "destinations", "check_tiling"]
 
 
 @dataclass
@@ -104,6 +107,58 @@ def load_model(checkpoint, weights: str = "auto", device="cpu") -> tuple[nn.Modu
     return model, detected.scale, str(detected)
 
 
+def companion_checkpoint(checkpoint) -> Path:
+    """The denoising companion of a Real-ESRGAN ``realesr-general-x4v3`` file, found as
+    Real-ESRGAN's ``inference_realesrgan.py`` finds it: in the same folder, the file name
+    with ``-x4v3`` replaced by ``-wdn-x4v3`` (``realesr-general-wdn-x4v3.pth``).
+
+    Raises:
+        UserError: a name without ``-x4v3`` (or already the ``-wdn-`` one), or no such file;
+            the message asks for ``--denoise-checkpoint``.
+    """
+    path = Path(checkpoint)
+    stem, hit, rest = path.name.rpartition("-x4v3")
+    if not hit or stem.endswith("-wdn"):
+        raise UserError(f"--denoise-strength: cannot name the denoising companion of {path.name} (Real-ESRGAN's "
+                        "rule: realesr-general-x4v3 -> realesr-general-wdn-x4v3); give --denoise-checkpoint")
+    companion = path.with_name(f"{stem}-wdn-x4v3{rest}")
+    if not companion.is_file():
+        raise UserError(f"--denoise-strength: the denoising companion {companion} of {path.name} is not there; "
+                        "put it beside the checkpoint or give --denoise-checkpoint")
+    return companion
+
+
+def load_denoised(checkpoint, strength: float, companion=None, weights: str = "auto",
+                  device="cpu") -> tuple[nn.Module, int, str]:
+    """:func:`load_model` of ``checkpoint`` blended with its denoising companion as
+    Real-ESRGAN's ``--denoise_strength`` does: parameter by parameter,
+    ``strength * net + (1 - strength) * wdn_net`` (:func:`fastsr.models.interpolate_weights`).
+    ``strength`` 1 is the model as is (the companion is not read, as upstream); 0 is the
+    companion. ``companion`` defaults to :func:`companion_checkpoint`.
+
+    Raises:
+        UserError: ``strength`` outside [0, 1], the errors of :func:`companion_checkpoint`;
+            CheckpointError: the two files are not the same architecture and shapes.
+    """
+    if not isinstance(strength, (int, float)) or isinstance(strength, bool) or not 0 <= strength <= 1:
+        raise UserError(f"--denoise-strength must be a number in [0, 1], got {strength!r}")
+    model, scale, description = load_model(checkpoint, weights, device)
+    if strength == 1:
+        return model, scale, description
+    companion = Path(companion) if companion is not None else companion_checkpoint(checkpoint)
+    other, other_scale, other_description = load_model(companion, weights, device)
+    from fastsr.models import interpolate_weights
+
+    try:
+        if other_scale != scale:
+            raise ValueError(f"scale {other_scale} vs {scale}")
+        interpolate_weights(model, other, strength)
+    except ValueError as e:
+        raise CheckpointError(f"--denoise-checkpoint {companion} ({other_description}) does not match --checkpoint "
+                              f"{checkpoint} ({description}): {e}") from None
+    return model, scale, f"{description}; denoise strength {strength:g} with {companion.name}"
+
+
 def graphed(model: nn.Module, setting: str, device: str, tile) -> nn.Module:
     """``model`` wrapped in :class:`fastsr.graphs.GraphedModule` when ``cuda_graph`` says so:
     ``auto`` = on CUDA with tiles, ``on`` = on CUDA always, ``off`` = never.
@@ -128,6 +183,7 @@ def _check_finite(model: nn.Module, checkpoint) -> None:
 
 def prepare_model(checkpoint=None, *, weights: str = "auto", device: str | None = None, precision: str = "auto",
                   cuda_graph: str = "auto", tile: int | str = 0, scale: int | None = None,
+                  denoise_strength: float | None = None, denoise_checkpoint=None,
                   log: Callable[[str], None] | None = None) -> Upscaler:
     """Load, check and place a generator for :func:`upscale_file`: the precision resolved
     for the device (:func:`fastsr.evaluate.resolve_precision`), the weights of
@@ -135,13 +191,18 @@ def prepare_model(checkpoint=None, *, weights: str = "auto", device: str | None 
     in eval mode on ``device`` (default: CUDA when available), wrapped for CUDA-graph
     replay per ``cuda_graph`` (:func:`graphed`; ``tile`` is the tiling it will run with).
     On the CPU the model is :func:`fastsr.optimize_for_inference`'s, in ``precision``.
-    ``scale``: the scale the caller expects (checked against the model's); ``log`` receives
+    ``scale``: the scale the caller expects (checked against the model's).
+    ``denoise_strength`` (in [0, 1]; None: the model as is) blends the model with its
+    denoising companion (``denoise_checkpoint``, default :func:`companion_checkpoint`) as
+    Real-ESRGAN does for realesr-general-x4v3 (:func:`load_denoised`). ``log`` receives
     the ``model: <description>; precision <precision>[, <how it runs>]`` line once the model
     is loaded.
 
     Raises:
-        UserError: a precision the device cannot run, ``scale`` not the model's, the errors
-            of :func:`graphed`; CheckpointError: an unreadable file or NaN/Inf weights.
+        UserError: a precision the device cannot run, ``scale`` not the model's,
+            ``denoise_checkpoint`` without ``denoise_strength`` or either without
+            ``checkpoint``, the errors of :func:`graphed` and :func:`load_denoised`;
+            CheckpointError: an unreadable file, NaN/Inf weights, a companion that does not fit.
     """
     from fastsr.evaluate import check_cuda, resolve_precision
     from fastsr.models._utils import input_channels, size_multiple
@@ -153,8 +214,16 @@ def prepare_model(checkpoint=None, *, weights: str = "auto", device: str | None 
         precision = resolve_precision(precision, device)
     except ValueError as e:
         raise UserError(f"--precision: {e}") from None
+    if denoise_checkpoint is not None and denoise_strength is None:
+        raise UserError("--denoise-checkpoint needs --denoise-strength")
+    if denoise_strength is not None and not checkpoint:
+        raise UserError("--denoise-strength needs --checkpoint (a Real-ESRGAN realesr-general-x4v3 file)")
     checkpoint = checkpoint or default_checkpoint()
-    model, model_scale, description = load_model(checkpoint, weights, device)
+    if denoise_strength is None:
+        model, model_scale, description = load_model(checkpoint, weights, device)
+    else:
+        model, model_scale, description = load_denoised(checkpoint, denoise_strength, denoise_checkpoint, weights,
+                                                        device)
     _check_finite(model, checkpoint)
     channels, multiple = input_channels(model), size_multiple(model)
     model, how = _for_inference(model.eval(), device, precision)
@@ -270,8 +339,35 @@ def _run_model(up: Upscaler, img, tile, tile_pad: int, tile_batch: int, progress
     return sr.mean(0, keepdim=True) if img.pixels.shape[0] == 1 else sr
 
 
+ALPHA_MODES = ("model", "bicubic")
+#: output extensions whose encoders take a quality (Pillow's JPEG and WebP ``quality``)
+QUALITY_EXTENSIONS = (".jpg", ".jpeg", ".webp")
+
+
+def check_output_options(dests: Iterable, alpha: str = "model", quality: int | None = None,
+                         lossless: bool = False) -> None:
+    """The alpha and encoder options of :func:`upscale_file` for the files ``dests``.
+
+    Raises:
+        UserError: ``alpha`` not ``model`` / ``bicubic``; ``quality`` not an integer in
+            1..100 or given for an output that is not JPEG or WebP; ``lossless`` for an
+            output that is not WebP.
+    """
+    if alpha not in ALPHA_MODES:
+        raise UserError(f"--alpha must be one of {', '.join(ALPHA_MODES)}, got {alpha!r}")
+    if quality is not None and (isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100):
+        raise UserError(f"--quality must be an integer from 1 to 100, got {quality!r}")
+    for d in map(Path, dests):
+        ext = d.suffix.lower()
+        if quality is not None and ext not in QUALITY_EXTENSIONS:
+            raise UserError(f"--quality applies to JPEG and WebP outputs, not {d.name} (use --format jpg or webp)")
+        if lossless and ext != ".webp":
+            raise UserError(f"--lossless applies to WebP outputs, not {d.name} (use --format webp)")
+
+
 def upscale_file(src, dest, upscaler: Upscaler | None = None, *, tile: int | str = 0, tile_pad: int = 16,
-                 tile_batch: int = 1, outscale: float | None = None, progress: bool = False) -> UpscaleResult:
+                 tile_batch: int = 1, outscale: float | None = None, alpha: str = "model",
+                 quality: int | None = None, lossless: bool = False, progress: bool = False) -> UpscaleResult:
     """Upscale the image file ``src`` into ``dest`` (its extension picks the format) exactly
     as ``fastsr upscale SRC -o DEST`` does; returns what was written.
 
@@ -281,20 +377,49 @@ def upscale_file(src, dest, upscaler: Upscaler | None = None, *, tile: int | str
         tile, tile_pad, tile_batch: the tiling of :func:`fastsr.evaluate.upscale_image`
             (``tile="auto"``: from free memory).
         outscale: the final scale when not the model's (the output is resized, Lanczos).
+        alpha: how the alpha channel of an RGBA / LA image is upscaled: ``"model"`` (as
+            Real-ESRGAN's default ``alpha_upsampler='realesrgan'``: the alpha plane run
+            through the model as a gray image, tiled like the colours) or ``"bicubic"``
+            (MATLAB bicubic). A uniform alpha (a fully opaque file) stays uniform without
+            a model run. With :func:`bicubic_upscaler` both are bicubic.
+        quality: JPEG / WebP quality 1..100 (Pillow's ``quality``; default 95); for a
+            lossless WebP, Pillow's compression effort (default 80).
+        lossless: a lossless WebP (Pillow's ``lossless=True``).
         progress: a progress bar of the tiles.
 
     Raises:
-        UserError: bad tiling or ``outscale`` (:func:`check_tiling`), out of memory;
+        UserError: bad tiling or ``outscale`` (:func:`check_tiling`), bad ``alpha``,
+            ``quality`` or ``lossless`` (:func:`check_output_options`), out of memory;
             ImageReadError / ImageTooLargeError: an unreadable or too large image;
             OSError: ``dest`` cannot be written.
     """
     check_tiling(tile, tile_pad, tile_batch, outscale)
+    check_output_options([dest], alpha, quality, lossless)
     up = upscaler if upscaler is not None else prepare_model()
-    return _upscale_one(src, dest, up, tile, tile_pad, tile_batch, outscale, progress)
+    return _upscale_one(src, dest, up, (tile, tile_pad, tile_batch, outscale),
+                        {"alpha": alpha, "quality": quality, "lossless": lossless}, progress)
 
 
-def _upscale_one(src, dest, up: Upscaler, tile, tile_pad, tile_batch, outscale, progress) -> UpscaleResult:
-    """:func:`upscale_file` after its argument checks."""
+def _upscale_alpha(up: Upscaler, img, how: str, tiling: tuple, progress: bool, src) -> torch.Tensor | None:
+    """The (1, sH, sW) alpha plane of the output (None without one): bicubic, or the model's
+    output for the alpha plane as a gray image (see :func:`upscale_file`)."""
+    from fastsr.data import ImageData
+    from fastsr.evaluate import bicubic_upscale
+
+    a = img.alpha
+    if a is None:
+        return None
+    if up.model is None or how == "bicubic":
+        return bicubic_upscale(a[None], up.scale)[0].clamp(0, 1)
+    h, w = a.shape[-2:]
+    if bool(a.min() == a.max()):
+        return a.new_full((1, h * up.scale, w * up.scale), a[0, 0, 0].item())
+    return _run_model(up, ImageData(a), *tiling[:3], progress, src).clamp(0, 1)
+
+
+def _upscale_one(src, dest, up: Upscaler, tiling: tuple, output: dict, progress: bool) -> UpscaleResult:
+    """:func:`upscale_file` after its argument checks; ``tiling`` is ``(tile, tile_pad,
+    tile_batch, outscale)``, ``output`` its ``alpha``, ``quality`` and ``lossless``."""
     from fastsr.data import load_image, save_image
     from fastsr.evaluate import bicubic_upscale
 
@@ -302,14 +427,16 @@ def _upscale_one(src, dest, up: Upscaler, tile, tile_pad, tile_batch, outscale, 
     if up.model is None:
         sr = bicubic_upscale(img.pixels[None], up.scale)[0]
     else:
-        sr = _run_model(up, img, tile, tile_pad, tile_batch, progress, src)
-    alpha = bicubic_upscale(img.alpha[None], up.scale)[0].clamp(0, 1) if img.alpha is not None else None
+        sr = _run_model(up, img, *tiling[:3], progress, src)
+    alpha = _upscale_alpha(up, img, output["alpha"], tiling, progress, src)
     h, w = img.pixels.shape[-2:]
+    outscale = tiling[3]
     if outscale is not None and outscale != up.scale:
         oh, ow = max(round(h * outscale), 1), max(round(w * outscale), 1)
         sr = _resize(sr, oh, ow)
         alpha = _resize(alpha, oh, ow) if alpha is not None else None
-    written = save_image(dest, sr, alpha, img.bit_depth, img.icc_profile)
+    written = save_image(dest, sr, alpha, img.bit_depth, img.icc_profile, quality=output["quality"],
+                         lossless=output["lossless"])
     return UpscaleResult(Path(src), Path(dest), (w, h), (sr.shape[2], sr.shape[1]), img.bit_depth,
                          list(img.notes), list(written))
 
@@ -398,12 +525,15 @@ def upscale_files(inputs: Iterable[str], output, checkpoint=None, *, bicubic: bo
                   weights: str = "auto", device: str | None = None, precision: str = "auto",
                   cuda_graph: str = "auto", tile: int | str = 0, tile_pad: int = 16, tile_batch: int = 1,
                   outscale: float | None = None, format: str = "png", suffix: str = "",
-                  skip_existing: bool = False, progress: bool = True,
-                  write: Callable[..., None] | None = None) -> list[UpscaleResult]:
+                  skip_existing: bool = False, progress: bool = True, alpha: str = "model",
+                  quality: int | None = None, lossless: bool = False, denoise_strength: float | None = None,
+                  denoise_checkpoint=None, write: Callable[..., None] | None = None) -> list[UpscaleResult]:
     """``fastsr upscale INPUTS -o OUTPUT ...``: every image of ``inputs`` (files, folders,
     globs; :func:`expand_inputs`) upscaled into ``output`` (:func:`destinations`) by the
     model of ``checkpoint`` (:func:`prepare_model`) or bicubic, one :func:`upscale_file`
-    each. Among several inputs an image too large to decode safely is skipped with a
+    each (``alpha``, ``quality``, ``lossless`` as there; ``denoise_strength`` and
+    ``denoise_checkpoint`` as in :func:`prepare_model`). Among several inputs an image too
+    large to decode safely is skipped with a
     warning; ``skip_existing`` skips inputs whose output exists. Messages (the model, each
     file, notes and warnings) go through ``write(text, file=None)``, by default
     ``tqdm.write`` (stdout; notes and warnings to stderr).
@@ -420,6 +550,9 @@ def upscale_files(inputs: Iterable[str], output, checkpoint=None, *, bicubic: bo
         raise UserError("no input images found")
     check_tiling(tile, tile_pad, tile_batch, outscale)
     dests = destinations(files, output, inputs, format, suffix)
+    check_output_options(dests, alpha, quality, lossless)
+    if bicubic and (denoise_strength is not None or denoise_checkpoint is not None):
+        raise UserError("--denoise-strength blends model weights; it does not apply to --bicubic")
     existing = [d for d in dests if d.exists()]
     if existing and not skip_existing:
         write(f"note: replacing {len(existing)} existing output file(s), e.g. {existing[0]} (--skip-existing keeps them)")
@@ -427,11 +560,14 @@ def upscale_files(inputs: Iterable[str], output, checkpoint=None, *, bicubic: bo
         up = bicubic_upscaler(scale)
     else:
         up = prepare_model(checkpoint, weights=weights, device=device, precision=precision, cuda_graph=cuda_graph,
-                           tile=tile, scale=scale, log=write)
-    return _upscale_all(files, dests, up, write, (tile, tile_pad, tile_batch, outscale), skip_existing, progress)
+                           tile=tile, scale=scale, denoise_strength=denoise_strength,
+                           denoise_checkpoint=denoise_checkpoint, log=write)
+    return _upscale_all(files, dests, up, write, (tile, tile_pad, tile_batch, outscale),
+                        {"alpha": alpha, "quality": quality, "lossless": lossless}, skip_existing, progress)
 
 
-def _upscale_all(files, dests, up: Upscaler, write, tiling: tuple, skip_existing: bool, progress: bool) -> list:
+def _upscale_all(files, dests, up: Upscaler, write, tiling: tuple, output: dict, skip_existing: bool,
+                 progress: bool) -> list:
     from tqdm import tqdm
 
     from fastsr.data import ImageTooLargeError
@@ -444,7 +580,7 @@ def _upscale_all(files, dests, up: Upscaler, write, tiling: tuple, skip_existing
             results.append(UpscaleResult(path, dest, skipped="exists"))
             continue
         try:
-            res = _upscale_one(path, dest, up, *tiling, progress)
+            res = _upscale_one(path, dest, up, tiling, output, progress)
         except ImageTooLargeError as e:
             if not several:
                 raise

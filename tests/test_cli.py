@@ -69,7 +69,7 @@ def test_upscale_bicubic_keeps_alpha(tmp_path):
     (["train", "nonbn_wgan_x4", "--set", "train.lrg=1", "--print-config"], "train.lrg"),
     (["eval", "--checkpoint", "nope.safetensors", "--sample-data"], "nope.safetensors"),
     (["eval", "--sample-data", "--tile", "1"], "--tile 1 must be larger than twice --tile-pad"),
-    (["export", "-o", "x.onnx", "--opset", "17"], "--opset must be an int >= 18"),
+    (["export", "-o", "x.onnx", "--opset", "8"], "--opset must be an int >= 9"),
 ])
 def test_user_errors_are_one_line(args, needle):
     p = run(*args, check=False)

@@ -251,7 +251,7 @@ def files(tmp_path_factory):
 
 def test_upscale_every_kind_of_image(files, tmp_path):
     p = run("upscale", files / "in", "-o", tmp_path, "--checkpoint", files / "tiny.pth", "--suffix", "_x4",
-            "--tile", "24", "--tile-pad", "4", "--no-progress")
+            "--tile", "24", "--tile-pad", "4", "--alpha", "bicubic", "--no-progress")
     out = {f.stem: f for f in tmp_path.iterdir()}
     assert set(out) == {f"{n}_x4" for n in ("deep", "gray", "rgba", "palette", "cmyk", "rotated", "icc")}
     deep = load_image(out["deep_x4"])

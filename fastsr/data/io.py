@@ -339,7 +339,8 @@ def _write_png16(path: Path, arr: np.ndarray, icc: bytes | None) -> None:
 
 
 def save_image(path: str | os.PathLike, pixels: torch.Tensor, alpha: torch.Tensor | None = None,
-               bit_depth: int = 8, icc_profile: bytes | None = None, quality: int = 95) -> list[str]:
+               bit_depth: int = 8, icc_profile: bytes | None = None, quality: int | None = None,
+               lossless: bool = False) -> list[str]:
     """Write an image read by :func:`load_image` (or computed from one) in kind.
 
     The format follows the extension (PNG, JPEG, WebP, BMP, TIFF). 16-bit is written to PNG
@@ -353,7 +354,11 @@ def save_image(path: str | os.PathLike, pixels: torch.Tensor, alpha: torch.Tenso
         pixels: (C, H, W) float in [0, 1], C = 1 (grayscale) or 3 (RGB).
         alpha: (1, H, W) float in [0, 1] or None.
         bit_depth: 8 or 16.
-        quality: JPEG / WebP quality (1-100).
+        quality: JPEG / WebP quality, 1..100 (Pillow's ``quality``; None: 95); with
+            ``lossless`` it is Pillow's WebP compression effort (None: Pillow's 80). Other
+            formats ignore it.
+        lossless: a lossless WebP (Pillow's ``lossless=True`` with ``exact=True``, so that
+            the colours of fully transparent pixels are kept too); ignored by other formats.
 
     Returns:
         The notes on what the format could not store (16 bits, alpha, ICC profile).
@@ -370,6 +375,8 @@ def save_image(path: str | os.PathLike, pixels: torch.Tensor, alpha: torch.Tenso
                          f"got {tuple(alpha.shape)}")
     if bit_depth not in (8, 16):
         raise ValueError(f"save_image: bit_depth must be 8 or 16, got {bit_depth}")
+    if quality is not None and (isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100):
+        raise ValueError(f"save_image: quality must be an integer from 1 to 100, got {quality!r}")
     ext = path.suffix.lower()
     if ext not in IMAGE_EXTENSIONS:
         raise ValueError(f"save_image: unknown image extension {ext!r} of {path}; expected one of "
@@ -390,8 +397,13 @@ def save_image(path: str | os.PathLike, pixels: torch.Tensor, alpha: torch.Tenso
     x = pixels if alpha is None else torch.cat([pixels, alpha])
     arr = _quantise(x, bit_depth)
     has_alpha = alpha is not None
-    replace_atomically(path, lambda tmp: _write_file(tmp, arr, pixels.shape[0], has_alpha, bit_depth, ext, fmt,
-                                                     icc_profile, quality), "save_image")
+    if fmt == "WEBP" and lossless:
+        # exact: libwebp otherwise replaces the colours under alpha 0 (Pillow's default exact=False)
+        encoder = {"lossless": True, "exact": True, **({} if quality is None else {"quality": quality})}
+    else:
+        encoder = {"quality": 95 if quality is None else quality} if fmt in ("JPEG", "WEBP") else {}
+    replace_atomically(path, lambda tmp: _write_file(tmp, arr, pixels.shape[0], has_alpha, bit_depth, ext,
+                                                     icc_profile, encoder), "save_image")
     return notes
 
 
@@ -431,9 +443,10 @@ def _umask() -> int:
     return 0o022
 
 
-def _write_file(path: Path, arr: np.ndarray, channels: int, has_alpha: bool, bit_depth: int, ext: str, fmt,
-                icc_profile, quality: int) -> None:
-    """Encode ``arr`` (from :func:`_quantise`) into ``path`` in the format of ``ext``."""
+def _write_file(path: Path, arr: np.ndarray, channels: int, has_alpha: bool, bit_depth: int, ext: str,
+                icc_profile, encoder: dict) -> None:
+    """Encode ``arr`` (from :func:`_quantise`) into ``path`` in the format of ``ext``;
+    ``encoder``: Pillow's save options of the format (quality, lossless)."""
     if bit_depth == 16 and ext in (".tif", ".tiff"):
         import tifffile
 
@@ -444,7 +457,7 @@ def _write_file(path: Path, arr: np.ndarray, channels: int, has_alpha: bool, bit
         _write_png16(path, arr, icc_profile)
     else:
         im = Image.fromarray(arr)  # L, LA, RGB, RGBA or I;16 from the shape and dtype
-        kw = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+        kw = dict(encoder)
         if icc_profile:
             kw["icc_profile"] = icc_profile
         im.save(path, **kw)

@@ -22,7 +22,7 @@ transformer families SwinIR, Swin2SR, HAT and DAT, whose shared window-attention
 architecture from the keys.
 """
 from fastsr.models._utils import (count_parameters, extract_state_dict, has_subpixel_convs, init_icnr,
-                                  init_weights, load_state_dict)
+                                  init_weights, interpolate_weights, load_state_dict)
 from fastsr.models.registry import create, list_models, register_model
 from fastsr.models.discriminators import SRGANDiscriminator, WGANCritic
 from fastsr.models.srresnet import MSRResNet, SRResNet
@@ -49,7 +49,7 @@ from fastsr.models.community import Detected, UnknownCheckpointError, detect, lo
 
 __all__ = [
     "create", "list_models", "register_model", "init_weights", "init_icnr", "has_subpixel_convs", "load_state_dict",
-    "extract_state_dict", "count_parameters",
+    "extract_state_dict", "count_parameters", "interpolate_weights",
     "pretrained", "pretrained_info", "pretrained_path", "list_pretrained",
     "CheckpointError", "save_generator", "load_generator", "load_generator_weights", "read_metadata",
     "export_generator",

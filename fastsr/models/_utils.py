@@ -23,6 +23,7 @@ __all__ = [
     "check_state_dict",
     "size_multiple",
     "input_channels",
+    "interpolate_weights",
 ]
 
 
@@ -278,3 +279,36 @@ def input_channels(model: nn.Module) -> int:
     if first is None:
         raise ValueError(f"{type(model).__name__} has no Conv2d to read the input channels from")
     return first.in_channels // size_multiple(model) ** 2
+
+
+def interpolate_weights(model: nn.Module, other: nn.Module, weight: float) -> nn.Module:
+    """Deep network interpolation ("Deep Network Interpolation for Continuous Imagery Effect
+    Transition", Wang et al., CVPR 2019): every floating-point parameter and buffer of
+    ``model`` becomes ``weight * model + (1 - weight) * other``, key by key, in place (as
+    Real-ESRGAN's ``RealESRGANer.dni`` blends realesr-general-x4v3 with its denoising
+    companion realesr-general-wdn-x4v3). Integer buffers keep ``model``'s values.
+
+    Args:
+        model: the network the result is written into (returned).
+        other: a network of the same class with the same keys and shapes.
+        weight: the share of ``model``, usually in [0, 1] (1: ``model`` unchanged).
+
+    Raises:
+        ValueError: another class, other keys or other shapes (named).
+    """
+    if type(model) is not type(other):
+        raise ValueError(f"cannot interpolate a {type(model).__name__} with a {type(other).__name__}")
+    own, theirs = model.state_dict(), other.state_dict()
+    if own.keys() != theirs.keys():
+        diff = sorted(set(own) ^ set(theirs))
+        raise ValueError(f"the two {type(model).__name__} networks have different keys, e.g. {diff[:3]}")
+    shapes = [f"{k}: {tuple(v.shape)} vs {tuple(theirs[k].shape)}" for k, v in own.items()
+              if v.shape != theirs[k].shape]
+    if shapes:
+        raise ValueError(f"the two {type(model).__name__} networks differ in shape ({len(shapes)} tensors, e.g. "
+                         f"{shapes[0]})")
+    with torch.no_grad():
+        for k, v in own.items():
+            if v.is_floating_point():
+                v.copy_(weight * v + (1 - weight) * theirs[k].to(v.device, v.dtype))
+    return model
