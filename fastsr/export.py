@@ -18,6 +18,7 @@ module without a ``fused`` switch) is replaced by its plain-PyTorch reference wi
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import warnings
@@ -27,6 +28,7 @@ import torch
 from torch import nn
 
 from fastsr.models._utils import input_channels
+from fastsr.models._utils import min_input_size
 from fastsr.models._utils import size_multiple as model_size_multiple
 from fastsr.ops import bias_prelu_reference, bias_residual_reference, pixel_shuffle_prelu_reference
 
@@ -96,11 +98,12 @@ def _check_fixed_shape(fixed_shape, mult: int) -> tuple[int, int] | None:
     return int(fixed_shape[0]), int(fixed_shape[1])
 
 
-def _example(c: int, mult: int, fixed, dtype) -> tuple[torch.Tensor, dict | None]:
-    """The traced input and, without ``fixed``, torch.export's dynamic shapes of it."""
+def _example(c: int, mult: int, fixed, dtype, min_size: int = 1) -> tuple[torch.Tensor, dict | None]:
+    """The traced input (at least ``min_size`` a side) and, without ``fixed``, torch.export's
+    dynamic shapes of it."""
     if fixed is not None:
         return torch.rand(1, c, *fixed).to(dtype), None
-    side = max(16 // mult, 2) * mult
+    side = max(16 // mult, 2, -(-min_size // mult)) * mult
     x = torch.rand(2, c, side, side + mult).to(dtype)  # batch 2 and H != W: neither may be specialised
     if mult > 1:
         h, w = mult * torch.export.Dim("height_div", min=1), mult * torch.export.Dim("width_div", min=1)
@@ -155,10 +158,22 @@ def reference_program(model: nn.Module, in_channels: int | None = None, size_mul
     c = in_channels or _in_channels(model)
     fixed = _check_fixed_shape(fixed_shape, mult)
     plain = plain_copy(model, dtype)
-    x, dims = _example(c, mult, fixed, dtype)
+    x, dims = _example(c, mult, fixed, dtype, min_input_size(model))
     with torch.no_grad():
         ep = torch.export.export(plain, (x,), dynamic_shapes=None if dims is None else (dims,))
     return _decomposed(ep)
+
+
+class _LROnly(nn.Module):
+    """``model(x)`` alone: the TorchScript exporter would make a forward's optional
+    arguments graph inputs."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
 
 
 def _export_torchscript(plain: nn.Module, x: torch.Tensor, out_path: Path, opset: int, dynamic: bool) -> None:
@@ -170,6 +185,8 @@ def _export_torchscript(plain: nn.Module, x: torch.Tensor, out_path: Path, opset
     """
     axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
             OUTPUT_NAME: {0: "batch", 2: "sr_height", 3: "sr_width"}} if dynamic else None
+    if len(inspect.signature(plain.forward).parameters) > 1:  # e.g. Real-CUGAN's forward(x, alpha=1.0)
+        plain = _LROnly(plain)
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the exporter's deprecation notice and tracer warnings
@@ -178,6 +195,12 @@ def _export_torchscript(plain: nn.Module, x: torch.Tensor, out_path: Path, opset
     except torch.onnx.errors.UnsupportedOperatorError as e:
         raise ValueError(f"export_onnx: opset {opset}: {str(e).splitlines()[0]}; use opset "
                          f"{DYNAMO_MIN_OPSET} or later (the dynamo exporter decomposes fastsr's ops)") from None
+    except torch.onnx.errors.OnnxExporterError as e:  # e.g. SAFMN's pooling to a size computed from the input's
+        raise _TraceError(str(e).splitlines()[0][:160]) from None
+
+
+class _TraceError(ValueError):
+    """The TorchScript exporter could not write the traced graph (the dynamo one may)."""
 
 
 def export_onnx(model_or_path: nn.Module | str | os.PathLike, out_path: str | os.PathLike, opset: int = 18, *,
@@ -233,18 +256,37 @@ def export_onnx(model_or_path: nn.Module | str | os.PathLike, out_path: str | os
         mult = size_multiple or model_size_multiple(model)
         fixed = _check_fixed_shape(fixed_shape, mult)
         plain = plain_copy(model, dtype)
-        x, _ = _example(in_channels or _in_channels(model), mult, fixed, dtype)
+        x, _ = _example(in_channels or _in_channels(model), mult, fixed, dtype, min_input_size(model))
         out_path.parent.mkdir(parents=True, exist_ok=True)
+        # the TorchScript exporter's trace is wrong for some models (Real-CUGAN's crops by
+        # negative padding come out 3 pixels short even at the traced size): such models say
+        # so, and torch.export takes them
+        traceable = getattr(model, "onnx_by_trace", True)
         try:
-            _export_torchscript(plain, x, out_path, opset, fixed is None)
-            return out_path
+            if traceable:
+                _export_torchscript(plain, x, out_path, opset, fixed is None)
+                return out_path
         except ValueError as e:
-            if "fastsr::" not in str(e) or opset < DYNAMO_MIN_OPSET:
+            if ("fastsr::" not in str(e) and not isinstance(e, _TraceError)) or opset < DYNAMO_MIN_OPSET:
                 raise
         _require("onnx", "onnxscript")
-    ep = reference_program(model, in_channels, size_multiple, fixed_shape, dtype)
+    try:
+        ep = reference_program(model, in_channels, size_multiple, fixed_shape, dtype)
+    except Exception as e:  # torch.export cannot keep a size symbolic (constraint violations, Dim bounds)
+        if fixed_shape is not None:
+            raise
+        raise ValueError(f"export_onnx: {type(model).__name__} does not export with a dynamic height and width "
+                         f"({str(e).strip().splitlines()[0][:160]}); export a fixed size (fixed_shape, "
+                         "fastsr export --fixed-shape HxW)") from None
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    _export_dynamo(ep, out_path, opset)
+    try:
+        _export_dynamo(ep, out_path, opset)
+    except Exception as e:  # an operator with no ONNX form (e.g. adaptive max pooling with uneven bins)
+        cause = e
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        raise ValueError(f"export_onnx: {type(model).__name__} has no ONNX form at opset {opset} "
+                         f"({str(cause).strip().splitlines()[0][:200]})") from None
     return out_path
 
 

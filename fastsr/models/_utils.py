@@ -22,6 +22,7 @@ __all__ = [
     "build_for_weights",
     "check_state_dict",
     "size_multiple",
+    "min_input_size",
     "input_channels",
     "interpolate_weights",
 ]
@@ -266,6 +267,12 @@ def size_multiple(model: nn.Module) -> int:
     """LR height and width must be multiples of this (RRDBNet x2 / x1 pixel-unshuffle their
     input by 2 / 4); 1 for every other model."""
     return int(getattr(model, "unshuffle", 1) or 1)
+
+
+def min_input_size(model: nn.Module) -> int:
+    """The smallest LR height and width ``model`` runs on (Real-CUGAN's reflect padding,
+    Omni-SR's and SAFMN's pooling need more than one pixel); 1 for most models."""
+    return int(getattr(model, "min_input_size", 1) or 1)
 
 
 def input_channels(model: nn.Module) -> int:

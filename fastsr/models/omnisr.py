@@ -307,6 +307,9 @@ class OmniSR(FusedModule):
                                 nn.PixelShuffle(scale))
         self.fused = fused
 
+    #: the smallest LR side: ESA's strided conv and 7x7 max-pool need 15 pixels
+    min_input_size = 15
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.num_in_ch:
             raise ValueError(f"OmniSR: expected input (N, {self.num_in_ch}, H, W), got {tuple(x.shape)}")

@@ -203,6 +203,15 @@ class RealCUGAN(FusedModule):
             self.conv_final = nn.Conv2d(64, 4 * out_channels, 3, 1, 0)
         self.fused = fused
 
+    #: ONNX export by the TorchScript tracer gives wrong crops (3 pixels short in measurement),
+    #: so fastsr.export_onnx uses torch.export for it
+    onnx_by_trace = False
+
+    @property
+    def min_input_size(self) -> int:
+        """The smallest LR side the reflect padding fits for every size from it up."""
+        return self.pad + self.multiple
+
     @property
     def is_pro(self) -> bool:
         return self.pro is not None

@@ -115,6 +115,9 @@ class SAFMN(FusedModule):
         self.to_img = nn.Sequential(nn.Conv2d(dim, 3 * scale * scale, 3, 1, 1), nn.PixelShuffle(scale))
         self.fused = fused
 
+    #: the smallest LR side: SAFM pools by 2 ** (N_LEVELS - 1)
+    min_input_size = 2 ** (N_LEVELS - 1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"SAFMN: expected input (N, 3, H, W), got {tuple(x.shape)}")
