@@ -158,7 +158,7 @@ def _eval_pairs(args, scale: int) -> list:
     from fastsr.data import HRFolderDataset, PairedFolderDataset
     from fastsr.data.datasets import UnreadableImageWarning
     from fastsr.data.io import ImageReadError
-    from fastsr.evaluate import sample_pairs
+    from fastsr.evaluate import min_hr_side, sample_pairs
 
     unreadable = []
     if args.sample_data:
@@ -183,10 +183,9 @@ def _eval_pairs(args, scale: int) -> list:
     if unreadable:
         print(f"fastsr: warning: skipped {len(unreadable)} unreadable image(s): {'; '.join(unreadable)}",
               file=sys.stderr)
-    # SSIM's 11 x 11 window must fit in what crop_border (= scale) leaves of the HR image
-    small = [name for name, _, hr in pairs if min(hr.shape[-2:]) < 2 * scale + 11]
+    small = [name for name, _, hr in pairs if min(hr.shape[-2:]) < min_hr_side(scale)]
     if small:
-        print(f"fastsr: warning: skipped {len(small)} image(s) under {2 * scale + 11} px on a side (after the "
+        print(f"fastsr: warning: skipped {len(small)} image(s) under {min_hr_side(scale)} px on a side (after the "
               f"crop to a multiple of {scale}), too small to measure: {'; '.join(small)}", file=sys.stderr)
         pairs = [p for p in pairs if p[0] not in small]
     if not pairs:
