@@ -103,6 +103,9 @@ def _run_train(args, extra: list[str]) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         msg = (f"{summary['status']} at iteration {summary['iteration']} in {summary['seconds']:.1f} s "
                f"({summary['sec_per_iter']:.3f} s/iter); checkpoints in {out / 'checkpoints'}")
+        if summary["iteration"] >= cfg["train"]["iters"] and summary["sec_per_iter"] != summary["sec_per_iter"]:
+            msg = (f"nothing to train (no iteration ran): the run is at iteration {summary['iteration']} and train.iters is "
+                   f"{cfg['train']['iters']} (raise --iters to continue); checkpoints in {out / 'checkpoints'}")
         if "val_psnr" in summary:
             msg += (f"\nvalidation: PSNR {summary['val_psnr']:.2f} dB / SSIM {summary['val_ssim']:.4f} "
                     f"(bicubic {summary['val_psnr_bicubic']:.2f} dB / {summary['val_ssim_bicubic']:.4f}), "

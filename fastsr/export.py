@@ -108,7 +108,8 @@ def export_onnx(model_or_path: nn.Module | str | os.PathLike, out_path: str | os
 
     Raises:
         ImportError: ``onnx`` or ``onnxscript`` is not installed.
-        ValueError: ``opset`` below 18, an unreadable or unknown checkpoint (see
+        ValueError: ``opset`` below 18 or above the installed onnx's newest, an
+            unreadable or unknown checkpoint (see
             :func:`fastsr.models.load`), or a fastsr op without a reference decomposition.
         FileNotFoundError: ``model_or_path`` is a path that does not exist.
     """
@@ -119,6 +120,12 @@ def export_onnx(model_or_path: nn.Module | str | os.PathLike, out_path: str | os
             __import__(pkg)
         except ImportError:
             raise ImportError(f"export_onnx needs the {pkg!r} package: pip install onnx onnxscript") from None
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if opset > newest:  # torch would write an older opset than asked, with a logged traceback
+        raise ValueError(f"export_onnx: opset must be an int in [18, {newest}] (the newest the installed onnx "
+                         f"knows), got {opset}")
     if isinstance(model_or_path, (str, os.PathLike)):
         from fastsr.models import load
 

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from fastsr import cli
-from fastsr.errors import CheckpointError, ConfigError, DataError
+from fastsr.errors import CheckpointError, ConfigError, DataError, UserError
 from fastsr.evaluate import evaluate
 from fastsr.models import create, load, load_generator, load_state_dict
 from fastsr.models.checkpoint import load_generator_weights, read_metadata, save_generator
@@ -363,3 +363,84 @@ def test_resume_with_a_weights_file_of_non_numeric_iteration(run2, photos, tmp_p
     assert read_metadata(out / "checkpoints" / "latest.safetensors")["iteration"] == 2
     tr.close()
 
+
+
+# ---------------------------------------------------------------------------- found by the input hunt
+@pytest.mark.parametrize("override,needle", [
+    ("model.discriminator.num_feat=0", "model.discriminator: SRGANDiscriminator: num_feat must be >= 1, got 0"),
+    ("model.discriminator.num_feat=-5", "num_feat must be >= 1, got -5"),
+    ("model.generator.channels=-1", "model.generator: NonBNResNet: channels must be >= 1, got -1"),
+    ("model.generator.num_blocks=-1", "num_blocks must be >= 0, got -1"),
+    ("model.discriminator.input_size=36",
+     "SRGANDiscriminator is built for input_size=36 but it sees the HR crops of data.crop_size=32"),
+    ("data.crop_size=16", "input_size=32 but it sees the HR crops of data.crop_size=16"),
+])
+def test_model_sizes_that_cannot_train(photos, tmp_path, capsys, override, needle):
+    with pytest.raises(ConfigError) as e:
+        Trainer(_cfg("train.iters=1", override), tmp_path / "a", data_dir=photos, progress=False)
+    assert needle in str(e.value)
+    code, _, err = _cli(capsys, "train", "nonbn_wgan_x4", "--data", photos, "--out", tmp_path / "b",
+                        *[x for s in TINY for x in ("--set", s)], "--set", override, "--iters", "1")
+    _one_line_error(code, err, needle)
+
+
+def test_a_model_count_of_zero_is_allowed():
+    registry.check_kwargs("NonBNResNet", {"num_blocks": 0})
+    with pytest.raises(ValueError, match="first_kernel_size must be >= 1, got 0"):
+        registry.check_kwargs("NonBNResNet", {"first_kernel_size": 0})
+
+
+@pytest.mark.parametrize("where", ["bicubic", "model"])
+def test_upscale_out_of_memory_is_one_line(run2, photos, tmp_path, capsys, monkeypatch, where):
+    import fastsr.evaluate as ev
+
+    def oom(*a, **k):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                           "memory: you tried to allocate 7372800000 bytes. Error code 12")
+
+    monkeypatch.setattr(ev, "bicubic_upscale" if where == "bicubic" else "upscale_image", oom)
+    src = sorted(photos.iterdir())[0]
+    how = ["--bicubic", "--scale", "4"] if where == "bicubic" else ["--checkpoint", run2 / "checkpoints" /
+                                                                    "latest.safetensors"]
+    code, _, err = _cli(capsys, "upscale", src, "-o", tmp_path / "out", *how, "--no-progress")
+    line = _one_line_error(code, err, "out of memory", src.name)
+    assert ("384x384 output" in line) if where == "bicubic" else ("--tile" in line)
+    assert not (tmp_path / "out" / src.name).exists()
+
+
+def test_export_refuses_an_opset_newer_than_onnx_knows(run2, tmp_path, capsys):
+    onnx = pytest.importorskip("onnx")
+    newest = onnx.defs.onnx_opset_version()
+    code, _, err = _cli(capsys, "export", "--checkpoint", run2 / "checkpoints" / "latest.safetensors",
+                        "-o", tmp_path / "m.onnx", "--opset", newest + 1)
+    _one_line_error(code, err, f"--opset must be an int in [18, {newest}]", f"got {newest + 1}")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_resume_of_a_finished_run_says_nothing_was_trained(run2, photos, tmp_path, capsys):
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    for f in ("latest.safetensors", "latest.state.pt"):
+        (out / "checkpoints" / f).write_bytes((run2 / "checkpoints" / f).read_bytes())
+    code, stdout, err = _cli(capsys, "train", "nonbn_wgan_x4", "--data", photos, "--out", out, "--resume",
+                             *[x for s in TINY for x in ("--set", s)], "--iters", "1", "--no-progress")
+    assert code == 0, err
+    assert "nothing to train (no iteration ran): the run is at iteration 2 and train.iters is 1" in stdout
+    assert "nan" not in stdout
+
+
+def test_upscale_files_takes_one_path_as_one_input(photos, tmp_path):
+    from fastsr.upscale import upscale_files
+
+    results = upscale_files(str(photos), tmp_path / "out", bicubic=True, scale=2, progress=False,
+                            write=lambda *a, **k: None)
+    assert sorted(r.dest.name for r in results) == sorted(p.name for p in photos.iterdir())
+    assert len(upscale_files(photos, tmp_path / "out2", bicubic=True, scale=2, progress=False,
+                             write=lambda *a, **k: None)) == len(results)
+
+
+def test_prepare_model_names_an_unknown_device(run2):
+    from fastsr.upscale import prepare_model
+
+    with pytest.raises(UserError, match="--device must be cpu or cuda, got 'tpu'"):
+        prepare_model(run2 / "checkpoints" / "latest.safetensors", device="tpu")

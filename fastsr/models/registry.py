@@ -60,6 +60,12 @@ def _kind(default) -> tuple[str, Callable[[object], bool]] | None:
     return None
 
 
+#: integer keywords that count repeated blocks or layers: 0 is a valid (empty) body; every
+#: other integer keyword with a positive default is a size (channels, features, kernel,
+#: squeeze factor) and must be >= 1
+_COUNTS = frozenset({"num_block", "num_blocks", "num_group", "num_conv", "num_rdb", "rdb_layers", "num_layers"})
+
+
 def check_kwargs(name, kwargs: Mapping) -> None:
     """Check the constructor arguments of model ``name`` against its signature without
     building it -- for arguments read from a weight file's metadata or a config, whose
@@ -68,10 +74,14 @@ def check_kwargs(name, kwargs: Mapping) -> None:
     Each value must have the type of the keyword's default: an integer (not a bool or a
     float) where the default is an int, a number where a float, a bool where a bool, a
     string where a string, a list where a tuple; keywords whose default is None take any
-    value. The constructor still checks the values themselves (ranges, choices).
+    value. An integer keyword with a positive default must be >= 1 (a size: channels,
+    features, kernel) or, for the counts of repeated blocks (``num_block(s)``,
+    ``num_group``, ``num_conv``, ...), >= 0. The constructor still checks the other values
+    (scales, choices).
 
     Raises:
-        ValueError: ``name`` is not a registered model (the message lists them).
+        ValueError: ``name`` is not a registered model (the message lists them); a size
+            below 1 or a count below 0.
         TypeError: a keyword the constructor does not take (the message lists those it
             takes), or a value of another type.
     """
@@ -87,6 +97,11 @@ def check_kwargs(name, kwargs: Mapping) -> None:
     for key, value in kwargs.items():
         if key not in taken:
             raise TypeError(f"{name} takes no argument {key!r}; it takes: {', '.join(taken)}")
-        kind = _kind(params[key].default)
+        default = params[key].default
+        kind = _kind(default)
         if kind is not None and not kind[1](value):
-            raise TypeError(f"{name}: {key} must be {kind[0]} (default {params[key].default!r}), got {value!r}")
+            raise TypeError(f"{name}: {key} must be {kind[0]} (default {default!r}), got {value!r}")
+        if kind is not None and kind[0] == "an integer" and default >= 1 and key != "scale":
+            least = 0 if key in _COUNTS else 1
+            if value < least:
+                raise ValueError(f"{name}: {key} must be >= {least}, got {value}")

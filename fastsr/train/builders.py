@@ -405,7 +405,8 @@ def build_models(cfg: Config | dict) -> tuple[dict, nn.Module, nn.Module | None]
     Raises:
         ConfigError: a constructor argument the model does not take or of another type
             (:func:`fastsr.models.registry.check_kwargs`) or value; a generator whose scale
-            is not the config's ``scale``.
+            is not the config's ``scale``; a discriminator whose ``input_size`` is not
+            ``data.crop_size``.
     """
     c = parse(cfg)
     g_spec = generator_spec(c)
@@ -414,6 +415,10 @@ def build_models(cfg: Config | dict) -> tuple[dict, nn.Module, nn.Module | None]
     if g_scale != c.scale:
         raise ConfigError(f"model.generator: {g_spec['name']} is built for scale {g_scale} (model.generator.scale) "
                           f"but the config's scale is {c.scale} (the data is made for it): set the two alike")
+    d_size = getattr(D, "input_size", None)
+    if d_size is not None and d_size != c.data.crop_size:
+        raise ConfigError(f"model.discriminator: {type(D).__name__} is built for input_size={d_size} but it sees the "
+                          f"HR crops of data.crop_size={c.data.crop_size}: set the two alike")
     for m in (G, D):
         if m is not None:
             _init(m, c.model.init)
