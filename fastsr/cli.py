@@ -103,6 +103,9 @@ def _run_train(args, extra: list[str]) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         msg = (f"{summary['status']} at iteration {summary['iteration']} in {summary['seconds']:.1f} s "
                f"({summary['sec_per_iter']:.3f} s/iter); checkpoints in {out / 'checkpoints'}")
+        if summary["iteration"] >= cfg["train"]["iters"] and summary["sec_per_iter"] != summary["sec_per_iter"]:
+            msg = (f"nothing to train (no iteration ran): the run is at iteration {summary['iteration']} and train.iters is "
+                   f"{cfg['train']['iters']} (raise --iters to continue); checkpoints in {out / 'checkpoints'}")
         if "val_psnr" in summary:
             msg += (f"\nvalidation: PSNR {summary['val_psnr']:.2f} dB / SSIM {summary['val_ssim']:.4f} "
                     f"(bicubic {summary['val_psnr_bicubic']:.2f} dB / {summary['val_ssim_bicubic']:.4f}), "
@@ -158,7 +161,7 @@ def _eval_pairs(args, scale: int) -> list:
     from fastsr.data import HRFolderDataset, PairedFolderDataset
     from fastsr.data.datasets import UnreadableImageWarning
     from fastsr.data.io import ImageReadError
-    from fastsr.evaluate import sample_pairs
+    from fastsr.evaluate import min_hr_side, sample_pairs
 
     unreadable = []
     if args.sample_data:
@@ -183,10 +186,9 @@ def _eval_pairs(args, scale: int) -> list:
     if unreadable:
         print(f"fastsr: warning: skipped {len(unreadable)} unreadable image(s): {'; '.join(unreadable)}",
               file=sys.stderr)
-    # SSIM's 11 x 11 window must fit in what crop_border (= scale) leaves of the HR image
-    small = [name for name, _, hr in pairs if min(hr.shape[-2:]) < 2 * scale + 11]
+    small = [name for name, _, hr in pairs if min(hr.shape[-2:]) < min_hr_side(scale)]
     if small:
-        print(f"fastsr: warning: skipped {len(small)} image(s) under {2 * scale + 11} px on a side (after the "
+        print(f"fastsr: warning: skipped {len(small)} image(s) under {min_hr_side(scale)} px on a side (after the "
               f"crop to a multiple of {scale}), too small to measure: {'; '.join(small)}", file=sys.stderr)
         pairs = [p for p in pairs if p[0] not in small]
     if not pairs:

@@ -27,7 +27,7 @@ from fastsr.perf import native_bf16
 
 __all__ = ["load_generator", "upscale_image", "bicubic_upscale", "sample_pairs", "evaluate", "EvalResult",
            "y_psnr_ssim", "PRECISIONS", "resolve_precision", "auto_tile", "free_memory", "tile_starts",
-           "tile_weights", "NonFiniteOutputError", "check_cuda"]
+           "tile_weights", "NonFiniteOutputError", "check_cuda", "min_hr_side"]
 
 #: ``(name, lr, hr)``: an LR image (3, h, w) and its HR image (3, h*scale, w*scale), in [0, 1]
 Pair = tuple[str, torch.Tensor, torch.Tensor]
@@ -409,6 +409,12 @@ class EvalResult:
         return out
 
 
+def min_hr_side(scale: int) -> int:
+    """The smallest HR height and width (pixels) PSNR/SSIM can be measured on at ``scale``:
+    SSIM's 11 x 11 window must fit in what ``crop_border = scale`` leaves (``2 * scale + 11``)."""
+    return 2 * scale + 11
+
+
 def y_psnr_ssim(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> tuple[list[float], list[float]]:
     """Per-image Y-channel PSNR (dB) and SSIM of (N, 3, H, W) images in [0, 1] with
     ``crop_border = scale`` (:func:`fastsr.metrics.psnr` / :func:`~fastsr.metrics.ssim`)."""
@@ -442,14 +448,18 @@ def evaluate(model: nn.Module, pairs: Iterable[Pair], scale: int, *, tile: int =
             (to save them).
 
     Raises:
-        ValueError: an HR image whose size is not ``scale`` times its LR image's; the errors
-            of :func:`upscale_image` and :func:`fastsr.metrics.psnr`.
+        ValueError: an HR image under :func:`min_hr_side` on a side (checked before the
+            model runs on it), or whose size is not ``scale`` times its LR image's; the
+            errors of :func:`upscale_image` and :func:`fastsr.metrics.psnr`.
     """
     result = EvalResult()
     was_training = model.training
     model.eval()
     try:
         for name, lr, hr in pairs:
+            if min(hr.shape[-2:]) < min_hr_side(scale):
+                raise ValueError(f"evaluate: {name}: the HR image is {tuple(hr.shape[-2:])}, under the "
+                                 f"{min_hr_side(scale)} px on a side SSIM needs at scale {scale}")
             sr = upscale_image(model, lr[None], scale, tile, tile_pad, bf16, memory_format)
             if sr.shape[-2:] != hr.shape[-2:]:
                 raise ValueError(f"evaluate: {name}: the SR image is {tuple(sr.shape[-2:])} but the HR image is "

@@ -233,7 +233,7 @@ def export_onnx(model_or_path: nn.Module | str | os.PathLike, out_path: str | os
 
     Raises:
         ImportError: ``onnx`` (or, for the dynamo exporter, ``onnxscript``) is not installed.
-        ValueError: ``opset`` below 9, an operator the chosen opset lacks, a bad
+        ValueError: ``opset`` below 9 or above the installed onnx's newest, an operator the chosen opset lacks, a bad
             ``fixed_shape``, an unreadable or unknown checkpoint (see
             :func:`fastsr.models.load`), or a fastsr op without a reference decomposition.
         TypeError: ``model_or_path`` is neither a module nor a path.
@@ -241,6 +241,12 @@ def export_onnx(model_or_path: nn.Module | str | os.PathLike, out_path: str | os
     """
     exporter = exporter_for(opset)
     _require("onnx", *(("onnxscript",) if exporter == "dynamo" else ()))
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if opset > newest:  # torch would write an older opset than asked, with a logged traceback
+        raise ValueError(f"export_onnx: opset must be an int in [{TORCHSCRIPT_MIN_OPSET}, {newest}] (the newest "
+                         f"the installed onnx knows), got {opset}")
     if isinstance(model_or_path, (str, os.PathLike)):
         from fastsr.models import load
 

@@ -23,7 +23,9 @@ The errors name the options as the ``fastsr upscale`` command spells them (``--t
 """
 from __future__ import annotations
 
+import contextlib
 import glob
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,16 +201,20 @@ def prepare_model(checkpoint=None, *, weights: str = "auto", device: str | None 
     is loaded.
 
     Raises:
-        UserError: a precision the device cannot run, ``scale`` not the model's,
-            ``denoise_checkpoint`` without ``denoise_strength`` or either without
-            ``checkpoint``, the errors of :func:`graphed` and :func:`load_denoised`;
+        UserError: a device torch does not know, a precision the device cannot run, ``scale``
+            not the model's, ``denoise_checkpoint`` without ``denoise_strength`` or either
+            without ``checkpoint``, the errors of :func:`graphed` and :func:`load_denoised`;
             CheckpointError: an unreadable file, NaN/Inf weights, a companion that does not fit.
     """
     from fastsr.evaluate import check_cuda, resolve_precision
     from fastsr.models._utils import input_channels, size_multiple
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if torch.device(device).type == "cuda":
+    try:
+        dev_type = torch.device(device).type
+    except (RuntimeError, TypeError):
+        raise UserError(f"--device must be cpu or cuda, got {device!r}") from None
+    if dev_type == "cuda":
         check_cuda()
     try:
         precision = resolve_precision(precision, device)
@@ -283,7 +289,7 @@ def check_tiling(tile: int | str = 0, tile_pad: int = 16, tile_batch: int = 1, o
     if isinstance(tile, int) and 0 < tile <= 2 * tile_pad:
         raise UserError(f"--tile {tile} must be larger than twice --tile-pad ({tile_pad})")
     if outscale is not None and not (outscale > 0 and outscale < 1e3):
-        raise UserError(f"--outscale must be a positive number, got {outscale}")
+        raise UserError(f"--outscale must be a positive number below 1000, got {outscale}")
 
 
 def _resize(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -315,6 +321,22 @@ def _model_inputs(up: Upscaler, img, src) -> list[torch.Tensor]:
     return [torch.nn.functional.pad(p[None], pad, mode="replicate") if any(pad) else p[None] for p in planes]
 
 
+@contextlib.contextmanager
+def _memory_errors(doing: str):
+    """Out-of-memory errors inside (CUDA's, Python's, or the CPU allocator's RuntimeError) as
+    a UserError "out of memory <doing>"; a UserError raised inside (a nested, more precise
+    message) passes unchanged."""
+    try:
+        yield
+    except UserError:
+        raise
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and not isinstance(e, torch.OutOfMemoryError) and \
+                "can't allocate memory" not in str(e) and "out of memory" not in str(e):
+            raise
+        raise UserError(f"out of memory {doing}") from None
+
+
 def _run_model(up: Upscaler, img, tile, tile_pad: int, tile_batch: int, progress: bool, src) -> torch.Tensor:
     """The model's output for a loaded image (grayscale folded back to one channel)."""
     from tqdm import tqdm
@@ -329,11 +351,10 @@ def _run_model(up: Upscaler, img, tile, tile_pad: int, tile_batch: int, progress
 
     h, w = img.rgb.shape[-2:]
     try:
-        sr = torch.cat([upscale_image(up.model, lr, up.scale, tile, tile_pad, precision=up.autocast_precision,
-                                      tile_batch=tile_batch, progress=report)[0, :, :h * up.scale, :w * up.scale]
-                        for lr in _model_inputs(up, img, src)])
-    except torch.OutOfMemoryError:
-        raise UserError(f"out of memory upscaling {src}; use a smaller --tile or --tile auto") from None
+        with _memory_errors(f"upscaling {src}; use a smaller --tile or --tile auto"):
+            sr = torch.cat([upscale_image(up.model, lr, up.scale, tile, tile_pad, precision=up.autocast_precision,
+                                          tile_batch=tile_batch, progress=report)[0, :, :h * up.scale, :w * up.scale]
+                            for lr in _model_inputs(up, img, src)])
     finally:
         tiles.close()
     return sr.mean(0, keepdim=True) if img.pixels.shape[0] == 1 else sr
@@ -424,17 +445,21 @@ def _upscale_one(src, dest, up: Upscaler, tiling: tuple, output: dict, progress:
     from fastsr.evaluate import bicubic_upscale
 
     img = load_image(src)
-    if up.model is None:
-        sr = bicubic_upscale(img.pixels[None], up.scale)[0]
-    else:
-        sr = _run_model(up, img, *tiling[:3], progress, src)
-    alpha = _upscale_alpha(up, img, output["alpha"], tiling, progress, src)
     h, w = img.pixels.shape[-2:]
     outscale = tiling[3]
-    if outscale is not None and outscale != up.scale:
-        oh, ow = max(round(h * outscale), 1), max(round(w * outscale), 1)
-        sr = _resize(sr, oh, ow)
-        alpha = _resize(alpha, oh, ow) if alpha is not None else None
+    oh, ow = (max(round(h * outscale), 1), max(round(w * outscale), 1)) if outscale is not None else \
+        (h * up.scale, w * up.scale)
+    with _memory_errors(f"making the {w * up.scale}x{h * up.scale} output of {src}"
+                        + (f" (resized to {ow}x{oh})" if (oh, ow) != (h * up.scale, w * up.scale) else "")
+                        + "; use a smaller --scale or --outscale"):
+        if up.model is None:
+            sr = bicubic_upscale(img.pixels[None], up.scale)[0]
+        else:
+            sr = _run_model(up, img, *tiling[:3], progress, src)
+        alpha = _upscale_alpha(up, img, output["alpha"], tiling, progress, src)
+        if outscale is not None and outscale != up.scale:
+            sr = _resize(sr, oh, ow)
+            alpha = _resize(alpha, oh, ow) if alpha is not None else None
     written = save_image(dest, sr, alpha, img.bit_depth, img.icc_profile, quality=output["quality"],
                          lossless=output["lossless"])
     return UpscaleResult(Path(src), Path(dest), (w, h), (sr.shape[2], sr.shape[1]), img.bit_depth,
@@ -442,15 +467,18 @@ def _upscale_one(src, dest, up: Upscaler, tiling: tuple, output: dict, progress:
 
 
 # ---------------------------------------------------------------------------- many files
-def expand_inputs(inputs: Iterable[str]) -> list[tuple[Path, Path]]:
+def expand_inputs(inputs: Iterable[str] | str | os.PathLike) -> list[tuple[Path, Path]]:
     """``(file, path relative to the output folder)`` of every input image: files as given,
-    folders recursively (keeping subfolders), globs (``*``, ``?``, ``[``) expanded.
+    folders recursively (keeping subfolders), globs (``*``, ``?``, ``[``) expanded. One
+    path (a ``str`` or ``PathLike``) is one input, not a sequence of one-letter ones.
 
     Raises:
         UserError: an input that does not exist, a glob matching no image.
     """
     from fastsr.data import IMAGE_EXTENSIONS, list_images
 
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
     files = []
     for inp in map(str, inputs):
         p = Path(inp)
@@ -521,7 +549,7 @@ def destinations(files: list[tuple[Path, Path]], output, inputs, fmt: str = "png
     return dests
 
 
-def upscale_files(inputs: Iterable[str], output, checkpoint=None, *, bicubic: bool = False, scale: int | None = None,
+def upscale_files(inputs: Iterable[str] | str | os.PathLike, output, checkpoint=None, *, bicubic: bool = False, scale: int | None = None,
                   weights: str = "auto", device: str | None = None, precision: str = "auto",
                   cuda_graph: str = "auto", tile: int | str = 0, tile_pad: int = 16, tile_batch: int = 1,
                   outscale: float | None = None, format: str = "png", suffix: str = "",
@@ -544,7 +572,7 @@ def upscale_files(inputs: Iterable[str], output, checkpoint=None, *, bicubic: bo
     from tqdm import tqdm
 
     write = write or tqdm.write
-    inputs = list(inputs)
+    inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     files = expand_inputs(inputs)
     if not files:
         raise UserError("no input images found")

@@ -246,7 +246,7 @@ def test_tiny_files_do_not_allocate_huge_models(tmp_path):
     small = tmp_path / "bomb.safetensors"
     save_generator(small, {"conv_first.weight": torch.zeros(1)}, None,
                    {**meta, "generator": {"name": "RRDBNet", "num_feat": 4000, "num_block": 23}, "scale": 4})
-    with pytest.raises(CheckpointError, match="does not fit"):
+    with pytest.raises(CheckpointError, match="does not fit|refusing to build it"):
         load_generator(small)
     # shapes that match but hold no data: zero-size and stride-0 (expanded) tensors in a .pth
     for make in (lambda s: torch.zeros(1).expand(s),
@@ -254,7 +254,7 @@ def test_tiny_files_do_not_allocate_huge_models(tmp_path):
         path = tmp_path / "expanded.pth"
         torch.save(_rrdb_state_dict(num_feat=256, make=make), path)
         assert path.stat().st_size < 200_000
-        with pytest.raises(ValueError, match="bytes of weights but describes a model|do not fit"):
+        with pytest.raises(ValueError, match="bytes of weights but describes a model|do not fit|zero-size tensor"):
             fastsr.models.load(path)
 
 

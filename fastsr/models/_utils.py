@@ -2,8 +2,10 @@
 initialisation and strict checkpoint loading."""
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import threading
 from typing import Iterable, Mapping
 
 import torch
@@ -21,6 +23,7 @@ __all__ = [
     "count_parameters",
     "build_for_weights",
     "check_state_dict",
+    "check_tensor_dict",
     "size_multiple",
     "min_input_size",
     "input_channels",
@@ -148,21 +151,23 @@ def extract_state_dict(checkpoint: Mapping, key: str | None = None) -> Mapping[s
 
     Raises:
         KeyError: ``key`` given but absent (the message lists the keys present).
-        TypeError: the checkpoint is not a mapping.
+        TypeError: the checkpoint, or its entry ``key``, is not a mapping.
     """
     if not isinstance(checkpoint, Mapping):
         raise TypeError(f"checkpoint must be a mapping (a state dict), got {type(checkpoint).__name__}")
     if key is not None:
         if key not in checkpoint:
-            raise KeyError(f"checkpoint has no key {key!r}; top-level keys: {sorted(checkpoint)[:20]}")
+            raise KeyError(f"checkpoint has no key {key!r}; top-level keys: {sorted(map(str, checkpoint))[:20]}")
         sd = checkpoint[key]
+        if not isinstance(sd, Mapping):
+            raise TypeError(f"checkpoint[{key!r}] must be a mapping (a state dict), got {type(sd).__name__}")
     else:
         sd = checkpoint
         for k in ("params_ema", "params", "state_dict", "model"):
             if k in checkpoint and isinstance(checkpoint[k], Mapping):
                 sd = checkpoint[k]
                 break
-    if sd and all(k.startswith("module.") for k in sd):
+    if sd and all(isinstance(k, str) and k.startswith("module.") for k in sd):
         sd = {k[len("module."):]: v for k, v in sd.items()}
     return sd
 
@@ -185,20 +190,49 @@ def load_state_dict(
         map_location: where tensors of a file are loaded.
 
     Raises:
-        ValueError: missing or unexpected keys (all listed) or tensors of the wrong shape
-            (each listed with both shapes). Nothing is loaded in that case.
+        ValueError: an unreadable file; keys that are not strings or values that are not
+            tensors (:func:`check_tensor_dict`); missing or unexpected keys (all listed) or
+            tensors of the wrong shape (each listed with both shapes). Nothing is loaded in
+            that case.
+        FileNotFoundError: no file at the path ``checkpoint``.
     """
     if isinstance(checkpoint, (str, os.PathLike)):
-        checkpoint = torch.load(checkpoint, map_location=map_location, weights_only=True)
+        if not os.path.isfile(checkpoint):
+            raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+        try:
+            checkpoint = torch.load(checkpoint, map_location=map_location, weights_only=True)
+        except Exception as e:  # pickle, zip and struct errors of a damaged or non-tensor file
+            raise ValueError(f"cannot read {checkpoint} with torch.load(weights_only=True): "
+                             f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
     sd = extract_state_dict(checkpoint, key)
     check_state_dict(model, sd)
     model.load_state_dict(sd, strict=True)
     return model
 
 
+def check_tensor_dict(sd, what: str = "checkpoint", error: type[Exception] = ValueError) -> None:
+    """Raise ``error`` unless ``sd`` is a mapping of string keys (parameter names) to tensors:
+    the message names ``what``, the count and the first few keys of other types or with
+    values of other types (``None``, lists, nested dicts ...)."""
+    if not isinstance(sd, Mapping):
+        raise error(f"{what}: expected a state dict (a mapping of parameter names to tensors), got "
+                    f"{type(sd).__name__}")
+    keys = [k for k in sd if not isinstance(k, str)]
+    values = [k for k, v in sd.items() if isinstance(k, str) and not isinstance(v, torch.Tensor)]
+    for items, kind in ((keys, "keys that are not strings (parameter names)"),
+                        (values, "entries that are not tensors")):
+        if items:
+            shown = ", ".join(f"{k!r} ({type(k if kind.startswith('keys') else sd[k]).__name__})"
+                              for k in items[:3])
+            raise error(f"{what}: the state dict has {len(items)} {kind}: {shown}"
+                        + (", ..." if len(items) > 3 else ""))
+
+
 def check_state_dict(model: nn.Module, sd: Mapping) -> None:
-    """Raise :func:`load_state_dict`'s ValueError when ``sd`` does not fit ``model`` (keys and
-    shapes only; ``model`` may live on the meta device)."""
+    """Raise :func:`load_state_dict`'s ValueError when ``sd`` does not fit ``model`` (its
+    entries (:func:`check_tensor_dict`), keys and shapes only; ``model`` may live on the meta
+    device)."""
+    check_tensor_dict(sd)
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
@@ -231,23 +265,58 @@ def _storage_bytes(tensors) -> int:
     return total
 
 
+class _TooManyTensors(Exception):
+    """Raised inside a model constructor when it registers more tensors than its budget."""
+
+
+@contextlib.contextmanager
+def _tensor_budget(limit: int):
+    """Abort (``_TooManyTensors``) a constructor of this thread that registers more than
+    ``limit`` parameters and buffers, so that metadata naming a huge model (a billion
+    blocks) fails at once instead of building it even on the meta device."""
+    count, thread = [0], threading.get_ident()
+
+    def hook(module, name, value):
+        if threading.get_ident() == thread:
+            count[0] += 1
+            if count[0] > limit:
+                raise _TooManyTensors
+
+    handles = [reg(hook) for reg in (torch.nn.modules.module.register_module_parameter_registration_hook,
+                                     torch.nn.modules.module.register_module_buffer_registration_hook)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def build_for_weights(factory, state_dict: Mapping, check) -> nn.Module:
     """``factory()`` -- a model -- built only once ``state_dict`` is known to fill it, so that a
     small file whose metadata or shapes describe a huge model never allocates it.
 
-    The model is first built on the meta device (no memory) and ``check(probe, state_dict)``
-    (the caller's key / shape check, raising its own error) runs on it; then every tensor
-    for a floating-point parameter must be floating point (int, bool and complex weights
-    are refused, not cast), and the data present in ``state_dict`` must be at least half the
-    model's float32 size (fp16 / bf16 files are half; zero-size or stride-0 tensors that
-    claim a large model are not).
+    The model is first built on the meta device (no memory), and abandoned as soon as it
+    registers far more tensors than ``state_dict`` holds (4x + 64: a strict load needs one
+    each); then ``check(probe, state_dict)`` (the caller's key / shape check, raising its own
+    error) runs on it; then every tensor for a floating-point parameter must be floating
+    point (int, bool and complex weights are refused, not cast), and the data present in
+    ``state_dict`` must be at least half the model's float32 size (fp16 / bf16 files are
+    half; zero-size or stride-0 tensors that claim a large model are not).
 
     Raises:
-        ValueError: non-floating weights, or far less data than the model needs; the errors
-            of ``check``.
+        ValueError: a model of far more tensors than ``state_dict`` holds, or of tensors
+            too large to describe; non-floating weights, or far less data than the model
+            needs; the errors of ``check``.
     """
-    with torch.device("meta"):
-        probe = factory()
+    limit = 4 * len(state_dict) + 64
+    try:
+        with torch.device("meta"), _tensor_budget(limit):
+            probe = factory()
+    except _TooManyTensors:
+        raise ValueError(f"the model described has more than {limit:,} parameter and buffer tensors but the "
+                         f"file holds {len(state_dict):,}: refusing to build it") from None
+    except RuntimeError as e:  # torch's own refusal, e.g. a tensor size that overflows
+        raise ValueError(f"the model described cannot be built: {str(e).strip().splitlines()[0]}") from None
     check(probe, state_dict)
     own = probe.state_dict()
     bad = [f"{k} ({state_dict[k].dtype})" for k, v in own.items()

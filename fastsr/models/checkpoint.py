@@ -22,12 +22,13 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from fastsr.errors import CheckpointError
-from fastsr.models._utils import build_for_weights
-from fastsr.models.registry import create
+from fastsr.models._utils import build_for_weights, check_tensor_dict
+from fastsr.models.registry import check_kwargs, create
 
 __all__ = ["CheckpointError", "atomic_write", "remove_temp_files", "read_checked", "load_weights",
            "check_finite_weights", "save_generator", "read_metadata", "load_generator_weights",
-           "export_generator", "load_generator", "WEIGHT_GROUPS"]
+           "export_generator", "load_generator", "generator_from_metadata", "decode_metadata", "model_scale",
+           "WEIGHT_GROUPS"]
 
 #: the weight groups of a generator file: the trained weights and their EMA
 WEIGHT_GROUPS = ("params", "params_ema")
@@ -105,7 +106,8 @@ def read_checked(path, what: str, reader):
     try:
         return reader(path)
     except Exception as e:
-        raise CheckpointError(f"cannot read {what} {path}: {e}") from None
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"cannot read {what} {path} (damaged, truncated or of another format?): {detail}") from None
 
 
 def _raw_metadata(path: Path) -> dict:
@@ -119,13 +121,53 @@ def read_metadata(path) -> dict:
     Raises:
         CheckpointError: missing or unreadable file.
     """
+    return decode_metadata(read_checked(path, "checkpoint", _raw_metadata))
+
+
+def decode_metadata(raw: dict) -> dict:
+    """Safetensors string metadata with each value JSON-decoded (strings that are not JSON
+    stay strings)."""
     out = {}
-    for k, v in read_checked(path, "checkpoint", _raw_metadata).items():
+    for k, v in raw.items():
         try:
             out[k] = json.loads(v)
-        except (json.JSONDecodeError, TypeError):
+        except (json.JSONDecodeError, TypeError, ValueError, RecursionError):
             out[k] = v
     return out
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def generator_from_metadata(meta: dict, source) -> tuple[str, dict, int | None]:
+    """``(name, kwargs, scale)`` of the generator a fastsr file's decoded metadata
+    (:func:`decode_metadata`) describes, each checked before any model is built:
+    ``generator`` a JSON object whose ``name`` is a registered model and whose other
+    entries are arguments its constructor takes, of the types of their defaults
+    (:func:`fastsr.models.registry.check_kwargs`); ``scale`` (None when absent) a positive
+    integer.
+
+    Raises:
+        CheckpointError: no fastsr metadata, or any of the above not so; the message names
+            ``source`` and the value.
+    """
+    spec = meta.get("generator")
+    if meta.get("format") != "fastsr" or spec is None:
+        raise CheckpointError(f"{source} is not a fastsr generator checkpoint (no 'generator' metadata)")
+    if not isinstance(spec, dict):
+        raise CheckpointError(f"{source}: its 'generator' metadata must be a JSON object "
+                              f"{{\"name\": ..., **kwargs}}, got {str(spec)[:80]!r}")
+    kwargs = dict(spec)
+    name = kwargs.pop("name", None)
+    try:
+        check_kwargs(name, kwargs)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{source}: its 'generator' metadata builds no model: {e}") from None
+    scale = meta.get("scale")
+    if scale is not None and not _positive_int(scale):
+        raise CheckpointError(f"{source}: its 'scale' metadata must be a positive integer, got {scale!r}")
+    return name, kwargs, scale
 
 
 def load_generator_weights(path, which: str = "params") -> dict:
@@ -183,7 +225,8 @@ def load_weights(module: nn.Module, state_dict: dict, source) -> nn.Module:
 
 def check_fit(module: nn.Module, state_dict: dict, source) -> None:
     """Raise :func:`load_weights`' CheckpointError when ``state_dict`` does not fit
-    ``module`` (keys and shapes only; ``module`` may live on the meta device)."""
+    ``module`` (its entries, keys and shapes only; ``module`` may live on the meta device)."""
+    check_tensor_dict(state_dict, str(source), CheckpointError)
     own = module.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
@@ -223,21 +266,20 @@ def load_generator(path, weights: str = "auto", device="cpu") -> tuple[nn.Module
         device: where to put the model.
 
     Returns:
-        ``(model, scale)``.
+        ``(model, scale)``: ``scale`` is the model's own (:func:`model_scale`).
 
     Raises:
         CheckpointError: missing/unreadable file, no fastsr metadata, missing weight group,
-            metadata that builds no model, or weights that do not fit the model (missing /
-            unexpected keys and other shapes listed, :func:`load_weights`).
+            metadata that builds no model (:func:`generator_from_metadata`), a ``scale``
+            metadata other than the model's (:func:`model_scale`), or weights that do not
+            fit the model (missing / unexpected keys and other shapes listed,
+            :func:`load_weights`).
         ValueError: ``weights`` not one of the three values.
     """
     if weights not in ("auto", *WEIGHT_GROUPS):
         raise ValueError(f"load_generator: weights must be 'auto', 'params' or 'params_ema', got {weights!r}")
     path = Path(path)
-    meta = read_metadata(path)
-    spec = meta.get("generator")
-    if meta.get("format") != "fastsr" or not isinstance(spec, dict) or "name" not in spec:
-        raise CheckpointError(f"{path} is not a fastsr generator checkpoint (no 'generator' metadata)")
+    name, kwargs, meta_scale = generator_from_metadata(read_metadata(path), path)
     if weights == "auto":
         try:
             sd = load_generator_weights(path, "params_ema")
@@ -245,14 +287,32 @@ def load_generator(path, weights: str = "auto", device="cpu") -> tuple[nn.Module
             sd = load_generator_weights(path, "params")
     else:
         sd = load_generator_weights(path, weights)
-    kwargs = dict(spec)
-    name = kwargs.pop("name")
     try:
         model = build_for_weights(lambda: create(name, **kwargs), sd, lambda probe, w: check_fit(probe, w, path))
     except CheckpointError:
         raise
     except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: its generator metadata {spec} builds no model for its weights: {e}") \
-            from None
+        raise CheckpointError(f"{path}: its generator metadata {dict(name=name, **kwargs)} builds no model for "
+                              f"its weights: {e}") from None
+    scale = model_scale(model, meta_scale, path)
     load_weights(model, sd, path)
-    return model.to(device).eval(), int(meta.get("scale", spec.get("scale", 1)))
+    return model.to(device).eval(), scale
+
+
+def model_scale(model: nn.Module, meta_scale: int | None, source) -> int:
+    """The scale of a generator built from a file: its own ``scale`` attribute, which the
+    file's ``scale`` metadata (when given) must equal; the metadata's for a model without
+    one.
+
+    Raises:
+        CheckpointError: the two differ, or neither says.
+    """
+    own = getattr(model, "scale", None)
+    if _positive_int(own):
+        if meta_scale is not None and meta_scale != own:
+            raise CheckpointError(f"{source}: its 'scale' metadata ({meta_scale}) is not the scale of the "
+                                  f"{type(model).__name__} its 'generator' metadata builds ({own})")
+        return own
+    if meta_scale is None:
+        raise CheckpointError(f"{source}: neither its metadata nor its {type(model).__name__} gives a scale")
+    return meta_scale

@@ -118,6 +118,7 @@ Swin2SR's window 8 and DAT's split size (8, 32).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -129,7 +130,8 @@ import torch
 from torch import nn
 
 from fastsr.errors import CheckpointError
-from fastsr.models._utils import build_for_weights, check_state_dict, load_state_dict
+from fastsr.models._utils import build_for_weights, check_state_dict, check_tensor_dict, load_state_dict
+from fastsr.models.checkpoint import decode_metadata, generator_from_metadata, model_scale
 from fastsr.models.registry import create
 
 __all__ = ["load", "detect", "read_checkpoint", "Detected", "UnknownCheckpointError", "KEY_PATTERNS"]
@@ -1004,16 +1006,30 @@ _PARSE = {"RRDBNet": _rrdbnet, "SRVGGNetCompact": _srvgg, "MSRResNet": _msrresne
           "SwinIR": _swinir, "Swin2SR": _swin2sr, "HAT": _hat, "DAT": _dat}
 
 
-def _fastsr_spec(metadata: Mapping) -> dict | None:
-    import json
+def _fastsr_generator(metadata: Mapping, source: str) -> tuple[str, dict, int] | None:
+    """``(name, kwargs, scale)`` of a fastsr generator file's metadata, None for other files
+    (``scale`` 0 when the metadata gives none: the model's own is read after building it).
 
+    Raises:
+        CheckpointError: a fastsr file whose metadata builds no model
+            (:func:`fastsr.models.checkpoint.generator_from_metadata`).
+    """
     if metadata.get("format") != "fastsr" or "generator" not in metadata:
         return None
-    try:
-        spec = json.loads(metadata["generator"])
-    except (TypeError, json.JSONDecodeError):
-        return None
-    return spec if isinstance(spec, dict) and isinstance(spec.get("name"), str) else None
+    name, kwargs, scale = generator_from_metadata(decode_metadata(dict(metadata)), source)
+    kwargs.pop("fused", None)
+    if scale is None:
+        scale = kwargs.get("scale", 0)
+    return name, kwargs, scale
+
+
+def _check_tensors(sd: Mapping, source: str) -> None:
+    """Parameter names as keys, no zero-size tensor (a damaged or placeholder file)."""
+    check_tensor_dict(sd, source, UnknownCheckpointError)
+    empty = [f"{k} {tuple(v.shape)}" for k, v in sd.items() if v.numel() == 0]
+    if empty:
+        raise UnknownCheckpointError(f"{source}: {len(empty)} zero-size tensor(s) ({', '.join(empty[:3])}"
+                                     f"{', ...' if len(empty) > 3 else ''}): a damaged or placeholder checkpoint")
 
 
 def detect(checkpoint: Mapping, metadata: Mapping | None = None, source: str = "<state dict>") -> tuple[Detected, dict]:
@@ -1032,19 +1048,22 @@ def detect(checkpoint: Mapping, metadata: Mapping | None = None, source: str = "
         UnknownCheckpointError: no supported architecture explains the keys (the message names
             the closest one, the keys that do not match it and the expected keys not found,
             or -- when no family matches even half of the file -- the file's top-level key
-            prefixes with counts), or the shapes do not fit the one detected.
+            prefixes with counts), the shapes do not fit the one detected, keys that are not
+            strings, or zero-size tensors.
+        CheckpointError: fastsr metadata that builds no model
+            (:func:`fastsr.models.checkpoint.generator_from_metadata`).
     """
     if not isinstance(checkpoint, Mapping):
         raise TypeError(f"detect: checkpoint must be a mapping (a state dict), got {type(checkpoint).__name__}")
     sd, wrapper = _unwrap(checkpoint)
     if not sd:
         raise UnknownCheckpointError(f"{source}: no tensors found (top-level keys: {sorted(map(str, checkpoint))[:10]})")
-    spec = _fastsr_spec(metadata or {})
+    _check_tensors(sd, source)
+    spec = _fastsr_generator(metadata or {}, source)
     notes: list[str] = []
     if spec is not None:
-        params = {k: v for k, v in spec.items() if k not in ("name", "fused")}
-        scale = int(metadata.get("scale", params.get("scale", 1)))
-        return Detected(spec["name"], scale, params, "fastsr", wrapper, source, ()), sd
+        name, params, scale = spec
+        return Detected(name, scale, params, "fastsr", wrapper, source, ()), sd
     try:
         arch, layout = _classify(sd)
     except UnknownCheckpointError as e:
@@ -1065,8 +1084,11 @@ def detect(checkpoint: Mapping, metadata: Mapping | None = None, source: str = "
         params = _PARSE[arch](sd, notes)
     except UnknownCheckpointError as e:
         raise UnknownCheckpointError(f"{source}: {e}") from None
-    except (KeyError, IndexError) as e:
+    except KeyError as e:
         raise UnknownCheckpointError(f"{source}: looks like {arch} ({layout} keys) but lacks {e}") from None
+    except IndexError:
+        raise UnknownCheckpointError(f"{source}: looks like {arch} ({layout} keys) but its tensors have too few "
+                                     "dimensions for it") from None
     return Detected(arch, int(params["scale"]), params, layout, wrapper, source, tuple(notes)), sd
 
 
@@ -1094,8 +1116,11 @@ def load(checkpoint: str | os.PathLike | Mapping, fused: bool = True, device: st
         ValueError: unreadable file or bad suffix; an ``overrides`` name the model does not
             take.
         UnknownCheckpointError (a ValueError): unknown architecture (closest one and the
-            unmatched keys named, or the file's key prefixes when nothing is close) or
-            weights that do not fit the detected model.
+            unmatched keys named, or the file's key prefixes when nothing is close), keys
+            that are not strings or zero-size tensors, or weights that do not fit the
+            detected model.
+        CheckpointError (a ValueError): a fastsr file whose metadata builds no model or
+            whose ``scale`` metadata is not its model's.
     """
     if isinstance(checkpoint, (str, os.PathLike)):
         source = Path(checkpoint).name
@@ -1122,4 +1147,7 @@ def load(checkpoint: str | os.PathLike | Mapping, fused: bool = True, device: st
     except ValueError as e:
         detail = "; ".join(str(e).splitlines())
         raise UnknownCheckpointError(f"{source}: detected {detected} but the weights do not fit: {detail}") from None
+    scale = model_scale(model, detected.scale or None, source)
+    if scale != detected.scale:
+        detected = dataclasses.replace(detected, scale=scale)
     return model.to(device).eval(), detected

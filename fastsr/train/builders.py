@@ -11,6 +11,7 @@ is a :class:`ConfigError` naming the section. The values themselves are checked 
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +22,9 @@ from fastsr import models
 from fastsr import nn as fnn
 from fastsr._deprecation import moved_names
 from fastsr.data import HRImageDataset, degrade, list_images, read_image, sample_images
-from fastsr.errors import ConfigError, UserError
+from fastsr.errors import ConfigError, DataError, UserError
+from fastsr.evaluate import min_hr_side
+from fastsr.models.registry import check_kwargs
 from fastsr.train.schema import (Config, Resolved, TrainConfig, check_key, compile_kwargs, defaults, native_bf16,
                                  parse, resolve_bf16, resolve_channels_last, resolve_cuda_graph)
 
@@ -63,6 +66,10 @@ def _construct(cls, spec: dict, key: str):
 def _create(spec: dict, key: str) -> nn.Module:
     spec = dict(spec)
     name = spec.pop("name")
+    try:
+        check_kwargs(name, spec)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{key}: {e}") from None
     return _construct(lambda **kw: models.create(name, **kw), spec, f"{key} {name!r}")
 
 
@@ -276,13 +283,32 @@ def _centre_crop(img: torch.Tensor, side: int | None, scale: int) -> torch.Tenso
 
 
 def make_val_pairs(images, cfg: Config | dict) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-    """``[(name, lr, hr)]`` validation pairs: HR centre-cropped to ``data.val_max_side``,
-    mod-cropped to ``scale``, LR by the training degradation."""
+    """``[(name, lr, hr)]`` validation pairs, at most ``data.val_max_images``: HR
+    centre-cropped to ``data.val_max_side``, mod-cropped to ``scale``, LR by the training
+    degradation. Images then under :func:`fastsr.evaluate.min_hr_side` on a side (too small
+    for SSIM's window after the ``crop_border``) are left out, with a warning naming them,
+    and the next ones taken instead.
+
+    Raises:
+        DataError: every image is that small (the run would fail at its first validation).
+    """
     c = parse(cfg)
-    d, out = c.data, []
-    for name, hr in images[: d.val_max_images]:
+    d, out, small = c.data, [], []
+    for name, hr in images:
+        if d.val_max_images is not None and len(out) == d.val_max_images:
+            break
         hr = _centre_crop(hr, d.val_max_side, c.scale)
+        if min(hr.shape[-2:]) < min_hr_side(c.scale):
+            small.append(f"{name} {tuple(hr.shape[-2:])}")
+            continue
         out.append((name, degrade(hr, c.scale, d.degradation, d.blur_factor), hr))
+    if small:
+        what = (f"validation image(s) under {min_hr_side(c.scale)} px on a side after the crop to "
+                f"data.val_max_side={d.val_max_side} and to a multiple of scale={c.scale} (SSIM's 11 x 11 window "
+                f"after crop_border={c.scale})")
+        if not out:
+            raise DataError(f"all {len(small)} {what}: {', '.join(small[:5])}")
+        warnings.warn(f"leaving out {len(small)} {what}: {', '.join(small[:5])}", UserWarning, stacklevel=2)
     return out
 
 
@@ -290,13 +316,15 @@ def build_datasets(cfg: Config | dict, data_dir=None, val_dir=None, with_val: bo
     """``(train_set, val_pairs)`` of a run.
 
     ``data_dir`` None: the sample photographs' train split, validated on their validation
-    split. Else the images under ``data_dir`` (recursive); validation on ``val_dir`` or, when
+    split (or on ``val_dir`` when given). Else the images under ``data_dir`` (recursive); validation on ``val_dir`` or, when
     it is None, on the last 10 % (at most ``data.val_max_images``) of the sorted files,
     which are then excluded from training. ``with_val=False`` returns no validation pairs.
 
     Raises:
-        ConfigError: no image under ``data_dir``; a ``data`` value the datasets refuse.
-        DataError: unusable images (:class:`fastsr.errors.DataError`).
+        ConfigError: no image under ``data_dir`` or ``val_dir``; a ``data`` value the
+            datasets refuse.
+        DataError: unusable images (:class:`fastsr.errors.DataError`), validation images
+            all too small to measure (:func:`make_val_pairs`).
         FileNotFoundError: a missing folder.
     """
     try:
@@ -314,7 +342,10 @@ def _datasets(c: Config, data_dir, val_dir, with_val: bool):
     if data_dir is None:
         train_imgs = sample_images("train")
         train_set = HRImageDataset([x for _, x in train_imgs], names=[n for n, _ in train_imgs], **ds_kw)
-        val_images = sample_images("val") if with_val else []
+        if val_dir is not None:
+            val_images = _read_val_images(val_dir) if with_val else []
+        else:
+            val_images = sample_images("val") if with_val else []
     else:
         files = list_images(data_dir)
         if not files:
@@ -325,9 +356,19 @@ def _datasets(c: Config, data_dir, val_dir, with_val: bool):
             files, held = files[:-n_val], files[-n_val:]
         train_set = HRImageDataset(files, names=[p.stem for p in files], **ds_kw)
         if val_dir is not None:
-            held = list_images(val_dir)
-        val_images = [(p.stem, read_image(p)) for p in held] if with_val else []
+            val_images = _read_val_images(val_dir) if with_val else []
+        else:
+            val_images = [(p.stem, read_image(p)) for p in held] if with_val else []
     return train_set, make_val_pairs(val_images, c)
+
+
+def _read_val_images(val_dir) -> list:
+    """The images under ``val_dir``; a folder without any is a ConfigError (not a run that
+    silently skips validation)."""
+    files = list_images(val_dir)
+    if not files:
+        raise ConfigError(f"no images found under the validation folder {val_dir}")
+    return [(p.stem, read_image(p)) for p in files]
 
 
 # ---------------------------------------------------------------------------- the run
@@ -361,10 +402,25 @@ class Run:
 def build_models(cfg: Config | dict) -> tuple[dict, nn.Module, nn.Module | None]:
     """``(generator spec, G, D)`` of ``model``, initialised per ``model.init``, then G's
     sub-pixel convolutions by ICNR when ``model.icnr`` (and G has any:
-    :func:`fastsr.models.init_icnr`), on the CPU."""
+    :func:`fastsr.models.init_icnr`), on the CPU.
+
+    Raises:
+        ConfigError: a constructor argument the model does not take or of another type
+            (:func:`fastsr.models.registry.check_kwargs`) or value; a generator whose scale
+            is not the config's ``scale``; a discriminator whose ``input_size`` is not
+            ``data.crop_size``.
+    """
     c = parse(cfg)
     g_spec = generator_spec(c)
     G, D = build_generator(g_spec), build_discriminator(c)
+    g_scale = getattr(G, "scale", c.scale)
+    if g_scale != c.scale:
+        raise ConfigError(f"model.generator: {g_spec['name']} is built for scale {g_scale} (model.generator.scale) "
+                          f"but the config's scale is {c.scale} (the data is made for it): set the two alike")
+    d_size = getattr(D, "input_size", None)
+    if d_size is not None and d_size != c.data.crop_size:
+        raise ConfigError(f"model.discriminator: {type(D).__name__} is built for input_size={d_size} but it sees the "
+                          f"HR crops of data.crop_size={c.data.crop_size}: set the two alike")
     for m in (G, D):
         if m is not None:
             _init(m, c.model.init)

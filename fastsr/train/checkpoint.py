@@ -35,7 +35,7 @@ from fastsr.models.checkpoint import atomic_write, load_weights, read_checked
 from fastsr.train.builders import Run, portable_state
 
 __all__ = ["CheckpointError", "save_state", "load_state", "rng_state", "set_rng_state", "save_checkpoint",
-           "load_checkpoint"]
+           "load_checkpoint", "load_init_weights"]
 
 
 def save_state(path, state: dict) -> None:
@@ -53,9 +53,31 @@ def load_state(path) -> dict:
     """The training state saved by :func:`save_state` (``weights_only=True``, on the CPU).
 
     Raises:
-        CheckpointError: missing or unreadable file.
+        CheckpointError: missing or unreadable file, or one that holds no training state:
+            not a dict, or its ``iteration`` not an integer >= 0.
     """
-    return read_checked(path, "training state", lambda p: torch.load(p, map_location="cpu", weights_only=True))
+    state = read_checked(path, "training state", lambda p: torch.load(p, map_location="cpu", weights_only=True))
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a training state (a damaged file?)")
+    state["iteration"] = _iteration(state.get("iteration"), path)
+    return state
+
+
+def _iteration(value, source) -> int:
+    """A saved iteration as an int: an integer >= 0 (or a 0-d integer tensor of one)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point() \
+            and value.dtype != torch.bool:
+        value = int(value.item())
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise CheckpointError(f"{source}: its iteration must be an integer >= 0, got {value!r} (a damaged or "
+                              "foreign file?)")
+    return value
+
+
+def _saved_iteration(wpath: Path) -> int | None:
+    """The ``iteration`` metadata of a weights file, None when it has none or not an integer."""
+    it = weight_files.read_metadata(wpath).get("iteration")
+    return it if isinstance(it, int) and not isinstance(it, bool) else None
 
 
 def rng_state() -> dict:
@@ -122,19 +144,19 @@ def save_checkpoint(ckpt_dir: Path, run: Run, iteration: int, meta: dict, keep_w
 def _load_generator(run: Run, state: dict, spath: Path, wpath: Path, meta: Callable[[int], dict],
                     repair: bool) -> None:
     """G (and its EMA) from the state, or from the weights file for states saved without G."""
-    it = int(state["iteration"])
+    it = state["iteration"]
     if state.get("generator") is not None:
         load_weights(run.G, state["generator"], spath)
         ema = state.get("generator_ema")
         if run.G_ema is not None:
             load_weights(run.G_ema, ema if ema is not None else run.G.state_dict(), spath)
-        if repair and (not wpath.is_file() or int(weight_files.read_metadata(wpath).get("iteration", -1)) != it):
+        if repair and (not wpath.is_file() or _saved_iteration(wpath) != it):
             # a kill between the two writes of a save: bring the weights file up to the state
             weight_files.save_generator(wpath, run.G.state_dict(), ema, meta(it))
         return
     saved = weight_files.read_metadata(wpath)
-    if int(saved.get("iteration", -1)) != it:
-        raise CheckpointError(f"{wpath} (iteration {saved.get('iteration')}) and {spath} (iteration "
+    if _saved_iteration(wpath) != it:
+        raise CheckpointError(f"{wpath} (iteration {saved.get('iteration')!r}) and {spath} (iteration "
                               f"{it}) do not match")
     load_weights(run.G, weight_files.load_generator_weights(wpath, "params"), wpath)
     if run.G_ema is not None:
@@ -152,8 +174,10 @@ def load_checkpoint(ckpt_dir: Path, run: Run, meta: Callable[[int], dict], repai
     state (``meta(iteration)``: its metadata); only one process of a run should.
 
     Raises:
-        CheckpointError: nothing to resume, files that do not match each other or the
-            config (another architecture, no discriminator, other optimisers).
+        CheckpointError: nothing to resume, a damaged state (not a dict, an iteration that
+            is not an integer >= 0, weights that are not state dicts, a missing RNG or
+            optimiser state), files that do not match each other or the config (another
+            architecture, no discriminator, other optimisers).
     """
     wpath, spath = ckpt_dir / "latest.safetensors", ckpt_dir / "latest.state.pt"
     if not spath.is_file() and not wpath.is_file():
@@ -172,11 +196,38 @@ def load_checkpoint(ckpt_dir: Path, run: Run, meta: Callable[[int], dict], repai
         run.sched_g.load_state_dict(state["sched_g"])
         if run.gan is not None and state.get("gan"):
             run.gan.load_state_dict(state["gan"])
-    except (ValueError, KeyError, RuntimeError) as e:
+    except (ValueError, KeyError, RuntimeError, TypeError, AttributeError, IndexError) as e:
         raise CheckpointError(f"{spath}: its optimiser / scheduler state does not fit this config: "
-                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    set_rng_state(state["rng"])
-    return int(state["iteration"])
+                              f"{_first_line(e)}") from None
+    try:
+        set_rng_state(state["rng"])
+    except (ValueError, KeyError, RuntimeError, TypeError, AttributeError, IndexError) as e:
+        raise CheckpointError(f"{spath}: its RNG state is missing or damaged: {_first_line(e)}") from None
+    return state["iteration"]
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def load_init_weights(run: Run, path, scale: int) -> None:
+    """Start ``run``'s generator (and its EMA) from the ``params`` of the generator file
+    ``path`` (``--init-from``, e.g. SRGAN from a trained SRResNet).
+
+    Raises:
+        CheckpointError: a missing or unreadable file; a file made for another scale than
+            ``scale`` (its ``scale`` or ``generator.scale`` metadata); weights that do not
+            fit the generator.
+    """
+    meta = weight_files.read_metadata(path)
+    spec = meta.get("generator")
+    saved = meta.get("scale", spec.get("scale") if isinstance(spec, dict) else None)
+    if saved is not None and saved != scale:
+        raise CheckpointError(f"{path} (init_from) holds a generator for scale {saved!r} but the config's scale is "
+                              f"{scale}")
+    load_weights(run.G, weight_files.load_generator_weights(path, "params"), path)
+    if run.G_ema is not None:
+        run.G_ema.load_state_dict(run.G.state_dict())
 
 
 __getattr__ = moved_names(__name__, {name: f"fastsr.models.checkpoint:{name}" for name in (

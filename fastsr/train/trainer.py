@@ -83,9 +83,8 @@ import torch
 
 from fastsr.evaluate import evaluate
 from fastsr.errors import NonFiniteLossError
-from fastsr.models.checkpoint import load_generator_weights, load_weights
 from fastsr.train import builders
-from fastsr.train.checkpoint import load_checkpoint, save_checkpoint
+from fastsr.train.checkpoint import load_checkpoint, load_init_weights, save_checkpoint
 from fastsr.train.distributed import DistInfo, cleanup_distributed, init_distributed
 from fastsr.train.loop import FitLoop
 from fastsr.train.run_dir import RunDir
@@ -149,8 +148,9 @@ class Trainer:
         ConfigError: any bad config value (:func:`fastsr.train.schema.parse`) or
             constructor argument of a model or loss; ``train.cuda_graph: true`` where it
             cannot work (:func:`fastsr.train.schema.resolve_cuda_graph`).
-        CheckpointError: ``resume`` without a consistent checkpoint; a bad ``init_from``;
-            weights of another architecture or size (``init_from`` or ``resume``).
+        CheckpointError: ``resume`` without a consistent checkpoint; a bad ``init_from`` or
+            one made for another scale; weights of another architecture or size
+            (``init_from`` or ``resume``).
         UserError: ``out_dir`` holds files and neither ``resume`` nor ``overwrite`` is set;
             both are set; ``out_dir`` is a file.
 
@@ -212,9 +212,7 @@ class Trainer:
             self.start_iter = self.saved_iteration = load_checkpoint(self.ckpt_dir, self.run, self.weights_meta,
                                                                      repair=self.dist.is_main)
         elif init_from is not None:
-            load_weights(G, load_generator_weights(init_from, "params"), init_from)
-            if self.run.G_ema is not None:
-                self.run.G_ema.load_state_dict(G.state_dict())
+            load_init_weights(self.run, init_from, c.scale)
         builders.wrap_models(self.run, c, self.dist.enabled)
         self.gan_step = GANStep(self.run, c, self.resolved, iteration=self.start_iter)
 
