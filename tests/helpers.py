@@ -92,3 +92,29 @@ def spandrel_arch(family: str, module: str):
             pkg.__path__ = [path]
             sys.modules[name] = pkg
     return importlib.import_module(f"spandrel.architectures.{family}.__arch.{module}")
+
+
+def save_state_dict(sd: dict, path, wrap: str | None = None):
+    """``sd`` as upstream code saves it: ``.safetensors`` (contiguous copies), else
+    ``torch.save`` of the dict, or of ``{wrap: sd}`` (``"params_ema"``, ...); returns ``path``."""
+    from safetensors.torch import save_file
+
+    sd = {k: v.detach().clone().contiguous() for k, v in sd.items()}
+    if str(path).endswith(".safetensors"):
+        save_file(sd, str(path))
+    else:
+        torch.save({wrap: sd} if wrap else sd, path)
+    return path
+
+
+def assert_same_output(model, ref, x: torch.Tensor, atol: float, rtol: float) -> None:
+    """``model`` (fused and unfused) gives ``ref``'s output for ``x`` within the tolerances;
+    leaves ``model.fused`` True."""
+    with torch.no_grad():
+        want = ref(x.clone())
+        for fused in (True, False):
+            model.fused = fused
+            got = model(x.clone())
+            assert got.shape == want.shape
+            torch.testing.assert_close(got, want, atol=atol, rtol=rtol, msg=lambda m: f"fused={fused}: {m}")
+    model.fused = True

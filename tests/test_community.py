@@ -32,6 +32,7 @@ from torch import nn
 
 from fastsr import models
 from fastsr.models import Detected, UnknownCheckpointError, create, load
+from helpers import assert_same_output
 
 # Float32 tolerance: the fused epilogues add the bias after the convolution instead of
 # inside it (one extra rounding per layer), a few ulps of values of magnitude ~1.
@@ -176,14 +177,7 @@ def _save(sd: dict, path: Path, wrap: str) -> Path:
 
 
 def _check_outputs(model: nn.Module, ref: nn.Module, x: torch.Tensor) -> None:
-    with torch.no_grad():
-        want = ref(x)
-        for fused in (True, False):
-            model.fused = fused
-            got = model(x)
-            assert got.shape == want.shape
-            torch.testing.assert_close(got, want, atol=ATOL, rtol=RTOL, msg=lambda m: f"fused={fused}: {m}")
-    model.fused = True
+    assert_same_output(model, ref, x, ATOL, RTOL)
 
 
 @pytest.mark.parametrize("case", list(CASES))

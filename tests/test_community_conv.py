@@ -16,13 +16,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from fastsr.export import reference_program
 from fastsr.models import UnknownCheckpointError, create, load
 
-from helpers import spandrel_arch
+from helpers import assert_same_output, save_state_dict, spandrel_arch
 
 # find_spec, not importorskip: spandrel's package __init__ imports its registry, which needs
 # torchvision; helpers.spandrel_arch imports the single architecture files.
@@ -132,23 +131,11 @@ def _input(case: str, channels: int = 3) -> torch.Tensor:
 
 
 def _save(sd: dict, path: Path) -> Path:
-    sd = {k: v.detach().clone().contiguous() for k, v in sd.items()}
-    if path.suffix == ".safetensors":
-        save_file(sd, str(path))
-    else:
-        torch.save(sd, path)
-    return path
+    return save_state_dict(sd, path)
 
 
 def _check_outputs(model: nn.Module, ref: nn.Module, x: torch.Tensor) -> None:
-    with torch.no_grad():
-        want = ref(x.clone())
-        for fused in (True, False):
-            model.fused = fused
-            got = model(x.clone())
-            assert got.shape == want.shape
-            torch.testing.assert_close(got, want, atol=ATOL, rtol=RTOL, msg=lambda m: f"fused={fused}: {m}")
-    model.fused = True
+    assert_same_output(model, ref, x, ATOL, RTOL)
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])

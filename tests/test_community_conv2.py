@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
-from helpers import spandrel_arch
+from helpers import assert_same_output, save_state_dict, spandrel_arch
 
 from fastsr.errors import DataError
 from fastsr.inference import optimize_for_inference
@@ -50,23 +49,11 @@ def _randomise(model: nn.Module, seed: int) -> nn.Module:
 
 
 def _save(sd: dict, path: Path) -> Path:
-    sd = {k: v.detach().clone().contiguous() for k, v in sd.items()}
-    if path.suffix == ".safetensors":
-        save_file(sd, str(path))
-    else:
-        torch.save(sd, path)
-    return path
+    return save_state_dict(sd, path)
 
 
 def _same_output(model: nn.Module, ref: nn.Module, x: torch.Tensor) -> None:
-    with torch.no_grad():
-        want = ref(x)
-        for fused in (True, False):
-            model.fused = fused
-            got = model(x)
-            assert got.shape == want.shape
-            torch.testing.assert_close(got, want, atol=ATOL, rtol=RTOL, msg=lambda m: f"fused={fused}: {m}")
-    model.fused = True
+    assert_same_output(model, ref, x, ATOL, RTOL)
 
 
 def _round_trip(ref: nn.Module, path: Path, arch: str, scale: int, sizes, make_ref) -> nn.Module:

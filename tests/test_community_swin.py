@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from fastsr.models import Detected, UnknownCheckpointError, load
-from helpers import spandrel_arch
+from helpers import assert_same_output, save_state_dict, spandrel_arch
 
 pytest.importorskip("einops", reason="einops is needed by spandrel's architecture files (the reference)")
 # spandrel's reference code calls torch.meshgrid without indexing=
@@ -125,23 +124,11 @@ def _input(case: str) -> torch.Tensor:
 
 
 def _save(sd: dict, path: Path) -> Path:
-    sd = {k: v.detach().clone().contiguous() for k, v in sd.items()}
-    if path.suffix == ".safetensors":
-        save_file(sd, str(path))
-    else:
-        torch.save({"params_ema": sd}, path)
-    return path
+    return save_state_dict(sd, path, wrap='params_ema')
 
 
 def _check(model: nn.Module, ref: nn.Module, x: torch.Tensor) -> None:
-    with torch.no_grad():
-        want = ref(x)
-        for fused in (True, False):
-            model.fused = fused
-            got = model(x)
-            assert got.shape == want.shape
-            torch.testing.assert_close(got, want, atol=ATOL, rtol=RTOL, msg=lambda m: f"fused={fused}: {m}")
-    model.fused = True
+    assert_same_output(model, ref, x, ATOL, RTOL)
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])

@@ -163,7 +163,12 @@ def _run(recipe, extra, tmp, graph_ready: bool, n=6, device="cpu"):
 
 @pytest.mark.parametrize("recipe,extra", [
     ("nonbn_wgan_x4", WGAN),
-    ("nonbn_wgan_x4", [*WGAN, "loss.gan={type: wgan_gp, weight: 1.0e-3, gp_weight: 10.0}", "train.grad_clip=1.0"]),
+    # PyTorch's default init for G: from ICNR's smooth first SR images the critic's BatchNorm on
+    # 1x1 maps amplifies the paths' 4e-9 weight rounding ~1e4-fold into the gradient penalty
+    # (a D weight then differs by 2e-6, past this comparison's 1e-6 floor): rounding, not a
+    # different computation, so the comparison keeps its tolerance and the default init
+    ("nonbn_wgan_x4", [*WGAN, "loss.gan={type: wgan_gp, weight: 1.0e-3, gp_weight: 10.0}", "train.grad_clip=1.0",
+                       "model.icnr=false"]),
     ("attentive_began_x4", [*BEGAN, "train.ema_decay=0.9"]),
 ], ids=["wgan", "wgan_gp", "began"])
 def test_graph_ready_path_trains_like_the_plain_path(recipe, extra, tmp_path):
