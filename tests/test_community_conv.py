@@ -23,6 +23,8 @@ from fastsr.models import UnknownCheckpointError, create, load
 
 from helpers import assert_same_output, save_state_dict, spandrel_arch
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # find_spec, not importorskip: spandrel's package __init__ imports its registry, which needs
 # torchvision; helpers.spandrel_arch imports the single architecture files.
 if importlib.util.find_spec("spandrel") is None or importlib.util.find_spec("einops") is None:
@@ -30,15 +32,6 @@ if importlib.util.find_spec("spandrel") is None or importlib.util.find_spec("ein
                 allow_module_level=True)
 
 ATOL, RTOL = 1e-5, 1e-5
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models: OpenMP hand-offs between threads cost more than the convolutions."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _esrgan(**kw):
@@ -265,7 +258,6 @@ def test_unknown_file_close_to_a_family_names_it():
     sd["feats.1.extra.weight"] = torch.zeros(8, 8, 1, 1)
     with pytest.raises(UnknownCheckpointError, match=r"closest: PLKSR .*feats\.1\.extra\.weight"):
         load(sd)
-
 
 
 def test_span_traces_with_torch_export():

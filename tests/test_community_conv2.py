@@ -25,16 +25,7 @@ from fastsr.models._utils import input_channels
 
 ATOL, RTOL = 1e-5, 1e-5
 # spandrel's Omni-SR calls torch.meshgrid without indexing=
-pytestmark = pytest.mark.filterwarnings("ignore:torch.meshgrid:UserWarning")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Small models: OpenMP hand-offs between threads cost more than the convolutions."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [pytest.mark.filterwarnings("ignore:torch.meshgrid:UserWarning"), pytest.mark.usefixtures("one_thread")]
 
 
 def _randomise(model: nn.Module, seed: int) -> nn.Module:

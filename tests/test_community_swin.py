@@ -21,7 +21,7 @@ from helpers import assert_same_output, save_state_dict, spandrel_arch
 
 pytest.importorskip("einops", reason="einops is needed by spandrel's architecture files (the reference)")
 # spandrel's reference code calls torch.meshgrid without indexing=
-pytestmark = pytest.mark.filterwarnings("ignore:torch.meshgrid:UserWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:torch.meshgrid:UserWarning"), pytest.mark.usefixtures("one_thread")]
 
 ATOL, RTOL = 1e-5, 1e-5
 BUFFERS = ("relative_position_index", "attn_mask", "relative_coords_table")
@@ -93,15 +93,6 @@ CASES = {
                                                     img_size=32, upscale=4), "DAT",
                           dict(scale=4, split_size=(8, 32), img_size=32), (9, 20)),
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models: OpenMP hand-offs on a busy machine cost more than the work."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _reference(case: str, seed: int = 0) -> nn.Module:

@@ -8,21 +8,14 @@ import fastsr
 from fastsr.export import REFERENCE_DECOMPOSITIONS, exporter_for, reference_program
 from fastsr.models import create, load
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install onnxruntime)")
 pytest.importorskip("onnxscript", reason="onnxscript is not installed (torch's ONNX exporter needs it)")
 
 # Float32 with a different operation order in onnxruntime (its own conv kernels): a few
 # ulps of the per-layer sums, well below one 8-bit level (3.9e-3).
 ATOL = 1e-4
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models: thread hand-offs cost more than the work on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _randomised(name, **kw):
