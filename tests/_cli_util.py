@@ -1,4 +1,5 @@
-"""Helpers shared by test_train.py and test_cli.py: run ``python -m fastsr`` in a subprocess."""
+"""Helpers shared by the CLI and training tests: ``python -m fastsr`` in a subprocess or in-process,
+and the tiny recipe they train."""
 import json
 import os
 import subprocess
@@ -13,6 +14,22 @@ TINY = ["nonbn_wgan_x4", "--sample-data", "--no-progress", "--num-workers", "0",
         "--set", "model.discriminator={name: SRGANDiscriminator, input_size: 32, num_feat: 4}",
         "--set", "data.crop_size=32", "--set", "data.val_max_images=1", "--set", "data.val_max_side=64",
         "--set", "log.every=1", "--set", "log.val_every=2", "--set", "log.save_every=2"]
+
+
+# The same tiny recipe as config overrides, for load_config / Trainer and in-process CLI runs.
+TINY_OVERRIDES = ["model.generator={name: NonBNResNet, num_blocks: 1, channels: 8}",
+                  "model.discriminator={name: SRGANDiscriminator, input_size: 32, num_feat: 4}", "data.crop_size=32",
+                  "data.batch_size=2", "data.num_workers=0", "data.val_max_side=64", "log.every=1",
+                  "log.val_every=2", "log.save_every=2"]
+
+
+def cli_in_process(capsys, *args):
+    """``fastsr ARGS`` in this process: (exit code, stdout, stderr)."""
+    from fastsr import cli
+
+    code = cli.main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
 def env():

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from helpers import truncate_images_after
+from _cli_util import TINY_OVERRIDES, cli_in_process
 from fastsr import cli
 from fastsr.errors import CheckpointError, ConfigError, NonFiniteLossError, UserError
 from fastsr.models.checkpoint import load_generator_weights, read_metadata, save_generator
@@ -18,10 +19,7 @@ from fastsr.train import GANStep, Trainer, list_configs, load_config, train
 from fastsr.train.checkpoint import load_state
 
 # NonBN generator (1 block, 8 channels) + WGAN critic on 32 px crops, batch 2, saves every 2
-TINY = ["model.generator={name: NonBNResNet, num_blocks: 1, channels: 8}",
-        "model.discriminator={name: SRGANDiscriminator, input_size: 32, num_feat: 4}", "data.crop_size=32",
-        "data.batch_size=2", "data.num_workers=0", "data.val_max_side=64", "log.every=1", "log.val_every=2",
-        "log.save_every=2"]
+TINY = TINY_OVERRIDES
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -31,11 +29,7 @@ def _cfg(*extra):
     return load_config("nonbn_wgan_x4", [*TINY, *extra])
 
 
-def _cli(capsys, *args):
-    """``fastsr ARGS`` in-process: (exit code, stdout, stderr)."""
-    code = cli.main([str(a) for a in args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
+_cli = cli_in_process
 
 
 def _cli_train(capsys, photos, out, *args):

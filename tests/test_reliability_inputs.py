@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from fastsr import cli
+from _cli_util import TINY_OVERRIDES, cli_in_process
 from fastsr.errors import CheckpointError, ConfigError, DataError, UserError
 from fastsr.evaluate import evaluate
 from fastsr.models import create, load, load_generator, load_state_dict
@@ -20,10 +20,7 @@ from fastsr.models.community import UnknownCheckpointError
 from fastsr.models import registry
 from fastsr.train import Trainer, load_config, train
 
-TINY = ["model.generator={name: NonBNResNet, num_blocks: 1, channels: 8}",
-        "model.discriminator={name: SRGANDiscriminator, input_size: 32, num_feat: 4}", "data.crop_size=32",
-        "data.batch_size=2", "data.num_workers=0", "data.val_max_side=64", "log.every=1", "log.val_every=2",
-        "log.save_every=2"]
+TINY = TINY_OVERRIDES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -32,10 +29,7 @@ def _cfg(*extra):
     return load_config("nonbn_wgan_x4", [*TINY, *extra])
 
 
-def _cli(capsys, *args):
-    code = cli.main([str(a) for a in args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
+_cli = cli_in_process
 
 
 def _one_line_error(code, err, *needles):
