@@ -32,6 +32,16 @@ def cli_in_process(capsys, *args):
     return code, out.out, out.err
 
 
+def one_line_error(code, err, *needles):
+    """Asserts a CLI user error: exit code 2 and one ``fastsr: error:`` line holding every
+    needle; returns that line."""
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("fastsr: error: "), err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
 def env():
     e = dict(os.environ)
     e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from helpers import truncate_images_after
-from _cli_util import TINY_OVERRIDES, cli_in_process
+from _cli_util import TINY_OVERRIDES, cli_in_process, one_line_error
 from fastsr import cli
 from fastsr.errors import CheckpointError, ConfigError, NonFiniteLossError, UserError
 from fastsr.models.checkpoint import load_generator_weights, read_metadata, save_generator
@@ -37,12 +37,7 @@ def _cli_train(capsys, photos, out, *args):
     return _cli(capsys, "train", "nonbn_wgan_x4", "--data", photos, "--no-progress", "--out", out, *sets, *args)
 
 
-def _one_line_error(code, err, *needles):
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("fastsr: error: "), err
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
+_one_line_error = one_line_error
 
 
 def _log_iters(out):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from _cli_util import TINY_OVERRIDES, cli_in_process
+from _cli_util import TINY_OVERRIDES, cli_in_process, one_line_error
 from fastsr.errors import CheckpointError, ConfigError, DataError, UserError
 from fastsr.evaluate import evaluate
 from fastsr.models import create, load, load_generator, load_state_dict
@@ -32,12 +32,7 @@ def _cfg(*extra):
 _cli = cli_in_process
 
 
-def _one_line_error(code, err, *needles):
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("fastsr: error: "), err
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
+_one_line_error = one_line_error
 
 
 @pytest.fixture(scope="module")
