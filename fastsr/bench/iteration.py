@@ -17,6 +17,9 @@ Variants:
 7. NonBN eager under ``torch.compile`` (G and critic)
 8. the recipe's own settings: what ``fastsr train`` does on this machine (``bf16`` and
    ``channels_last`` are ``auto``: see the report's machine line for what they chose)
+9. 2 + allocator tuning; 10. eager bf16 + channels_last + fused Adam + allocator (the best
+   plain PyTorch on a bf16 machine); 11. the same in fp32 (the best plain PyTorch where bf16
+   is emulated); 12. 8 with ``train.winograd: false`` (oneDNN's direct convolutions).
 
 Method: every (variant, round) runs in a fresh subprocess (so allocator settings, compile
 caches and memory state never leak between variants); rounds interleave the variants
@@ -84,6 +87,12 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("10", "NonBN eager bf16 + channels_last + fused Adam + allocator (best plain PyTorch)",
             {"train.channels_last": True, "train.bf16": True, "train.fused_optimizer": True,
              "train.tune_allocator": True}),
+    # the same in fp32: the best plain PyTorch where bf16 is emulated (CPUs without AVX512-BF16 / AMX)
+    Variant("11", "NonBN eager fp32 + channels_last + fused Adam + allocator (best plain fp32 PyTorch)",
+            {"train.channels_last": True, "train.fused_optimizer": True, "train.tune_allocator": True}),
+    # what the Winograd convolutions alone are worth inside fastsr's defaults
+    Variant("12", "8 without Winograd convolutions (train.winograd false)", {"train.winograd": False},
+            defaults=True),
 )
 
 

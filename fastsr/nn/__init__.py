@@ -7,7 +7,7 @@ oneDNN post-op) that :func:`fastsr.optimize_for_inference` swaps in. Each module
 a fused path takes ``fused=True|False`` -- ``False`` runs the plain-PyTorch reference, same
 values -- and has the same state_dict either way (``ResidualBlockBN`` has no fused path and
 is plain PyTorch)."""
-from fastsr.nn.conv import Conv2d, conv2d, conv_act, conv_prelu, conv_residual
+from fastsr.nn.conv import Conv2d, conv2d, conv_act, conv_prelu, conv_residual, use_winograd
 from fastsr.nn.loss import L1Loss
 from fastsr.nn.packed import PackedConv2d, pack_convolutions
 from fastsr.nn.residual import ResidualBlockBN, ResidualBlockNoBN
@@ -16,4 +16,4 @@ from fastsr.nn.upsample import Upsampler, UpsampleStage, icnr_
 
 __all__ = ["Conv2d", "conv2d", "conv_act", "conv_prelu", "conv_residual", "L1Loss", "PackedConv2d",
            "pack_convolutions", "ResidualBlockBN", "ResidualBlockNoBN", "SSIMLoss",
-           "Upsampler", "UpsampleStage", "icnr_"]
+           "Upsampler", "UpsampleStage", "icnr_", "use_winograd"]

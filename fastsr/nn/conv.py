@@ -2,9 +2,12 @@
 that picks the faster algorithm for the small outputs at the end of the discriminators.
 
 A convolution followed by its bias and an element-wise epilogue is, on the fused path,
-the convolution **without** bias (oneDNN on CPU, cuDNN on GPU) and one fused kernel that
-adds the bias and applies the epilogue (:func:`fastsr.ops.bias_prelu`,
-:func:`fastsr.ops.bias_residual`); on the unfused path it is the plain modules. Both paths
+the convolution **without** bias and one fused kernel that adds the bias and applies the
+epilogue (:func:`fastsr.ops.bias_prelu`, :func:`fastsr.ops.bias_residual`); on the unfused
+path it is the plain modules. The convolution is cuDNN's on GPU; on a CPU a 3x3 stride-1
+convolution with channel counts multiples of 16 runs forward and input gradient by Winograd
+(:func:`fastsr.ops.conv3x3_winograd`, :func:`use_winograd`) where that kernel is the faster
+algorithm, any other oneDNN's. Both paths
 read the parameters of the same ``nn.Conv2d`` / ``nn.PReLU`` modules, which stay where the
 model put them, so the state_dict does not depend on ``fused``.
 
@@ -16,6 +19,8 @@ convolution is several times slower (see :data:`GEMM_MAX_OUTPUT_AREA`).
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,8 +30,9 @@ from torch.nn.modules.utils import _pair
 from fastsr.nn.packed import PackedConv2d
 from fastsr.ops import bias_prelu, bias_residual
 from fastsr.ops._common import output_format
+from fastsr.ops.winograd import conv3x3_winograd, conv3x3_winograd_supported, winograd_eligible
 
-__all__ = ["Conv2d", "conv2d", "conv_act", "conv_prelu", "conv_residual", "GEMM_MAX_OUTPUT_AREA",
+__all__ = ["Conv2d", "conv2d", "conv_act", "conv_prelu", "conv_residual", "use_winograd", "GEMM_MAX_OUTPUT_AREA",
            "GEMM_MIN_REDUCTION"]
 
 #: :func:`conv2d` runs a CPU convolution as im2col + one GEMM when its output has at most
@@ -42,10 +48,57 @@ GEMM_MAX_OUTPUT_AREA = 16
 GEMM_MIN_REDUCTION = 4096
 
 
-def _conv_without_bias(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+_winograd = {"enabled": os.environ.get("FASTSR_WINOGRAD", "1") != "0"}
+
+
+def use_winograd(enabled: bool | None = None) -> bool:
+    """Whether the fused path computes eligible 3x3 convolutions (stride 1, padding 1, channel
+    counts multiples of 16) with :func:`fastsr.ops.conv3x3_winograd` -- forward and input
+    gradient by Winograd's F(4x4, 3x3) (float32) or F(2x2, 3x3) (bfloat16) -- on CPUs where
+    that kernel is the faster algorithm (:func:`fastsr.ops.conv3x3_winograd_supported`),
+    training and inference alike. On by default (``FASTSR_WINOGRAD=0`` in the environment
+    starts with it off); ``train.winograd`` sets it for a run. Pass ``enabled`` to set it;
+    returns the setting in force."""
+    if enabled is not None:
+        _winograd["enabled"] = bool(enabled)
+    return _winograd["enabled"]
+
+
+def _winograd_conv(x: torch.Tensor, conv: nn.Conv2d, bias: bool) -> torch.Tensor | None:
+    """``conv(x)`` (without its bias when not ``bias``) by :func:`fastsr.ops.conv3x3_winograd`
+    where :func:`use_winograd` is on and ``conv`` and this CPU qualify, else None. Under CPU
+    autocast the input, weight and bias are cast to the autocast dtype, as ``F.conv2d`` is."""
+    if not (_winograd["enabled"] and x.device.type == "cpu" and not isinstance(conv, PackedConv2d)
+            and winograd_eligible(conv)):
+        return None
+    autocast = torch.is_autocast_enabled("cpu")
+    dtype = torch.get_autocast_dtype("cpu") if autocast else x.dtype
+    if not autocast and conv.weight.dtype != dtype:
+        return None  # F.conv2d raises its own dtype error
+    xc, wc = x.to(dtype), conv.weight.to(dtype)
+    if not conv3x3_winograd_supported(xc, wc):
+        return None
+    b = conv.bias if bias and conv.bias is not None else None
+    return conv3x3_winograd(xc, wc, None if b is None else b.to(dtype))
+
+
+def _conv(x: torch.Tensor, conv: nn.Conv2d, bias: bool = True) -> torch.Tensor:
+    """``conv(x)`` (without its bias when not ``bias``) on the fused path: the Winograd
+    convolution where :func:`use_winograd` and the CPU allow, else ``F.conv2d`` (a
+    :class:`PackedConv2d` with its bias runs its own forward)."""
     if conv.padding_mode != "zeros":
         raise ValueError(f"conv epilogue: conv must use zero padding, got padding_mode={conv.padding_mode!r}")
-    return F.conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+    if bias and isinstance(conv, PackedConv2d):
+        return conv(x)
+    y = _winograd_conv(x, conv, bias)
+    if y is not None:
+        return y
+    return F.conv2d(x, conv.weight, conv.bias if bias else None, conv.stride, conv.padding, conv.dilation,
+                    conv.groups)
+
+
+def _conv_without_bias(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    return _conv(x, conv, bias=False)
 
 
 def conv_prelu(x: torch.Tensor, conv: nn.Conv2d, prelu: nn.PReLU, fused: bool = True) -> torch.Tensor:
@@ -93,13 +146,14 @@ def conv_act(x: torch.Tensor, conv: nn.Conv2d, act: str, slope: float = 0.0, fus
     """
     if fused and isinstance(conv, PackedConv2d):
         return conv.conv_act(x, act, slope)
-    if act == "relu":
-        return F.relu(conv(x))
-    if act == "leaky_relu":
-        return F.leaky_relu(conv(x), slope)
-    if act != "none":
+    if act not in ("none", "relu", "leaky_relu"):
         raise ValueError(f"conv_act: act must be 'none', 'relu' or 'leaky_relu', got {act!r}")
-    return conv(x)
+    y = _conv(x, conv) if fused and conv.padding_mode == "zeros" else conv(x)
+    if act == "relu":
+        return F.relu(y)
+    if act == "leaky_relu":
+        return F.leaky_relu(y, slope)
+    return y
 
 
 def conv_residual(x: torch.Tensor, conv: nn.Conv2d, residual: torch.Tensor, scale: float = 1.0,
@@ -182,9 +236,11 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
 
 class Conv2d(nn.Conv2d):
-    """``torch.nn.Conv2d`` -- same arguments, parameters and state_dict -- whose forward is
-    :func:`conv2d` when ``fused`` (the faster algorithm for tiny CPU outputs), else
-    ``nn.Conv2d``'s own.
+    """``torch.nn.Conv2d`` -- same arguments, parameters and state_dict -- whose forward, when
+    ``fused``, is the faster CPU algorithm for its shape: the Winograd convolution
+    (:func:`fastsr.ops.conv3x3_winograd`, see :func:`use_winograd`) for a 3x3 stride-1
+    convolution with channel counts multiples of 16, :func:`conv2d` (im2col + GEMM for tiny
+    outputs) otherwise; else ``nn.Conv2d``'s own.
 
     Args:
         *args, **kwargs: ``nn.Conv2d``'s (a ``padding_mode`` other than ``"zeros"`` always
@@ -202,5 +258,8 @@ class Conv2d(nn.Conv2d):
 
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if self.fused and self.padding_mode == "zeros":
+            y = _winograd_conv(input, self, True) if weight is self.weight and bias is self.bias else None
+            if y is not None:
+                return y
             return conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
         return super()._conv_forward(input, weight, bias)

@@ -6,6 +6,7 @@ import math
 import torch
 from torch import nn
 
+from fastsr.nn.conv import _conv
 from fastsr.ops import pixel_shuffle_prelu
 
 __all__ = ["UpsampleStage", "Upsampler", "icnr_"]
@@ -78,9 +79,9 @@ class UpsampleStage(nn.Module):
         return [(self.conv, self.r)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x)
         if self.fused:
-            return pixel_shuffle_prelu(y, self.prelu.weight, self.r)
+            return pixel_shuffle_prelu(_conv(x, self.conv), self.prelu.weight, self.r)
+        y = self.conv(x)
         return self.prelu(self.shuffle(y))
 
 

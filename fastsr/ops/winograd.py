@@ -16,6 +16,10 @@ output scale (direct: 1e-7); in bf16 about 1.4x the direct bf16 convolution's RM
 Kernel: C++ ``csrc/cpu/winograd.cpp`` (AVX512-BF16 for bf16; AVX-512, else AVX2 + FMA, for
 fp32; see :func:`winograd_supported`); :func:`winograd_conv3x3_reference` (plain PyTorch, the same
 algorithm; fallback and test oracle). Inference only: no autograd. CPU only.
+
+Training: :func:`conv3x3_winograd` is the differentiable 3x3 convolution (plain weight,
+transformed per call) that the fused layers use on CPUs where this kernel is the faster
+algorithm: forward and input gradient on this kernel, weight gradient oneDNN's.
 """
 from __future__ import annotations
 
@@ -25,7 +29,8 @@ import torch.nn.functional as F
 from fastsr.ops import _common
 
 __all__ = ["winograd_conv3x3", "winograd_conv3x3_reference", "winograd_weight", "winograd_supported",
-           "winograd_preferred", "winograd_eligible", "winograd_tile", "WINOGRAD_ACTS"]
+           "winograd_preferred", "winograd_eligible", "winograd_tile", "WINOGRAD_ACTS", "conv3x3_winograd",
+           "conv3x3_winograd_supported"]
 
 _OP = "fastsr.ops.winograd_conv3x3"
 #: activation name -> the kernel's code
@@ -119,9 +124,28 @@ def winograd_weight(weight: torch.Tensor, dtype: torch.dtype | None = None, tile
     k, c = weight.shape[:2]
     g = _MATRICES[tile][1].to(weight.device)
     u = torch.einsum("ij,kcjl,ml->imck", g, weight.detach().double(), g).reshape((tile + 2) ** 2, c, k)
+    return _kernel_layout(u, dtype)
+
+
+def _kernel_layout(u: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """((tile + 2)^2, C, K) transformed weight -> the kernel's layout in ``dtype`` (see
+    :func:`winograd_weight`)."""
     if dtype == torch.float32:
         return u.float().contiguous()
+    c, k = u.shape[1:]
     return u.reshape(16, c // 2, 2, k).permute(0, 1, 3, 2).contiguous().to(dtype)
+
+
+def _training_weight(weight: torch.Tensor) -> torch.Tensor:
+    """:func:`winograd_weight` for a weight that changes every iteration: the transform in
+    float32 matmuls (about 1e-7 relative rounding, far below the algorithm's own error)
+    instead of float64, about 10x faster."""
+    tile = winograd_tile(weight.dtype)
+    k, c = weight.shape[:2]
+    g = _MATRICES[tile][1]
+    gg = torch.kron(g, g).to(weight.device, torch.float32)  # (side^2, 9): vec(G g G^T) = (G x G) vec(g)
+    u = torch.mm(gg, weight.detach().float().reshape(k * c, 9).t())  # (side^2, K * C)
+    return _kernel_layout(u.reshape(-1, k, c).transpose(1, 2), weight.dtype)
 
 
 def _unpack(u: torch.Tensor) -> torch.Tensor:
@@ -224,3 +248,100 @@ def winograd_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
 def _winograd_conv3x3_fake(x, weight, bias, act, slope, prelu_weight, residual):
     k = weight.shape[2]
     return x.new_empty((x.shape[0], k, x.shape[2], x.shape[3])).contiguous(memory_format=torch.channels_last)
+
+
+_TRAIN_OP = "fastsr.ops.conv3x3_winograd"
+
+
+def conv3x3_winograd_supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether :func:`conv3x3_winograd` runs ``x`` (N, C, H, W) with ``weight`` (K, C, 3, 3) on
+    the Winograd kernel, and where it is the faster algorithm (:func:`winograd_preferred`):
+    CPU, x's dtype float32 (AVX2 + FMA) or bfloat16 (AVX512-BF16, no AMX), C and K multiples
+    of 16. Elsewhere the op is the direct convolution."""
+    return (x.device.type == "cpu" and x.dim() == 4 and weight.dim() == 4 and tuple(weight.shape[2:]) == (3, 3)
+            and x.shape[1] == weight.shape[1] and x.shape[1] % 16 == 0 and weight.shape[0] % 16 == 0
+            and weight.dtype == x.dtype and winograd_preferred(x.dtype))
+
+
+def _conv3x3_direct(x, weight, bias):
+    return F.conv2d(x, weight, bias, padding=1).contiguous(memory_format=torch.channels_last)
+
+
+def _flip_transpose(weight: torch.Tensor) -> torch.Tensor:
+    """The (C, K, 3, 3) weight whose convolution is the input gradient of ``weight``'s:
+    dL/dx = conv3x3(dL/dy, rot180(W)^T), padding 1."""
+    return weight.flip(2, 3).transpose(0, 1).contiguous()
+
+
+@torch.library.custom_op("fastsr::conv3x3_winograd", mutates_args=(), device_types="cpu")
+def _conv3x3_winograd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    if not conv3x3_winograd_supported(x, weight):
+        return _conv3x3_direct(x, weight, bias)
+    return torch.ops.fastsr.winograd_conv3x3(x.contiguous(memory_format=torch.channels_last),
+                                             _training_weight(weight), None if bias is None else bias.float(),
+                                             0, 0.0, None, None)
+
+
+@_conv3x3_winograd.register_fake
+def _conv3x3_winograd_fake(x, weight, bias):
+    return x.new_empty((x.shape[0], weight.shape[0], x.shape[2], x.shape[3])).contiguous(
+        memory_format=torch.channels_last)
+
+
+def _conv3x3_winograd_setup(ctx, inputs, output):
+    x, weight, bias = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.has_bias = bias is not None
+
+
+def _conv3x3_winograd_backward(ctx, grad):
+    x, weight = ctx.saved_tensors
+    grad_x = grad_w = grad_b = None
+    if ctx.needs_input_grad[0]:
+        # the input gradient is itself a 3x3 convolution: Winograd again
+        grad_x = torch.ops.fastsr.conv3x3_winograd(grad, _flip_transpose(weight), None)
+    if ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2]):
+        _, grad_w, grad_b = torch.ops.aten.convolution_backward(
+            grad, x, weight, [weight.shape[0]] if ctx.has_bias else None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+            [False, ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]])
+    return grad_x, grad_w, grad_b
+
+
+_conv3x3_winograd.register_autograd(_conv3x3_winograd_backward, setup_context=_conv3x3_winograd_setup)
+
+
+def conv3x3_winograd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, padding=1)`` for training: differentiable, taking the
+    plain (K, C, 3, 3) weight, which is transformed on each call (it changes every step).
+
+    Forward and the input gradient (itself a 3x3 convolution, of the output gradient with
+    the rotated, transposed weight) run on the Winograd kernel of :func:`winograd_conv3x3`,
+    F(4x4, 3x3) in float32 and F(2x2, 3x3) in bfloat16, where
+    :func:`conv3x3_winograd_supported`; the weight and bias gradients are oneDNN's
+    (``aten.convolution_backward``). Elsewhere it is the direct convolution. Double backward
+    works (WGAN-GP): the backward is made of differentiable ops.
+
+    Numerics: the Winograd error of :func:`winograd_conv3x3` (float32 F(4x4, 3x3): about
+    5e-6 of the output scale, against 1e-7 for the direct convolution).
+
+    Args:
+        x: (N, C, H, W) float32 or bfloat16 CPU tensor, any layout.
+        weight: (K, C, 3, 3), x's dtype.
+        bias: (K,) or None, x's dtype.
+
+    Returns:
+        (N, K, H, W) channels_last, x's dtype.
+
+    Raises:
+        ValueError: shapes that do not match a 3x3 convolution with padding 1.
+        TypeError: weight or bias not of x's dtype.
+    """
+    if x.dim() != 4 or weight.dim() != 4 or tuple(weight.shape[2:]) != (3, 3) or weight.shape[1] != x.shape[1]:
+        raise ValueError(f"{_TRAIN_OP}: need x (N, C, H, W) and weight (K, C, 3, 3), got {tuple(x.shape)} and "
+                         f"{tuple(weight.shape)}")
+    if bias is not None and (bias.dim() != 1 or bias.shape[0] != weight.shape[0]):
+        raise ValueError(f"{_TRAIN_OP}: bias must be 1-D with {weight.shape[0]} elements, got {tuple(bias.shape)}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and t.dtype != x.dtype:
+            raise TypeError(f"{_TRAIN_OP}: {name} must have x's dtype {x.dtype}, got {t.dtype}")
+    return torch.ops.fastsr.conv3x3_winograd(x, weight, bias)

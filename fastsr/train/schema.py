@@ -321,6 +321,7 @@ class TrainConfig:
     channels_last: Auto = spec()
     fused_optimizer: bool | None = spec()
     tune_allocator: bool | None = spec()
+    winograd: bool | None = spec()
     compile: dict | None = spec(check=lambda key, v: compile_kwargs(v), store=False)
     cuda_graph: Auto = spec()
     seed: int = spec(check=_seed)

@@ -16,6 +16,10 @@ Speed options (``train`` section; fastsr's recommended settings are the defaults
 * ``tune_allocator`` (default true): :func:`fastsr.perf.tune_allocator` once when the
   Trainer is built (glibc keeps freed memory instead of page-faulting it back each
   iteration; no-op off glibc).
+* ``winograd`` (default true): on the fused path, 3x3 stride-1 convolutions whose channel
+  counts are multiples of 16 run forward and input gradient by Winograd's algorithm on CPUs
+  where that kernel is the faster one (:func:`fastsr.nn.use_winograd`; process-wide, set
+  when the Trainer is built); false keeps oneDNN's direct convolutions.
 * ``channels_last`` (default ``auto``): G, D and the batches in NHWC. ``auto`` = on for CUDA
   and, on a CPU, only when bf16 autocast is on (:func:`schema.resolve_channels_last` has the
   measurements: in fp32 NCHW is faster on the CPUs measured); ``true`` / ``false`` force it.
@@ -81,6 +85,7 @@ import random
 import numpy as np
 import torch
 
+from fastsr.nn.conv import use_winograd
 from fastsr.evaluate import evaluate
 from fastsr.errors import NonFiniteLossError
 from fastsr.train import builders
@@ -225,6 +230,7 @@ class Trainer:
             from fastsr.perf import tune_allocator
 
             tune_allocator()
+        use_winograd(bool(t.winograd))
 
     def autocast(self):
         """The bf16 autocast context of the training step (:meth:`GANStep.autocast`)."""

@@ -1,0 +1,196 @@
+"""conv3x3_winograd (the differentiable Winograd convolution that training uses) against
+F.conv2d: forward, input / weight / bias gradients and double backward, fp32 and bf16, odd
+sizes, layouts, the input checks, opcheck; and the fused models' use of it (use_winograd,
+train.winograd)."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fastsr.nn import Conv2d, conv_act, conv_prelu, conv_residual, use_winograd
+from fastsr.ops import conv3x3_winograd, conv3x3_winograd_supported
+from fastsr.ops.winograd import winograd_preferred
+
+PREFERRED = {dt: pytest.mark.skipif(not winograd_preferred(dt), reason=f"no faster {dt} Winograd kernel here")
+             for dt in (torch.float32, torch.bfloat16)}
+#: max |error| relative to the reference's max |value|: fp32 F(4x4, 3x3) (see test_winograd.REL), bf16
+#: F(2x2, 3x3) against a float64 convolution of the bf16-rounded operands
+REL = {torch.float32: 2e-5, torch.bfloat16: 2e-2}
+
+
+@pytest.fixture(autouse=True)
+def _winograd_on():
+    before = use_winograd()
+    use_winograd(True)
+    yield
+    use_winograd(before)
+
+
+def _case(n, c, k, h, w, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(n, c, h, w, generator=g) * 2 - 0.5).to(dtype)
+    weight = (torch.randn(k, c, 3, 3, generator=g) * (2 / (9 * c)) ** 0.5).to(dtype)
+    bias = (torch.randn(k, generator=g) * 0.1).to(dtype)
+    grad = torch.randn(n, k, h, w, generator=g).to(dtype)
+    return x, weight, bias, grad
+
+
+def _close(got, want, dtype):
+    assert got.dtype == want.dtype and got.shape == want.shape
+    err = (got.double() - want.double()).abs().max().item()
+    assert err <= REL[dtype] * max(want.double().abs().max().item(), 1.0), err
+
+
+def _grads(fn, x, weight, bias, grad):
+    x, weight = x.detach().requires_grad_(), weight.detach().requires_grad_()
+    bias = None if bias is None else bias.detach().requires_grad_()
+    y = fn(x, weight, bias)
+    inputs = [t for t in (x, weight, bias) if t is not None]
+    return (y, *torch.autograd.grad(y, inputs, grad))
+
+
+@pytest.mark.parametrize("dtype", [pytest.param(torch.float32, marks=PREFERRED[torch.float32]),
+                                   pytest.param(torch.bfloat16, marks=PREFERRED[torch.bfloat16])])
+@pytest.mark.parametrize("shape", [(2, 64, 64, 13, 11), (1, 16, 32, 1, 1), (3, 32, 16, 5, 8), (1, 48, 256, 9, 4)])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_forward_and_gradients_match_the_convolution(dtype, shape, with_bias):
+    x, weight, bias, grad = _case(*shape, dtype)
+    bias = bias if with_bias else None
+    got = _grads(conv3x3_winograd, x, weight, bias, grad)
+    # the reference: the float64 convolution of the same (rounded) operands
+    ref = _grads(lambda a, w, b: F.conv2d(a, w, b, padding=1), x.double(), weight.double(),
+                 None if bias is None else bias.double(), grad.double())
+    assert got[0].is_contiguous(memory_format=torch.channels_last)
+    for g, r in zip(got, ref):
+        _close(g, r.to(dtype), dtype)
+
+
+def test_any_input_layout():
+    x, weight, bias, grad = _case(2, 32, 32, 10, 7, torch.float32)
+    want = _grads(conv3x3_winograd, x, weight, bias, grad)
+    layouts = [x.contiguous(memory_format=torch.channels_last),
+               x.transpose(2, 3).contiguous().transpose(2, 3),  # non-contiguous view
+               torch.cat([x, x], 1)[:, ::2]]  # strided channels
+    for xl in layouts[:2]:
+        for g, w in zip(_grads(conv3x3_winograd, xl, weight, bias, grad), want):
+            torch.testing.assert_close(g, w)
+    got = _grads(conv3x3_winograd, layouts[2], weight, bias, grad)
+    _close(got[0], F.conv2d(layouts[2], weight, bias, padding=1), torch.float32)
+
+
+def test_double_backward_matches_the_convolution():
+    """WGAN-GP differentiates the input gradient again: the backward is made of differentiable ops."""
+    x, weight, bias, _ = _case(2, 32, 32, 9, 6, torch.float32)
+
+    def penalty_grad(fn, x, w, b):
+        x, w = x.detach().requires_grad_(), w.detach().requires_grad_()
+        (gx,) = torch.autograd.grad(fn(x, w, b).pow(2).sum(), x, create_graph=True)
+        return torch.autograd.grad(gx.pow(2).sum(), w)[0]
+
+    got = penalty_grad(conv3x3_winograd, x, weight, bias)
+    want = penalty_grad(lambda a, w, b: F.conv2d(a, w, b, padding=1), x.double(), weight.double(), bias.double())
+    _close(got, want.float(), torch.float32)
+
+
+def test_falls_back_to_the_direct_convolution():
+    """Channel counts that are not multiples of 16, float64: the direct convolution (oneDNN's;
+    only its summation order may differ with the channels_last output)."""
+    for c, k, dtype in ((3, 16, torch.float32), (16, 8, torch.float32), (16, 16, torch.float64)):
+        x, weight, bias, grad = _case(1, c, k, 6, 5, dtype)
+        assert not conv3x3_winograd_supported(x, weight)
+        for g, w in zip(_grads(conv3x3_winograd, x, weight, bias, grad),
+                        _grads(lambda a, w, b: F.conv2d(a, w, b, padding=1), x, weight, bias, grad)):
+            torch.testing.assert_close(g, w)
+
+
+def test_bad_arguments():
+    x, weight, bias, _ = _case(1, 16, 16, 4, 4, torch.float32)
+    with pytest.raises(ValueError, match="weight \\(K, C, 3, 3\\)"):
+        conv3x3_winograd(x, weight[:, :, :2])
+    with pytest.raises(ValueError, match="weight \\(K, C, 3, 3\\)"):
+        conv3x3_winograd(x[:, :8], weight)
+    with pytest.raises(ValueError, match="bias must be 1-D with 16"):
+        conv3x3_winograd(x, weight, bias[:3])
+    with pytest.raises(TypeError, match="weight must have x's dtype"):
+        conv3x3_winograd(x, weight.double())
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_opcheck(with_bias):
+    x, weight, bias, _ = _case(2, 16, 32, 5, 6, torch.float32)
+    args = (x.requires_grad_(), weight.requires_grad_(), bias.requires_grad_() if with_bias else None)
+    torch.library.opcheck(torch.ops.fastsr.conv3x3_winograd.default, args)
+
+
+def _count_calls(monkeypatch):
+    import fastsr.nn.conv as conv_mod
+
+    calls = []
+    real = conv_mod.conv3x3_winograd
+    monkeypatch.setattr(conv_mod, "conv3x3_winograd", lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
+@PREFERRED[torch.float32]
+def test_fused_layers_use_it_and_match_the_plain_modules(monkeypatch):
+    calls = _count_calls(monkeypatch)
+    torch.manual_seed(0)
+    conv, prelu = nn.Conv2d(32, 32, 3, padding=1), nn.PReLU(32)
+    x = torch.randn(2, 32, 7, 9, requires_grad=True)
+    residual = torch.randn(2, 32, 7, 9)
+    for fn, plain in ((lambda t: conv_prelu(t, conv, prelu), lambda t: prelu(conv(t))),
+                      (lambda t: conv_residual(t, conv, residual, 0.2), lambda t: residual + 0.2 * conv(t)),
+                      (lambda t: conv_act(t, conv, "leaky_relu", 0.2), lambda t: F.leaky_relu(conv(t), 0.2))):
+        got, want = fn(x), plain(x)
+        _close(got, want, torch.float32)
+        g = torch.randn_like(want)
+        for a, b in zip(torch.autograd.grad(got, (x, conv.weight, conv.bias), g),
+                        torch.autograd.grad(want, (x, conv.weight, conv.bias), g)):
+            _close(a, b, torch.float32)
+    assert len(calls) == 3
+    use_winograd(False)
+    conv_prelu(x, conv, prelu)
+    assert len(calls) == 3
+
+
+@PREFERRED[torch.float32]
+def test_conv2d_module_and_upsampler_use_it(monkeypatch):
+    from fastsr.nn import UpsampleStage
+
+    calls = _count_calls(monkeypatch)
+    torch.manual_seed(0)
+    conv = Conv2d(16, 32, 3, 1, 1)
+    x = torch.randn(1, 16, 6, 5)
+    _close(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=1), torch.float32)
+    assert len(calls) == 1
+    Conv2d(16, 32, 3, 2, 1)(x)  # stride 2: not eligible
+    Conv2d(16, 32, 3, 1, 1, fused=False)(x)
+    assert len(calls) == 1
+    stage = UpsampleStage(16, 2)
+    plain = UpsampleStage(16, 2, fused=False)
+    plain.load_state_dict(stage.state_dict())
+    _close(stage(x), plain(x), torch.float32)
+    assert len(calls) == 2
+
+
+@PREFERRED[torch.float32]
+def test_autocast_casts_like_the_convolution(monkeypatch):
+    """Under CPU bf16 autocast the fused conv gets bf16 operands, as F.conv2d does (the op then
+    runs the bf16 kernel where preferred, else the direct bf16 convolution)."""
+    torch.manual_seed(0)
+    conv, prelu = nn.Conv2d(16, 16, 3, padding=1), nn.PReLU(16)
+    x = torch.randn(1, 16, 5, 5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, want = conv_prelu(x, conv, prelu), prelu(conv(x))
+    assert got.dtype == want.dtype == torch.bfloat16
+    _close(got, want, torch.bfloat16)
+
+
+def test_train_winograd_setting_reaches_the_layers(tmp_path):
+    from tests._cli_util import TINY_OVERRIDES
+    from fastsr.train import Trainer, load_config
+
+    for value in (False, True):
+        config = load_config("nonbn_wgan_x4", [*TINY_OVERRIDES, f"train.winograd={str(value).lower()}"])
+        Trainer(config, tmp_path / str(value), data=False, device="cpu", progress=False)
+        assert use_winograd() is value
