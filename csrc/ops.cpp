@@ -42,6 +42,9 @@ TORCH_LIBRARY(fastsr, m) {
   // act 0 none, 1 relu, 2 leaky_relu(slope), 3 prelu(prelu_weight)
   m.def("winograd_conv3x3(Tensor x, Tensor weight, Tensor? bias, int act, float slope, Tensor? prelu_weight, "
         "Tensor? residual) -> Tensor");
+  // its weight gradient in the Winograd domain, float32: dU ((tile + 2)^2, C, K) of x (N, C, H, W)
+  // and the output gradient grad (N, K, H, W), both channels_last; dW = G^T dU G
+  m.def("winograd_conv3x3_wgrad(Tensor x, Tensor grad, int tile) -> Tensor");
   m.def("l1_loss(Tensor input, Tensor target, str reduction, float? eps, bool compute_grad) -> (Tensor, Tensor)");
   // grad_buf * grad_loss (grad_loss 0-D, or elementwise for reduction 'none')
   m.def("l1_loss_backward(Tensor grad_loss, Tensor grad_buf) -> Tensor");

@@ -194,3 +194,57 @@ def test_train_winograd_setting_reaches_the_layers(tmp_path):
         config = load_config("nonbn_wgan_x4", [*TINY_OVERRIDES, f"train.winograd={str(value).lower()}"])
         Trainer(config, tmp_path / str(value), data=False, device="cpu", progress=False)
         assert use_winograd() is value
+
+
+def _wgrad_reference(x, grad):
+    return torch.ops.aten.convolution_backward(grad.double(), x.double(), torch.zeros(grad.shape[1], x.shape[1], 3, 3,
+                                               dtype=torch.float64), None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+                                               [False, True, False])[1]
+
+
+@PREFERRED[torch.float32]
+@pytest.mark.parametrize("isa", ["native", "avx2"])
+@pytest.mark.parametrize("tile", [2, 4])
+@pytest.mark.parametrize("shape", [(2, 16, 16, 5, 7), (1, 64, 64, 13, 11), (3, 32, 48, 8, 8), (2, 16, 32, 1, 1),
+                                   (1, 48, 256, 9, 17), (0, 16, 16, 4, 4)])
+def test_weight_gradient_kernel(monkeypatch, isa, tile, shape):
+    """fastsr::winograd_conv3x3_wgrad turned into dW (G^T dU G) against the float64 weight gradient,
+    both fp32 bodies (FASTSR_WINOGRAD_ISA=avx2 forces the AVX2 one on an AVX-512 CPU)."""
+    from fastsr.ops.winograd import _MATRICES
+
+    if isa == "avx2":
+        monkeypatch.setenv("FASTSR_WINOGRAD_ISA", "avx2")
+    n, c, k, h, w = shape
+    g = torch.Generator().manual_seed(1)
+    x, grad = torch.randn(n, c, h, w, generator=g), torch.randn(n, k, h, w, generator=g)
+    cl = torch.channels_last
+    du = torch.ops.fastsr.winograd_conv3x3_wgrad(x.contiguous(memory_format=cl), grad.contiguous(memory_format=cl),
+                                                 tile)
+    assert du.shape == ((tile + 2) ** 2, c, k) and du.dtype == torch.float32
+    gg = torch.kron(_MATRICES[tile][1], _MATRICES[tile][1])
+    dw = (gg.t() @ du.double().reshape(-1, c * k)).reshape(3, 3, c, k).permute(3, 2, 0, 1)
+    want = _wgrad_reference(x, grad)
+    assert (dw - want).abs().max().item() <= 2e-5 * max(want.abs().max().item(), 1.0)
+
+
+def test_weight_gradient_kernel_checks():
+    cl = torch.channels_last
+    x, grad = torch.randn(1, 16, 4, 4).contiguous(memory_format=cl), torch.randn(1, 32, 4, 4).contiguous(memory_format=cl)
+    op = torch.ops.fastsr.winograd_conv3x3_wgrad
+    with pytest.raises(TypeError, match="must be float32"):
+        op(x.double(), grad, 4)
+    with pytest.raises(ValueError, match="must be channels_last"):
+        op(x.contiguous(), grad, 4)
+    with pytest.raises(ValueError, match="grad must be \\(N, K, H, W\\)"):
+        op(x, grad[:, :, :3].contiguous(memory_format=cl), 4)
+    with pytest.raises(ValueError, match="multiples of 16"):
+        op(x, torch.randn(1, 8, 4, 4).contiguous(memory_format=cl), 4)
+    with pytest.raises(ValueError, match="tile must be 2 or 4"):
+        op(x, grad, 3)
+
+
+@PREFERRED[torch.float32]
+def test_weight_gradient_kernel_opcheck():
+    cl = torch.channels_last
+    x, grad = torch.randn(2, 16, 5, 6).contiguous(memory_format=cl), torch.randn(2, 32, 5, 6).contiguous(memory_format=cl)
+    torch.library.opcheck(torch.ops.fastsr.winograd_conv3x3_wgrad.default, (x, grad, 4))

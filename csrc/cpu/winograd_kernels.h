@@ -212,3 +212,133 @@ __attribute__((noinline)) void process_block(const T* x, const T* zeros, const T
     gemm<T>(V + i * kBlockTiles * g.C, tiles, g.C, u + i * g.C * g.K, g.K, M + i * kBlockTiles * g.K);
   output_transform<T, TM>(M, g, e, res, n, ty, tx0, tiles, y);
 }
+
+// ---------------------------------------------------------------- weight gradient (fp32)
+// The weight gradient of y = A^T [U . V] A is, per component i, dU_i = V_i^T dM_i with dM the
+// adjoint transform A dy A^T of each output-gradient tile; dW = G^T dU G (in Python). Exact in
+// exact arithmetic, since the algorithm computes the convolution exactly for every weight.
+
+// The adjoint of tile_out: the (TM + 2)^2 components A o A^T of a TM x TM gradient tile o.
+template <int TM>
+FASTSR_INLINE void tile_out_adjoint(const vec* o, vec* m);
+
+template <>
+FASTSR_INLINE void tile_out_adjoint<2>(const vec* o, vec* m) {
+  // A = (A^T)^T, rows 1 0 / 1 1 / 1 -1 / 0 -1
+  vec s[8];
+  for (int b = 0; b < 2; ++b) {  // rows: A o (4 x 2)
+    s[b] = o[b];
+    s[2 + b] = vadd(o[b], o[2 + b]);
+    s[4 + b] = vsub(o[b], o[2 + b]);
+    s[6 + b] = vsub(vzero(), o[2 + b]);
+  }
+  for (int a = 0; a < 4; ++a) {  // columns: (A o) A^T
+    const vec* r = s + a * 2;
+    m[a * 4 + 0] = r[0];
+    m[a * 4 + 1] = vadd(r[0], r[1]);
+    m[a * 4 + 2] = vsub(r[0], r[1]);
+    m[a * 4 + 3] = vsub(vzero(), r[1]);
+  }
+}
+
+// A (6 x 4, F(4x4, 3x3)) applied to four vectors o[0], o[stride], ..., into six: rows of A are
+// 1 0 0 0 / 1 1 1 1 / 1 -1 1 -1 / 1 2 4 8 / 1 -2 4 -8 / 0 0 0 1.
+FASTSR_INLINE void a6(const vec* o, int stride, vec* m, int mstride) {
+  const vec o0 = o[0], o1 = o[stride], o2 = o[2 * stride], o3 = o[3 * stride];
+  const vec e = vadd(o0, o2), f = vadd(o1, o3);
+  const vec g = vfmadd(vset1(4.0f), o2, o0), h = vfmadd(vset1(8.0f), o3, vmul(vset1(2.0f), o1));
+  m[0] = o0;
+  m[mstride] = vadd(e, f);
+  m[2 * mstride] = vsub(e, f);
+  m[3 * mstride] = vadd(g, h);
+  m[4 * mstride] = vsub(g, h);
+  m[5 * mstride] = o3;
+}
+
+template <>
+FASTSR_INLINE void tile_out_adjoint<4>(const vec* o, vec* m) {
+  vec s[24];
+  for (int b = 0; b < 4; ++b) a6(o + b, 4, s + b, 4);         // rows: A o (6 x 4)
+  for (int a = 0; a < 6; ++a) a6(s + a * 4, 1, m + a * 6, 1);  // columns: (A o) A^T
+}
+
+// dM[i][t][k] = (A dy A^T)[i] of the output-gradient tile t = (ty, tx0 + t) (zero outside the
+// image: those outputs were discarded), written from tile slot `slot` of the block on.
+template <int TM>
+FASTSR_INLINE void grad_transform(const float* dy, const Geometry& g, int64_t n, int64_t ty, int64_t tx0,
+                                  int64_t tiles, int64_t slot, float* M) {
+  constexpr int A = TM + 2;
+  const int64_t K = g.K, plane = kBlockTiles * K;
+  for (int64_t t = 0; t < tiles; ++t) {
+    const int64_t oy = TM * ty, ox = TM * (tx0 + t);
+    for (int64_t k = 0; k < K; k += kLanes) {
+      vec o[TM * TM], mm[A * A];
+      for (int a = 0; a < TM; ++a)
+        for (int b = 0; b < TM; ++b)
+          o[a * TM + b] = oy + a < g.H && ox + b < g.W ? vload(dy + ((n * g.H + oy + a) * g.W + ox + b) * K + k)
+                                                       : vzero();
+      tile_out_adjoint<TM>(o, mm);
+      float* out = M + (slot + t) * K + k;
+      for (int i = 0; i < A * A; ++i) vstore(out + i * plane, mm[i]);
+    }
+  }
+}
+
+// du[r][k0 .. k0 + kLanes NV) += sum_t v[t][r] dm[t][k] for R <= kRows rows (input channels):
+// v and du start at the block's first input channel; v's rows are C apart, dm's K.
+template <int R, int NV>
+FASTSR_INLINE void wmicro(const float* v, int64_t C, const float* dm, int64_t K, int64_t tiles, int64_t k0,
+                          float* du) {
+  vec acc[R][NV];
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < NV; ++j) acc[r][j] = vload(du + r * K + k0 + kLanes * j);
+  for (int64_t t = 0; t < tiles; ++t) {
+    vec b[NV];
+    for (int j = 0; j < NV; ++j) b[j] = vload(dm + t * K + k0 + kLanes * j);
+    for (int r = 0; r < R; ++r) {
+      const vec a = vset1(v[t * C + r]);
+      for (int j = 0; j < NV; ++j) acc[r][j] = vfmadd(a, b[j], acc[r][j]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < NV; ++j) vstore(du + r * K + k0 + kLanes * j, acc[r][j]);
+}
+
+template <int R, int NV = kMaxCols>
+FASTSR_INLINE void wgemm_cols(const float* v, int64_t C, const float* dm, int64_t K, int64_t tiles, float* du,
+                              int64_t k0 = 0) {
+  for (; k0 + kLanes * NV <= K; k0 += kLanes * NV) wmicro<R, NV>(v, C, dm, K, tiles, k0, du);
+  if constexpr (NV > 1) wgemm_cols<R, NV / 2>(v, C, dm, K, tiles, du, k0);
+}
+
+// du (C x K) += v^T (C x tiles) @ dm (tiles x K) for one component.
+FASTSR_INLINE void wgemm(const float* v, int64_t C, const float* dm, int64_t K, int64_t tiles, float* du) {
+  int64_t c = 0;
+  for (; c + kRows <= C; c += kRows) wgemm_cols<kRows>(v + c, C, dm, K, tiles, du + c * K);
+  switch (C - c) {
+    case 5: wgemm_cols<5>(v + c, C, dm, K, tiles, du + c * K); break;
+    case 4: wgemm_cols<4>(v + c, C, dm, K, tiles, du + c * K); break;
+    case 3: wgemm_cols<3>(v + c, C, dm, K, tiles, du + c * K); break;
+    case 2: wgemm_cols<2>(v + c, C, dm, K, tiles, du + c * K); break;
+    case 1: wgemm_cols<1>(v + c, C, dm, K, tiles, du + c * K); break;
+    default: break;
+  }
+}
+
+// One unit of the weight gradient: up to kBlockTiles consecutive tiles (row-major over the tile
+// grid, rows may change inside the block) of image n from tile index first on, accumulated into
+// du ((TM + 2)^2, C, K), with V and M scratch as in process_block.
+template <int TM>
+__attribute__((noinline)) void wgrad_block(const float* x, const float* zeros, const float* dy, const Geometry& g,
+                                           int64_t n, int64_t first, int64_t tiles, float* V, float* M,
+                                           float* du) {
+  for (int64_t slot = 0; slot < tiles;) {
+    const int64_t ty = (first + slot) / g.Wt, tx0 = (first + slot) % g.Wt;
+    const int64_t run = g.Wt - tx0 < tiles - slot ? g.Wt - tx0 : tiles - slot;
+    input_transform<float, TM>(x, zeros, g, n, ty, tx0, run, V + slot * g.C);
+    grad_transform<TM>(dy, g, n, ty, tx0, run, slot, M);
+    slot += run;
+  }
+  for (int i = 0; i < (TM + 2) * (TM + 2); ++i)
+    wgemm(V + i * kBlockTiles * g.C, g.C, M + i * kBlockTiles * g.K, g.K, tiles, du + i * g.C * g.K);
+}

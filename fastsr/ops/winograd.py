@@ -48,6 +48,8 @@ _MATRICES = {
         torch.tensor([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
                      dtype=torch.float64)),
 }
+#: output tile side -> (G x G)^T as nested lists, (9, (tile + 2)^2): vec(dW) = (G x G)^T vec(dU)
+_KRON_G_T = {t: torch.kron(m[1], m[1]).t().tolist() for t, m in _MATRICES.items()}
 #: number of transformed components -> output tile side
 _TILE_OF = {16: 2, 36: 4}
 
@@ -300,11 +302,36 @@ def _conv3x3_winograd_backward(ctx, grad):
     if ctx.needs_input_grad[0]:
         # the input gradient is itself a 3x3 convolution: Winograd again
         grad_x = torch.ops.fastsr.conv3x3_winograd(grad, _flip_transpose(weight), None)
-    if ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2]):
-        _, grad_w, grad_b = torch.ops.aten.convolution_backward(
+    want_w, want_b = ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]
+    if want_w and x.dtype == torch.float32 and not torch.is_grad_enabled() and conv3x3_winograd_supported(x, weight):
+        # Winograd-domain weight gradient (not differentiable: under create_graph the ATen one below)
+        grad_w = _winograd_weight_grad(x, grad)
+        want_w = False
+    if want_w or want_b:
+        _, gw, grad_b = torch.ops.aten.convolution_backward(
             grad, x, weight, [weight.shape[0]] if ctx.has_bias else None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
-            [False, ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]])
+            [False, want_w, want_b])
+        grad_w = gw if want_w else grad_w
     return grad_x, grad_w, grad_b
+
+
+def _winograd_weight_grad(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """dL/dW (K, C, 3, 3) of the float32 3x3 convolution of ``x`` with output gradient ``grad``:
+    the kernel's Winograd-domain gradient dU_i = V_i^T (A dy A^T)_i, then dW = G^T dU G."""
+    tile = winograd_tile(torch.float32)
+    cl = torch.channels_last
+    du = torch.ops.fastsr.winograd_conv3x3_wgrad(x.contiguous(memory_format=cl), grad.contiguous(memory_format=cl),
+                                                 tile)
+    side2, c, k = du.shape
+    # (9, side^2) = (G x G)^T, made here from Python numbers so that tracing (fake tensors) works
+    ggt = torch.tensor(_KRON_G_T[tile], dtype=torch.float32, device=du.device)
+    dw = torch.mm(ggt, du.reshape(side2, c * k))  # (9, C * K)
+    return dw.reshape(3, 3, c, k).permute(3, 2, 0, 1).contiguous()
+
+
+@torch.library.register_fake("fastsr::winograd_conv3x3_wgrad")
+def _winograd_conv3x3_wgrad_fake(x, grad, tile):
+    return x.new_empty(((tile + 2) ** 2, x.shape[1], grad.shape[1]))
 
 
 _conv3x3_winograd.register_autograd(_conv3x3_winograd_backward, setup_context=_conv3x3_winograd_setup)
