@@ -235,7 +235,8 @@ def export_onnx(model_or_path: nn.Module | str | os.PathLike, out_path: str | os
         ImportError: ``onnx`` (or, for the dynamo exporter, ``onnxscript``) is not installed.
         ValueError: ``opset`` below 9 or above the installed onnx's newest, an operator the chosen opset lacks, a bad
             ``fixed_shape``, an unreadable or unknown checkpoint (see
-            :func:`fastsr.models.load`), or a fastsr op without a reference decomposition.
+            :func:`fastsr.models.load`), a fastsr op without a reference decomposition, or a model with
+            ``back_projection`` and no ``fixed_shape``.
         TypeError: ``model_or_path`` is neither a module nor a path.
         FileNotFoundError: ``model_or_path`` is a path that does not exist.
     """
@@ -258,6 +259,10 @@ def export_onnx(model_or_path: nn.Module | str | os.PathLike, out_path: str | os
                         f"{type(model_or_path).__name__}")
     dtype = torch.float16 if fp16 else torch.float32
     out_path = Path(out_path)
+    if getattr(model, "back_projection", 0) and fixed_shape is None:
+        # its bicubic resampling indexes by the input size, which a trace records as constants
+        raise ValueError(f"export_onnx: {type(model).__name__} with back_projection exports only with a fixed input "
+                         "size (fixed_shape, fastsr export --fixed-shape HxW)")
     if exporter == "torchscript":
         mult = size_multiple or model_size_multiple(model)
         fixed = _check_fixed_shape(fixed_shape, mult)

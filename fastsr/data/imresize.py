@@ -16,7 +16,7 @@ import math
 
 import torch
 
-__all__ = ["cubic_kernel", "resize_matrix", "imresize"]
+__all__ = ["cubic_kernel", "resize_matrix", "imresize", "imresize_integer"]
 
 
 def cubic_kernel(x: torch.Tensor) -> torch.Tensor:
@@ -107,3 +107,85 @@ def imresize(img: torch.Tensor, scale: float, antialiasing: bool = True) -> torc
     x = img.to(compute)
     out = torch.matmul(torch.matmul(wh, x), ww.t())
     return out.to(img.dtype)
+
+
+def _phase_taps(scale: float) -> tuple[int, torch.Tensor, int]:
+    """For an integer factor ``s`` (``scale`` = s or 1/s): ``(step, weights, start)`` of the
+    1-D MATLAB bicubic resize as a convolution: output ``j`` of phase ``p`` (``p < s`` when
+    upsampling, one phase when downsampling) is ``sum_k weights[p, k] x[base(j) + start + k]``
+    with ``base = s j`` (down) or ``j`` (up); ``step`` is the input stride per output."""
+    up = scale >= 1
+    s = round(scale) if up else round(1 / scale)
+    phases = s if up else 1
+    kernel_width = 4.0 if up else 4.0 * s
+    rows, starts = [], []
+    for p in range(phases):
+        x = float(s * 8 + p + 1) if up else 9.0  # an interior output (1-based); the taps repeat
+        u = x / scale + 0.5 * (1.0 - 1.0 / scale)
+        left = math.floor(u - kernel_width / 2)
+        taps = math.ceil(kernel_width) + 2
+        dist = u - (left + torch.arange(taps, dtype=torch.float64))
+        w = cubic_kernel(dist) if up else cubic_kernel(dist / s) / s
+        rows.append(w / w.sum())
+        base = (x - 1 - p) / s if up else s * (x - 1)
+        starts.append(left - 1 - int(base))
+    start = min(starts)
+    width = max(st + r.numel() for st, r in zip(starts, rows)) - start
+    weights = torch.zeros(phases, width, dtype=torch.float64)
+    for p, (st, r) in enumerate(zip(starts, rows)):
+        weights[p, st - start:st - start + r.numel()] = r
+    return (1 if up else s), weights, start
+
+
+def _resize_last_axis(x: torch.Tensor, scale: float) -> torch.Tensor:
+    step, weights, start = _phase_taps(scale)
+    n = x.shape[-1]
+    n_out = n * weights.shape[0] if step == 1 else n // step
+    pad = weights.shape[1] + abs(start) + step
+    # MATLAB's symmetric boundary: index i -> aux[i mod 2n], aux = [0..n-1, n-1..0]
+    idx = torch.remainder(torch.arange(-pad, n + pad, device=x.device), 2 * n)
+    idx = torch.where(idx < n, idx, 2 * n - 1 - idx)
+    lead = x.shape[:-1]
+    xp = x.index_select(-1, idx).reshape(-1, 1, n + 2 * pad)[..., pad + start:]
+    w = weights.to(x.device, x.dtype)[:, None, :]
+    if step == 1:  # upsampling: one output channel per phase, interleaved
+        y = torch.nn.functional.conv1d(xp, w)[..., :n]
+        return y.transpose(1, 2).reshape(*lead, n_out)
+    y = torch.nn.functional.conv1d(xp, w, stride=step)[..., :n_out]
+    return y.reshape(*lead, n_out)
+
+
+def imresize_integer(img: torch.Tensor, scale: float) -> torch.Tensor:
+    """:func:`imresize` for an integer factor (``scale`` = s or 1/s, s >= 2), as strided 1-D
+    convolutions: the same values up to float rounding, in time linear in the image size
+    (:func:`imresize`'s dense matrices grow with its square), so fit for large images and
+    inside models (e.g. the back-projection of :class:`fastsr.models.NonBNResNet`).
+
+    Args:
+        img: float tensor (C, H, W) or (N, C, H, W), any layout; downsampling needs H and W
+            multiples of s.
+        scale: s or 1/s for an integer s >= 2 (4 or 0.25 for x4).
+
+    Returns:
+        The resized tensor in img's dtype (computed in float32, float64 for float64 input).
+
+    Raises:
+        TypeError: ``img`` not a floating tensor. ValueError: ``scale`` not an integer factor
+        or its inverse, a bad shape, or H / W not multiples of s when downsampling.
+    """
+    if not isinstance(img, torch.Tensor) or not img.is_floating_point():
+        raise TypeError(f"imresize_integer: img must be a floating-point torch.Tensor, got {type(img).__name__}")
+    if img.dim() not in (3, 4):
+        raise ValueError(f"imresize_integer: img must be (C, H, W) or (N, C, H, W), got shape {tuple(img.shape)}")
+    ok = isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0
+    s = (round(scale) if scale >= 1 else round(1 / scale)) if ok else 0
+    if not ok or s < 2 or abs((s if scale >= 1 else 1 / s) - scale) > 1e-9:
+        raise ValueError(f"imresize_integer: scale must be an integer s >= 2 or 1/s, got {scale!r}")
+    if scale < 1 and (img.shape[-1] % s or img.shape[-2] % s):
+        raise ValueError(f"imresize_integer: downsampling by {s} needs H and W multiples of {s}, got "
+                         f"{tuple(img.shape[-2:])}")
+    compute = torch.float64 if img.dtype == torch.float64 else torch.float32
+    x = img.to(compute)
+    x = _resize_last_axis(x, scale)
+    x = _resize_last_axis(x.transpose(-1, -2), scale).transpose(-1, -2)
+    return x.to(img.dtype)

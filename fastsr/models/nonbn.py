@@ -1,6 +1,9 @@
 """The NonBN residual generator of the EM-distance GAN (Zhang et al. 2019)."""
 from __future__ import annotations
 
+import torch
+
+from fastsr.data.imresize import imresize_integer
 from fastsr.models.registry import register_model
 from fastsr.models.srresnet import SRResNetBase
 
@@ -34,6 +37,14 @@ class NonBNResNet(SRResNetBase):
             state_dict is identical either way.
         icnr: ICNR-initialise the sub-pixel convolutions (:func:`fastsr.models.init_icnr`;
             Aitken et al. 2017): no checkerboard at initialisation. Same state_dict.
+        back_projection: iterations of back-projection after the network (0: the paper's
+            model). Each adds the bicubic upsampling of the LR residual,
+            ``sr += up(lr - down(sr))`` (iterative back-projection, Irani & Peleg 1991,
+            "Improving resolution by image registration"), with ``down`` the MATLAB bicubic
+            degradation SR is trained to invert (:func:`fastsr.data.imresize_integer`), so
+            that the SR image downscales back to its input: no global colour cast or
+            brightness shift. No parameters (same state_dict); differentiable. Integer
+            scales only; ONNX export needs a fixed input size.
 
     Shape:
         LR (N, 3, H, W) -> SR (N, 3, scale*H, scale*W), float32 or bfloat16, any layout;
@@ -59,8 +70,24 @@ class NonBNResNet(SRResNetBase):
         prelu_shared: bool = False,
         fused: bool = True,
         icnr: bool = False,
+        back_projection: int = 0,
     ):
         super().__init__(scale=scale, num_blocks=num_blocks, channels=channels, bn=False,
                          first_kernel_size=first_kernel_size, last_kernel_size=1, in_channels=in_channels,
                          out_channels=out_channels, prelu_shared=prelu_shared, fused=fused, name="NonBNResNet",
                          icnr=icnr)
+        if isinstance(back_projection, bool) or not isinstance(back_projection, int) or not 0 <= back_projection <= 8:
+            raise ValueError(f"NonBNResNet: back_projection must be an integer 0..8, got {back_projection!r}")
+        if back_projection and in_channels != out_channels:
+            raise ValueError("NonBNResNet: back_projection needs in_channels == out_channels, got "
+                             f"{in_channels} and {out_channels}")
+        self.back_projection = back_projection
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x)
+        for _ in range(self.back_projection):
+            y = y + imresize_integer(x - imresize_integer(y, 1 / self.scale).to(x.dtype), self.scale).to(y.dtype)
+        return y
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (f", back_projection={self.back_projection}" if self.back_projection else "")
