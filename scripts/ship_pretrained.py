@@ -37,10 +37,12 @@ import tempfile
 from pathlib import Path
 
 import torch
+import yaml
 
 from fastsr.data import sample_images
 from fastsr.evaluate import EvalResult, evaluate, load_generator, sample_pairs
 from fastsr.models import export_generator
+from fastsr.models.checkpoint import read_metadata
 from fastsr.train import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,6 +122,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="nonbn_x4", help="shipped model name")
     p.add_argument("--dest", type=Path, help="output file (default fastsr/weights/<name>.safetensors)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--generator-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a generator constructor option stored with the weights (e.g. back_projection=1); "
+                        "the validation runs with it (repeatable)")
+    p.add_argument("--data-description", help="what the model was trained on (metadata 'data'; default: "
+                                              "the sample photographs)")
+    p.add_argument("--device-description", help="with --from-run: where it trained (metadata 'device')")
+    p.add_argument("--previous", type=Path, metavar="WEIGHTS",
+                   help="with --from-run: the generator file the run started from (its --init-from); its "
+                        "history is carried into the metadata with this run appended")
     return p
 
 
@@ -143,7 +154,13 @@ def main(argv=None) -> int:
         if not a.command:
             p.error("--from-run needs --command (the train command, recorded in the metadata)")
         run, command = a.from_run, a.command
-        extra = {}
+        extra = {"device": a.device_description} if a.device_description else {}
+        if a.previous is not None:
+            prev = read_metadata(a.previous)
+            history = list(prev.get("history") or [])
+            history.append({"stage": len(history) + 1, "what": f"fine-tune of {a.previous.name} (recipe {a.config})",
+                            "command": command})
+            extra.update(init_from=str(a.previous), history=history)
     else:
         if a.minutes is None and a.iters is None:
             p.error("give --minutes, --iters or --from-run")
@@ -170,17 +187,27 @@ def _export(a, run: Path, dest: Path, command: str, train_names: list, extra: di
     """Validate the run's EMA generator as it ships (fp16) and write it with its metadata."""
     ckpt = run / "checkpoints" / "latest.safetensors"
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
-    last = [r for r in log if "time" in r][-1]
+    timed = [r for r in log if "time" in r]
+    last = timed[-1]
+    # a resumed run restarts its clock: the wall time is the sum of the segments' last times
+    wall = sum(a["time"] for a, b in zip(timed, timed[1:]) if b["time"] < a["time"]) + last["time"]
+    generator = dict(read_metadata(ckpt).get("generator") or {})
+    for item in a.generator_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--generator-option {item!r}: expected KEY=VALUE")
+        generator[key] = yaml.safe_load(value)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    export_generator(ckpt, dest, "params_ema", torch.float16)  # validate what ships: fp16 weights
+    # validate what ships: fp16 weights, the stored generator options
+    export_generator(ckpt, dest, "params_ema", torch.float16, {"generator": generator})
     result = validate(dest)
     print(table(result))
     rows = {n: {k: [round(x, 4) for x in v] if isinstance(v, list) else v for k, v in r.items()}
             for n, r in result.rows().items()}
     meta = {
-        "recipe": a.config, "command": command, "iterations": last["iter"],
-        "wall_time_s": round(last["time"], 1), "sec_per_iter": round(last["time"] / last["iter"], 4),
-        "data": "fastsr.data.sample_images('train'): " + ", ".join(train_names)
+        "recipe": a.config, "command": command, "iterations": last["iter"], "generator": generator,
+        "wall_time_s": round(wall, 1), "sec_per_iter": round(wall / last["iter"], 4),
+        "data": (a.data_description or "fastsr.data.sample_images('train'): " + ", ".join(train_names))
                 + "; validation: held-back split " + ", ".join(rows),
         "weights": "EMA of G (decay %s), stored as float16" % load_config(a.config)["train"]["ema_decay"],
         "validation": rows, "validation_conventions": CONVENTIONS, **extra,

@@ -51,7 +51,7 @@ def _grads(fn, x, weight, bias, grad):
 
 @pytest.mark.parametrize("dtype", [pytest.param(torch.float32, marks=PREFERRED[torch.float32]),
                                    pytest.param(torch.bfloat16, marks=PREFERRED[torch.bfloat16])])
-@pytest.mark.parametrize("shape", [(2, 64, 64, 13, 11), (1, 16, 32, 1, 1), (3, 32, 16, 5, 8), (1, 48, 256, 9, 4)])
+@pytest.mark.parametrize("shape", [(2, 64, 64, 13, 11), (1, 16, 32, 4, 4), (3, 32, 16, 5, 8), (1, 48, 256, 9, 4)])
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_forward_and_gradients_match_the_convolution(dtype, shape, with_bias):
     x, weight, bias, grad = _case(*shape, dtype)
@@ -93,10 +93,13 @@ def test_double_backward_matches_the_convolution():
 
 
 def test_falls_back_to_the_direct_convolution():
-    """Channel counts that are not multiples of 16, float64: the direct convolution (oneDNN's;
-    only its summation order may differ with the channels_last output)."""
-    for c, k, dtype in ((3, 16, torch.float32), (16, 8, torch.float32), (16, 16, torch.float64)):
-        x, weight, bias, grad = _case(1, c, k, 6, 5, dtype)
+    """Channel counts that are not multiples of 16, float64, images under TRAIN_MIN_SIDE: the
+    direct convolution (oneDNN's; only its summation order may differ with the channels_last
+    output)."""
+    for c, k, dtype, h, w in ((3, 16, torch.float32, 6, 5), (16, 8, torch.float32, 6, 5),
+                              (16, 16, torch.float64, 6, 5), (16, 16, torch.float32, 3, 9),
+                              (16, 16, torch.float32, 1, 1)):
+        x, weight, bias, grad = _case(1, c, k, h, w, dtype)
         assert not conv3x3_winograd_supported(x, weight)
         for g, w in zip(_grads(conv3x3_winograd, x, weight, bias, grad),
                         _grads(lambda a, w, b: F.conv2d(a, w, b, padding=1), x, weight, bias, grad)):

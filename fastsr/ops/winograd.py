@@ -253,16 +253,21 @@ def _winograd_conv3x3_fake(x, weight, bias, act, slope, prelu_weight, residual):
 
 
 _TRAIN_OP = "fastsr.ops.conv3x3_winograd"
+#: :func:`conv3x3_winograd` runs images with a side below this as the direct convolution: a
+#: 1-3 pixel image (e.g. the WGAN critic's last 3x3 convolutions) fills one tile mostly with
+#: padding, so Winograd computes more products than direct, and rounds differently for nothing
+TRAIN_MIN_SIDE = 4
 
 
 def conv3x3_winograd_supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether :func:`conv3x3_winograd` runs ``x`` (N, C, H, W) with ``weight`` (K, C, 3, 3) on
     the Winograd kernel, and where it is the faster algorithm (:func:`winograd_preferred`):
     CPU, x's dtype float32 (AVX2 + FMA) or bfloat16 (AVX512-BF16, no AMX), C and K multiples
-    of 16. Elsewhere the op is the direct convolution."""
+    of 16, H and W at least :data:`TRAIN_MIN_SIDE`. Elsewhere the op is the direct convolution."""
     return (x.device.type == "cpu" and x.dim() == 4 and weight.dim() == 4 and tuple(weight.shape[2:]) == (3, 3)
             and x.shape[1] == weight.shape[1] and x.shape[1] % 16 == 0 and weight.shape[0] % 16 == 0
-            and weight.dtype == x.dtype and winograd_preferred(x.dtype))
+            and min(x.shape[2], x.shape[3]) >= TRAIN_MIN_SIDE and weight.dtype == x.dtype
+            and winograd_preferred(x.dtype))
 
 
 def _conv3x3_direct(x, weight, bias):
