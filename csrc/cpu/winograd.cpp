@@ -190,9 +190,13 @@ using BlockFn = void (*)(const T*, const T*, const T*, const Geometry&, const Ep
 // The fp32 body for this CPU and output tile: AVX-512 where present, else AVX2.
 // FASTSR_WINOGRAD_ISA=avx2 picks the AVX2 body on an AVX-512 CPU too (both bodies are then
 // testable on one machine).
-BlockFn<float> float_block(int tile) {
+bool avx512_body() {
   const char* isa = std::getenv("FASTSR_WINOGRAD_ISA");
-  const bool avx512 = cpu_has_avx512() && !(isa != nullptr && std::string(isa) == "avx2");
+  return cpu_has_avx512() && !(isa != nullptr && std::string(isa) == "avx2");
+}
+
+BlockFn<float> float_block(int tile) {
+  const bool avx512 = avx512_body();
   if (tile == 4) return avx512 ? &avx512::process_block<float, 4> : &avx2::process_block<float, 4>;
   return avx512 ? &avx512::process_block<float, 2> : &avx2::process_block<float, 2>;
 }
@@ -290,8 +294,7 @@ using WgradFn = void (*)(const float*, const float*, const float*, const Geometr
                          float*, float*, float*);
 
 WgradFn wgrad_block_fn(int tile) {
-  const char* isa = std::getenv("FASTSR_WINOGRAD_ISA");
-  const bool avx512 = cpu_has_avx512() && !(isa != nullptr && std::string(isa) == "avx2");
+  const bool avx512 = avx512_body();
   if (tile == 4) return avx512 ? &avx512::wgrad_block<4> : &avx2::wgrad_block<4>;
   return avx512 ? &avx512::wgrad_block<2> : &avx2::wgrad_block<2>;
 }
