@@ -251,3 +251,13 @@ def test_weight_gradient_kernel_opcheck():
     cl = torch.channels_last
     x, grad = torch.randn(2, 16, 5, 6).contiguous(memory_format=cl), torch.randn(2, 32, 5, 6).contiguous(memory_format=cl)
     torch.library.opcheck(torch.ops.fastsr.winograd_conv3x3_wgrad.default, (x, grad, 4))
+
+
+def test_fused_layers_refuse_other_padding_modes():
+    """A reflect-padded conv must not silently get the fused path's zero padding."""
+    conv, prelu = nn.Conv2d(16, 16, 3, padding=1, padding_mode="reflect"), nn.PReLU(16)
+    x = torch.randn(1, 16, 6, 6)
+    with pytest.raises(ValueError, match="zero padding"):
+        conv_prelu(x, conv, prelu)
+    with pytest.raises(ValueError, match="zero padding"):
+        conv_residual(x, conv, x)

@@ -5,8 +5,8 @@ A convolution followed by its bias and an element-wise epilogue is, on the fused
 the convolution **without** bias and one fused kernel that adds the bias and applies the
 epilogue (:func:`fastsr.ops.bias_prelu`, :func:`fastsr.ops.bias_residual`); on the unfused
 path it is the plain modules. The convolution is cuDNN's on GPU; on a CPU a 3x3 stride-1
-convolution with channel counts multiples of 16 runs forward and input gradient by Winograd
-(:func:`fastsr.ops.conv3x3_winograd`, :func:`use_winograd`) where that kernel is the faster
+convolution with channel counts multiples of 16 runs forward and both gradients by Winograd
+(:func:`fastsr.ops.conv3x3_winograd`, :func:`use_winograd`; weight gradient in float32) where that kernel is the faster
 algorithm, any other oneDNN's. Both paths
 read the parameters of the same ``nn.Conv2d`` / ``nn.PReLU`` modules, which stay where the
 model put them, so the state_dict does not depend on ``fused``.
@@ -53,8 +53,9 @@ _winograd = {"enabled": os.environ.get("FASTSR_WINOGRAD", "1") != "0"}
 
 def use_winograd(enabled: bool | None = None) -> bool:
     """Whether the fused path computes eligible 3x3 convolutions (stride 1, padding 1, channel
-    counts multiples of 16) with :func:`fastsr.ops.conv3x3_winograd` -- forward and input
-    gradient by Winograd's F(4x4, 3x3) (float32) or F(2x2, 3x3) (bfloat16) -- on CPUs where
+    counts multiples of 16) with :func:`fastsr.ops.conv3x3_winograd` -- forward, input gradient
+    and (float32) weight gradient by Winograd's F(4x4, 3x3) (float32) or F(2x2, 3x3)
+    (bfloat16) -- on CPUs where
     that kernel is the faster algorithm (:func:`fastsr.ops.conv3x3_winograd_supported`),
     training and inference alike. On by default (``FASTSR_WINOGRAD=0`` in the environment
     starts with it off); ``train.winograd`` sets it for a run. Pass ``enabled`` to set it;

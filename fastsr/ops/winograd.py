@@ -19,7 +19,8 @@ algorithm; fallback and test oracle). Inference only: no autograd. CPU only.
 
 Training: :func:`conv3x3_winograd` is the differentiable 3x3 convolution (plain weight,
 transformed per call) that the fused layers use on CPUs where this kernel is the faster
-algorithm: forward and input gradient on this kernel, weight gradient oneDNN's.
+algorithm: forward and input gradient on this kernel, the float32 weight gradient in the
+Winograd domain (``fastsr::winograd_conv3x3_wgrad``), bf16 and double backward oneDNN's.
 """
 from __future__ import annotations
 
@@ -349,9 +350,12 @@ def conv3x3_winograd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     Forward and the input gradient (itself a 3x3 convolution, of the output gradient with
     the rotated, transposed weight) run on the Winograd kernel of :func:`winograd_conv3x3`,
     F(4x4, 3x3) in float32 and F(2x2, 3x3) in bfloat16, where
-    :func:`conv3x3_winograd_supported`; the weight and bias gradients are oneDNN's
-    (``aten.convolution_backward``). Elsewhere it is the direct convolution. Double backward
-    works (WGAN-GP): the backward is made of differentiable ops.
+    :func:`conv3x3_winograd_supported`. The float32 weight gradient is computed in the
+    Winograd domain too (``fastsr::winograd_conv3x3_wgrad``: dU = V^T (A dy A^T) per component,
+    dW = G^T dU G); the bias gradient, bf16 weight gradients and those under ``create_graph``
+    are oneDNN's (``aten.convolution_backward``). Elsewhere it is the direct convolution.
+    Double backward works (WGAN-GP): under ``create_graph`` the backward is made of
+    differentiable ops.
 
     Numerics: the Winograd error of :func:`winograd_conv3x3` (float32 F(4x4, 3x3): about
     5e-6 of the output scale, against 1e-7 for the direct convolution).
