@@ -119,8 +119,23 @@ _CUDA_GRAPH_HELP = ("replay the model as a CUDA graph per tile shape (one kernel
 
 
 # ---------------------------------------------------------------------------- eval
+_MODEL_HELP = ("a generator shipped with fastsr, by name (fastsr.models.list_pretrained(); default nonbn_x4, "
+               "the x4 NonBNResNet)")
+
+
+def _checkpoint_of(args):
+    """``--checkpoint``, else the file of ``--model`` (None when neither is given)."""
+    if getattr(args, "model", None) is None:
+        return args.checkpoint
+    from fastsr.upscale import default_checkpoint
+
+    return default_checkpoint(args.model)
+
+
 def _add_eval(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", metavar="CKPT",
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--model", metavar="NAME", help=_MODEL_HELP)
+    which.add_argument("--checkpoint", metavar="CKPT",
                    help="generator .safetensors from fastsr train, or an ESRGAN / Real-ESRGAN / BasicSR .pth / .safetensors file (default: the shipped nonbn_x4 model)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", metavar="DIR", help="HR test images (LR made by MATLAB bicubic)")
@@ -232,7 +247,7 @@ def _run_eval(args, extra) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda":
         check_cuda()
-    checkpoint = args.checkpoint or default_checkpoint()
+    checkpoint = _checkpoint_of(args) or default_checkpoint()
     model, scale, description = load_model(checkpoint, args.weights, device)
     check_finite_weights(model, checkpoint)
     if args.scale is not None and args.scale != scale:
@@ -274,6 +289,7 @@ def _add_upscale(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output folder, or a file name (.png, .jpg, .webp, .bmp, .tif) when there is one input file")
     method = p.add_mutually_exclusive_group()
+    method.add_argument("--model", metavar="NAME", help=_MODEL_HELP)
     method.add_argument("--checkpoint", metavar="CKPT",
                         help="generator .safetensors from fastsr train, or an ESRGAN / Real-ESRGAN / BasicSR .pth / .safetensors file (default: the shipped x4 nonbn_x4 model)")
     method.add_argument("--bicubic", action="store_true", help="MATLAB bicubic instead of a model")
@@ -322,7 +338,7 @@ def _run_upscale(args, extra) -> int:
         raise UserError(f"unrecognized arguments: {' '.join(extra)}")
     from fastsr.upscale import upscale_files
 
-    upscale_files(args.inputs, args.output, args.checkpoint, bicubic=args.bicubic, scale=args.scale,
+    upscale_files(args.inputs, args.output, _checkpoint_of(args), bicubic=args.bicubic, scale=args.scale,
                   weights=args.weights, device=args.device, precision="bf16" if args.bf16 else args.precision,
                   cuda_graph=args.cuda_graph, tile=args.tile, tile_pad=args.tile_pad, tile_batch=args.tile_batch,
                   outscale=args.outscale, format=args.format, suffix=args.suffix, skip_existing=args.skip_existing,
@@ -333,7 +349,9 @@ def _run_upscale(args, extra) -> int:
 
 # ---------------------------------------------------------------------------- export
 def _add_export(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", metavar="CKPT", help="generator .safetensors from fastsr train, or an ESRGAN / Real-ESRGAN / BasicSR .pth / .safetensors file (default: the shipped nonbn_x4 model)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--model", metavar="NAME", help=_MODEL_HELP)
+    which.add_argument("--checkpoint", metavar="CKPT", help="generator .safetensors from fastsr train, or an ESRGAN / Real-ESRGAN / BasicSR .pth / .safetensors file (default: the shipped nonbn_x4 model)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="the ONNX file to write")
     p.add_argument("--opset", type=int, default=18,
                    help="ONNX opset version, >= 9 (default 18): 9-20 are written by torch's TorchScript exporter "
@@ -362,7 +380,7 @@ def _run_export(args, extra) -> int:
     from fastsr.models import load
     from fastsr.upscale import default_checkpoint
 
-    checkpoint = args.checkpoint or default_checkpoint()
+    checkpoint = _checkpoint_of(args) or default_checkpoint()
     try:
         exporter = exporter_for(args.opset)
     except ValueError as e:

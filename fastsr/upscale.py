@@ -80,16 +80,20 @@ class UpscaleResult:
 
 
 # ---------------------------------------------------------------------------- the model
-def default_checkpoint() -> Path:
-    """The generator shipped with fastsr (``fastsr.models.pretrained_path("nonbn_x4")``).
+def default_checkpoint(name: str = "nonbn_x4") -> Path:
+    """The weight file of a generator shipped with fastsr, by name
+    (``fastsr.models.pretrained_path``; ``fastsr.models.list_pretrained()`` lists them).
 
     Raises:
-        UserError: it is not installed (the message asks for a checkpoint).
+        UserError: an unknown name, or the file is not installed (the message asks for a
+            checkpoint).
     """
     from fastsr.models import pretrained_path
 
     try:
-        return pretrained_path("nonbn_x4")
+        return pretrained_path(name)
+    except ValueError as e:
+        raise UserError(f"--model: {e}") from None
     except FileNotFoundError as e:
         raise UserError(f"{e}; give --checkpoint") from None
 

@@ -24,7 +24,12 @@ image. Per photo:
 The targets a retrained model must meet are checked and printed (PASS / FAIL): every photo
 >= bicubic + 0.3 dB, mean gain >= 2 dB, every |Err| <= 0.3 levels and, with ``--baseline``
 (a ``--json`` of an earlier run), mean checkerboard <= half of the baseline's on the same
-photos.
+photos. A GAN model is judged instead against its PSNR-oriented model with
+``--gan-reference`` (that model's ``--json``): mean NIQE below the reference's and bicubic's,
+mean Y-PSNR at most 1.5 dB below the reference's::
+
+    PYTHONPATH=$PWD python scripts/judge_model.py --checkpoint fastsr/weights/nonbn_wgan_x4.safetensors \\
+        --gan-reference scripts/judge_nonbn_x4_corpus.json --json scripts/judge_nonbn_wgan_x4_corpus.json
 """
 from __future__ import annotations
 
@@ -44,6 +49,9 @@ from fastsr.models import pretrained_path
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"min_gain_db": 0.3, "mean_gain_db": 2.0, "max_abs_colour_error": 0.3, "checkerboard_ratio": 0.5}
+#: a GAN model against its PSNR-oriented reference (``--gan-reference``): mean NIQE below the
+#: reference's and bicubic's, mean Y-PSNR at most this many dB below the reference's
+GAN_TARGETS = {"max_psnr_drop_db": 1.5}
 
 
 def folder_pairs(folder: Path, scale: int) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
@@ -127,6 +135,25 @@ def verdicts(rows: list[dict], baseline: dict | None) -> list[str]:
     return out
 
 
+def gan_verdicts(rows: list[dict], reference: dict) -> list[str]:
+    """``PASS`` / ``FAIL`` lines of a GAN model's targets against ``reference`` (a ``--json``
+    of its PSNR-oriented model on the same photographs): lower mean NIQE than the reference
+    and than bicubic, mean Y-PSNR within ``GAN_TARGETS["max_psnr_drop_db"]`` of the reference."""
+    ref = {r["image"]: r for r in reference["rows"]}
+    missing = [r["image"] for r in rows if r["image"] not in ref]
+    if missing:
+        raise UserError(f"--gan-reference holds no row for {', '.join(missing)}: judge both models on the same photos")
+    n = len(rows)
+    niqe, niqe_ref = sum(r["niqe_sr"] for r in rows) / n, sum(ref[r["image"]]["niqe_sr"] for r in rows) / n
+    niqe_bic = sum(r["niqe_bic"] for r in rows) / n
+    psnr, psnr_ref = sum(r["sr_psnr"] for r in rows) / n, sum(ref[r["image"]]["sr_psnr"] for r in rows) / n
+    drop = GAN_TARGETS["max_psnr_drop_db"]
+    return [f"{'PASS' if niqe < niqe_ref else 'FAIL'}  mean NIQE {niqe:.2f} < reference {niqe_ref:.2f}",
+            f"{'PASS' if niqe < niqe_bic else 'FAIL'}  mean NIQE {niqe:.2f} < bicubic {niqe_bic:.2f}",
+            f"{'PASS' if psnr >= psnr_ref - drop else 'FAIL'}  mean PSNR {psnr:.2f} dB >= reference "
+            f"{psnr_ref:.2f} - {drop} dB"]
+
+
 def _pairs(args, scale: int) -> list:
     pairs = []
     for folder in args.data:
@@ -151,6 +178,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-gradient", type=float, default=1.0,
                     help="smooth-block threshold of the checkerboard, 8-bit levels per pixel (default 1.0)")
     ap.add_argument("--baseline", type=Path, help="a --json of an earlier run: checks checkerboard <= half of it")
+    ap.add_argument("--gan-reference", type=Path,
+                    help="a --json of the PSNR-oriented model: check a GAN model's targets against it instead")
     ap.add_argument("--json", type=Path, help="write the rows and means here")
     ap.add_argument("--threads", type=int, help="torch CPU threads")
     args = ap.parse_args(argv)
@@ -163,6 +192,7 @@ def main(argv=None) -> int:
         checkpoint = args.checkpoint or pretrained_path("nonbn_x4")
         model, scale = load_generator(checkpoint, args.weights)
         baseline = json.loads(args.baseline.read_text()) if args.baseline else None
+        reference = json.loads(args.gan_reference.read_text()) if args.gan_reference else None
         pairs = _pairs(args, scale)
     except (UserError, OSError, ValueError) as e:
         print(f"judge_model: error: {e}", file=sys.stderr)
@@ -171,7 +201,12 @@ def main(argv=None) -> int:
     print(table(rows, f"{checkpoint.name} x{scale}: Y-PSNR (dB) / SSIM crop_border={scale}; Err = mean SR - HR "
                       f"(8-bit levels); Checker = checkerboard energy (levels^2) on smooth blocks (HR mean gradient "
                       f"<= {args.max_gradient} levels/px; Smooth = their fraction); NIQE crop_border={scale}"))
-    print("\n".join(verdicts(rows, baseline)))
+    try:
+        lines = gan_verdicts(rows, reference) if reference is not None else verdicts(rows, baseline)
+    except UserError as e:
+        print(f"judge_model: error: {e}", file=sys.stderr)
+        return 1
+    print("\n".join(lines))
     if args.json:
         means = {k: _nanmean(r[k] for r in rows) for _, k, _ in COLUMNS}
         shown = checkpoint.resolve().relative_to(ROOT) if checkpoint.resolve().is_relative_to(ROOT) else checkpoint

@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw
 from fastsr import metrics
 from fastsr.data import degrade, list_images, mod_crop, read_image, sample_images
 from fastsr.evaluate import bicubic_upscale, load_generator
-from fastsr.models import pretrained_path
+from fastsr.models import list_pretrained, pretrained_path
 
 ROOT = Path(__file__).resolve().parents[1]
 LABEL_H = 18
@@ -107,7 +107,7 @@ def _images(args, scale):
 
 def _models(specs):
     models, scale = [], None
-    for spec in specs or [f"nonbn_x4={pretrained_path('nonbn_x4')}"]:
+    for spec in specs or [f"{name}={pretrained_path(name)}" for name in list_pretrained()]:
         label, _, path = spec.rpartition("=")
         model, s = load_generator(Path(path), "auto")
         if scale not in (None, s):
@@ -121,7 +121,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-o", "--output", type=Path, required=True, help="the PNG to write")
     ap.add_argument("--model", action="append", metavar="LABEL=PATH",
-                    help="a generator file with its column label (repeatable; default the shipped nonbn_x4)")
+                    help="a generator file with its column label (repeatable; default every shipped model: "
+                         "nonbn_x4, nonbn_wgan_x4)")
     ap.add_argument("--data", type=Path, action="append", help="HR folder (default data/corpus/val when present)")
     ap.add_argument("--no-sample-data", action="store_true", help="leave out chelsea and coffee")
     ap.add_argument("--only", nargs="+", metavar="NAME", help="only these photographs (file stems)")

@@ -70,12 +70,18 @@ def test_upscale_bicubic_keeps_alpha(tmp_path):
     (["eval", "--checkpoint", "nope.safetensors", "--sample-data"], "nope.safetensors"),
     (["eval", "--sample-data", "--tile", "1"], "--tile 1 must be larger than twice --tile-pad"),
     (["export", "-o", "x.onnx", "--opset", "8"], "--opset must be an int >= 9"),
+    (["upscale", "missing.png", "-o", "x", "--model", "no_such_model"], "--model: unknown pretrained model"),
 ])
 def test_user_errors_are_one_line(args, needle):
     p = run(*args, check=False)
     assert p.returncode != 0
     err = p.stderr.strip().splitlines()
     assert len(err) == 1 and needle in err[0] and "Traceback" not in p.stderr, p.stderr
+
+
+def test_model_and_checkpoint_exclude_each_other():
+    p = run("eval", "--sample-data", "--model", "nonbn_x4", "--checkpoint", "x.safetensors", check=False)
+    assert p.returncode == 2 and "argument --checkpoint: not allowed with argument --model" in p.stderr, p.stderr
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")

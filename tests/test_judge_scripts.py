@@ -42,6 +42,16 @@ def test_verdicts(judge):
     assert "Mean" in text and "NaN = no smooth block" in text
 
 
+def test_gan_verdicts(judge):
+    ref = {"rows": [_row("a", 2.0), _row("b", 1.0)]}  # PSNR 32 and 31 dB, NIQE 5.0, bicubic 6.0
+    gan = [dict(_row("a", 1.0), niqe_sr=4.0), dict(_row("b", 0.5), niqe_sr=4.5)]  # PSNR -0.75 dB
+    assert [line.split()[0] for line in judge.gan_verdicts(gan, ref)] == ["PASS", "PASS", "PASS"]
+    worse = [dict(_row("a", 0.0), niqe_sr=5.5), dict(_row("b", -1.0), niqe_sr=6.6)]  # NIQE 6.05, -2 dB
+    assert [line.split()[0] for line in judge.gan_verdicts(worse, ref)] == ["FAIL", "FAIL", "FAIL"]
+    with pytest.raises(judge.UserError, match="no row for c"):
+        judge.gan_verdicts([_row("c", 1.0)], ref)
+
+
 def test_judge_rows_of_a_model(judge):
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)

@@ -75,3 +75,7 @@ def test_cli_defaults_to_the_shipped_model(tmp_path):
                     str(tmp_path / "photo_x4.png")], check=True, env=env, capture_output=True)
     out = read_image(tmp_path / "photo_x4.png")
     assert out.shape == (3, 256, 320)
+    # ... and the same model by name
+    subprocess.run([sys.executable, "-m", "fastsr", "upscale", str(tmp_path / "photo.png"), "-o",
+                    str(tmp_path / "named.png"), "--model", "nonbn_x4"], check=True, env=env, capture_output=True)
+    assert torch.equal(read_image(tmp_path / "named.png"), out)
