@@ -313,11 +313,13 @@ def _conv3x3_winograd_backward(ctx, grad):
         # Winograd-domain weight gradient (not differentiable: under create_graph the ATen one below)
         grad_w = _winograd_weight_grad(x, grad)
         want_w = False
-    if want_w or want_b:
-        _, gw, grad_b = torch.ops.aten.convolution_backward(
-            grad, x, weight, [weight.shape[0]] if ctx.has_bias else None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
-            [False, want_w, want_b])
-        grad_w = gw if want_w else grad_w
+    if want_w:
+        _, grad_w, _ = torch.ops.aten.convolution_backward(
+            grad, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [False, True, False])
+    if want_b:
+        # a sum over batch and pixels: asked of aten.convolution_backward alone, oneDNN computes
+        # the whole weight gradient beside it (110 ms for a 64 -> 256 conv at 48 px, batch 16)
+        grad_b = grad.sum((0, 2, 3), dtype=torch.promote_types(grad.dtype, torch.float32)).to(grad.dtype)
     return grad_x, grad_w, grad_b
 
 
