@@ -261,3 +261,27 @@ def test_fused_layers_refuse_other_padding_modes():
         conv_prelu(x, conv, prelu)
     with pytest.raises(ValueError, match="zero padding"):
         conv_residual(x, conv, x)
+
+
+@PREFERRED[torch.float32]
+def test_fp32_backward_leaves_aten_convolution_backward_alone():
+    # the bias gradient is a sum: asked of aten.convolution_backward, oneDNN computes the whole
+    # weight gradient beside it; the fp32 weight gradient is the Winograd kernel's
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.seen.add(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    x, weight, bias, grad = _case(2, 32, 64, 9, 7, torch.float32)
+    x, weight, bias = (t.requires_grad_() for t in (x, weight, bias))
+    y = conv3x3_winograd(x, weight, bias)
+    with Ops() as ops:
+        gx, gw, gb = torch.autograd.grad(y, (x, weight, bias), grad)
+    assert "convolution_backward" not in ops.seen, sorted(ops.seen)
+    _close(gb, grad.sum((0, 2, 3)), torch.float32)
