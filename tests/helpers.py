@@ -5,6 +5,7 @@ import importlib.util
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 LAYOUTS = ("contiguous", "channels_last", "strided")
 
@@ -118,3 +119,15 @@ def assert_same_output(model, ref, x: torch.Tensor, atol: float, rtol: float) ->
             assert got.shape == want.shape
             torch.testing.assert_close(got, want, atol=atol, rtol=rtol, msg=lambda m: f"fused={fused}: {m}")
     model.fused = True
+
+
+class AtenOps(TorchDispatchMode):
+    """Records the name (``overloadpacket.__name__``) of every ATen op that runs inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))

@@ -4,29 +4,16 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastsr.nn.conv as conv_mod
 from fastsr.models import create
 from fastsr.nn import Conv2d, conv2d
 
-from helpers import LAYOUTS, make_layout
-
-
-class _AtenOps(TorchDispatchMode):
-    """Records the name of every ATen op that runs."""
-
-    def __init__(self):
-        super().__init__()
-        self.names = set()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.names.add(func.overloadpacket.__name__)
-        return func(*args, **(kwargs or {}))
+from helpers import LAYOUTS, AtenOps, make_layout
 
 
 def _ops(fn, *args):
-    with _AtenOps() as rec:
+    with AtenOps() as rec:
         out = fn(*args)
     return rec.names, out
 

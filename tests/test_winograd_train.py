@@ -11,6 +11,8 @@ from fastsr.nn import Conv2d, conv_act, conv_prelu, conv_residual, use_winograd
 from fastsr.ops import conv3x3_winograd, conv3x3_winograd_supported
 from fastsr.ops.winograd import winograd_preferred
 
+from helpers import AtenOps
+
 PREFERRED = {dt: pytest.mark.skipif(not winograd_preferred(dt), reason=f"no faster {dt} Winograd kernel here")
              for dt in (torch.float32, torch.bfloat16)}
 #: max |error| relative to the reference's max |value|: fp32 F(4x4, 3x3) (see test_winograd.REL), bf16
@@ -267,21 +269,10 @@ def test_fused_layers_refuse_other_padding_modes():
 def test_fp32_backward_leaves_aten_convolution_backward_alone():
     # the bias gradient is a sum: asked of aten.convolution_backward, oneDNN computes the whole
     # weight gradient beside it; the fp32 weight gradient is the Winograd kernel's
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Ops(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.seen = set()
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.seen.add(func.overloadpacket.__name__)
-            return func(*args, **(kwargs or {}))
-
     x, weight, bias, grad = _case(2, 32, 64, 9, 7, torch.float32)
     x, weight, bias = (t.requires_grad_() for t in (x, weight, bias))
     y = conv3x3_winograd(x, weight, bias)
-    with Ops() as ops:
+    with AtenOps() as ops:
         gx, gw, gb = torch.autograd.grad(y, (x, weight, bias), grad)
-    assert "convolution_backward" not in ops.seen, sorted(ops.seen)
+    assert "convolution_backward" not in ops.names, sorted(ops.names)
     _close(gb, grad.sum((0, 2, 3)), torch.float32)
