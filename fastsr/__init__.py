@@ -15,10 +15,10 @@ import torch  # noqa: F401  (torch must be imported before the extension loads)
 from fastsr import _extension  # noqa: F401  (raises a helpful ImportError when not built)
 from fastsr import data, losses, metrics, models, nn, ops
 from fastsr.export import export_onnx
-from fastsr.inference import InferenceModel, optimize_for_inference
+from fastsr.inference import InferenceModel, SelfEnsemble, optimize_for_inference
 from fastsr.upscale import upscale_file, upscale_files
 
-__all__ = ["data", "losses", "metrics", "models", "nn", "ops", "export_onnx", "InferenceModel", "optimize_for_inference",
+__all__ = ["data", "losses", "metrics", "models", "nn", "ops", "export_onnx", "InferenceModel", "SelfEnsemble", "optimize_for_inference",
            "upscale_file", "upscale_files"]
 
 # The Triton kernels serve CUDA for the op families fastsr._C has no compiled CUDA kernel for.

@@ -8,7 +8,7 @@ Photographs: the corpus's held-back split (``--data``, default ``data/corpus/val
 ``scripts/build_corpus.py``) and fastsr's held-back sample photographs (chelsea, coffee;
 ``--no-sample-data`` leaves them out). Each HR image is mod-cropped to the scale, its LR made
 by MATLAB bicubic (:func:`fastsr.data.degrade`), and the model runs in float32 on the full
-image. Per photo:
+image (``--self-ensemble``: its geometric self-ensemble, :class:`fastsr.SelfEnsemble`). Per photo:
 
 * ``Bic`` / ``SR`` Y-PSNR (dB, BT.601 Y, ``crop_border = scale``) and ``Gain`` = SR - Bic;
   ``SSIM`` of SR (same conventions, :func:`fastsr.metrics.ssim`);
@@ -45,6 +45,7 @@ from fastsr import metrics
 from fastsr.data import degrade, list_images, mod_crop, read_image
 from fastsr.errors import UserError
 from fastsr.evaluate import evaluate, load_generator, sample_pairs
+from fastsr.inference import SelfEnsemble
 from fastsr.models import pretrained_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,6 +181,8 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline", type=Path, help="a --json of an earlier run: checks checkerboard <= half of it")
     ap.add_argument("--gan-reference", type=Path,
                     help="a --json of the PSNR-oriented model: check a GAN model's targets against it instead")
+    ap.add_argument("--self-ensemble", action="store_true",
+                    help="judge the model's geometric self-ensemble (fastsr.SelfEnsemble: 8 flips and rotations)")
     ap.add_argument("--json", type=Path, help="write the rows and means here")
     ap.add_argument("--threads", type=int, help="torch CPU threads")
     args = ap.parse_args(argv)
@@ -191,6 +194,8 @@ def main(argv=None) -> int:
     try:
         checkpoint = args.checkpoint or pretrained_path("nonbn_x4")
         model, scale = load_generator(checkpoint, args.weights)
+        if args.self_ensemble:
+            model = SelfEnsemble(model)
         baseline = json.loads(args.baseline.read_text()) if args.baseline else None
         reference = json.loads(args.gan_reference.read_text()) if args.gan_reference else None
         pairs = _pairs(args, scale)
@@ -198,7 +203,8 @@ def main(argv=None) -> int:
         print(f"judge_model: error: {e}", file=sys.stderr)
         return 1
     rows = judge(model, pairs, scale, args.max_gradient)
-    print(table(rows, f"{checkpoint.name} x{scale}: Y-PSNR (dB) / SSIM crop_border={scale}; Err = mean SR - HR "
+    how = " (self-ensemble)" if args.self_ensemble else ""
+    print(table(rows, f"{checkpoint.name}{how} x{scale}: Y-PSNR (dB) / SSIM crop_border={scale}; Err = mean SR - HR "
                       f"(8-bit levels); Checker = checkerboard energy (levels^2) on smooth blocks (HR mean gradient "
                       f"<= {args.max_gradient} levels/px; Smooth = their fraction); NIQE crop_border={scale}"))
     try:
@@ -210,7 +216,7 @@ def main(argv=None) -> int:
     if args.json:
         means = {k: _nanmean(r[k] for r in rows) for _, k, _ in COLUMNS}
         shown = checkpoint.resolve().relative_to(ROOT) if checkpoint.resolve().is_relative_to(ROOT) else checkpoint
-        args.json.write_text(json.dumps({"checkpoint": str(shown), "scale": scale,
+        args.json.write_text(json.dumps({"checkpoint": str(shown), "scale": scale, "self_ensemble": args.self_ensemble,
                                          "max_gradient": args.max_gradient, "rows": rows, "mean": means},
                                         indent=1) + "\n")
     return 0

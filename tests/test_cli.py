@@ -25,6 +25,19 @@ def test_eval_table(ckpt, tmp_path):
     assert comp.size == (3 * 128 + 8, 128)
 
 
+def test_eval_self_ensemble():
+    """--self-ensemble measures the model's geometric self-ensemble: the title says so and
+    the SR PSNR is that of the mean over the eight flips and rotations, not the plain one's
+    (the shipped model: a 2-iteration model's near-constant output is the same either way)."""
+    plain = run("eval", "--model", "nonbn_x4", "--sample-data").stdout.splitlines()
+    ens = run("eval", "--model", "nonbn_x4", "--sample-data", "--self-ensemble").stdout.splitlines()
+    assert "self-ensemble" in ens[0] and "self-ensemble" not in plain[0]
+    header = [h.strip() for h in plain[1].split("  ") if h.strip()]
+    bic, sr = ([float(line.split()[header.index(col)]) for line in (plain[-1], ens[-1])]
+               for col in ("Bicubic PSNR", "SR PSNR"))
+    assert bic[0] == bic[1] and sr[0] != sr[1], (plain[1], plain[-1], ens[-1])
+
+
 def test_eval_scale_mismatch(ckpt):
     p = run("eval", "--checkpoint", ckpt, "--sample-data", "--scale", "2", check=False)
     assert p.returncode == 2 and "scale" in p.stderr and "Traceback" not in p.stderr

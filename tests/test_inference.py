@@ -225,3 +225,46 @@ def test_bf16_is_within_a_few_hundredths_of_a_db_on_photos():
         pa = psnr(a, hr, crop_border=4, test_y_channel=True)
         pb = psnr(b, hr, crop_border=4, test_y_channel=True)
         assert abs(float(pa) - float(pb)) < 0.05, (name, pa, pb)
+
+
+# ---------------------------------------------------------------------------- SelfEnsemble
+def _dihedral(x):
+    """The eight flips / 90-degree rotations of x and the inverse of each."""
+    for k in range(4):
+        for flip in (False, True):
+            fwd = (lambda t, k=k, f=flip: (t.rot90(k, (-2, -1)).flip(-1) if f else t.rot90(k, (-2, -1))))
+            inv = (lambda t, k=k, f=flip: (t.flip(-1) if f else t).rot90(-k, (-2, -1)))
+            yield fwd, inv
+
+
+def test_self_ensemble_is_the_mean_over_the_eight_transforms():
+    model = _model("EDSR")
+    x = torch.rand(2, 3, 11, 13)  # not square: rotations swap h and w
+    with torch.no_grad():
+        want = torch.stack([inv(model(fwd(x))) for fwd, inv in _dihedral(x)]).mean(0)
+        got = fastsr.SelfEnsemble(model)(x)
+    assert got.shape == (2, 3, 44, 52) and got.dtype == torch.float32
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+
+
+def test_self_ensemble_is_equivariant_where_the_model_is_not():
+    model = _model("NonBNResNet")
+    ens = fastsr.SelfEnsemble(model)
+    x = torch.rand(1, 3, 10, 12)
+    with torch.no_grad():
+        for fwd, inv in _dihedral(x):
+            torch.testing.assert_close(ens(fwd(x)), fwd(ens(x)), atol=1e-5, rtol=1e-5)
+        single_gap = (model(x.flip(-1)) - model(x).flip(-1)).abs().max()
+    assert single_gap > 1e-3  # the model alone is not: the check above can fail
+
+
+def test_self_ensemble_of_a_prepared_model_and_its_errors():
+    model = _model("SRVGGNetCompact")
+    x = torch.rand(1, 3, 9, 14)
+    with torch.no_grad():
+        ref = fastsr.SelfEnsemble(model)(x)
+    prepared = fastsr.SelfEnsemble(fastsr.optimize_for_inference(model, precision="fp32"))
+    assert prepared.scale == 4
+    torch.testing.assert_close(prepared(x), ref, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"x must be \(N, C, h, w\)"):
+        prepared(x[0])

@@ -1,5 +1,6 @@
 """`fastsr upscale`'s Real-ESRGAN options: --denoise-strength (deep network interpolation of
-realesr-general-x4v3 with its wdn companion), --alpha model|bicubic, --quality / --lossless.
+realesr-general-x4v3 with its wdn companion), --alpha model|bicubic, --quality / --lossless;
+and --self-ensemble (EDSR's geometric self-ensemble).
 
 Small random SRVGGNetCompact files saved as Real-ESRGAN saves them; each result is checked
 against a direct computation with the eager model. Errors go through ``fastsr.cli.main`` in
@@ -221,3 +222,28 @@ def test_quality_user_errors(files, tmp_path, capsys, args, needle):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0], err
     assert not any(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------------------- --self-ensemble
+@pytest.mark.parametrize("tile", ["0", "12"])
+def test_self_ensemble_upscale_matches_direct_computation(files, tmp_path, tile):
+    from fastsr import SelfEnsemble
+
+    out = tmp_path / "x.png"
+    assert _cli("upscale", files / "rgba.png", "-o", out, "--checkpoint", files / "realesr-general-x4v3.pth",
+                "--self-ensemble", "--tile", tile, "--tile-pad", "4", "--alpha", "bicubic") == 0
+    lr = load_image(files / "rgba.png")
+    with torch.no_grad():
+        want = SelfEnsemble(_compact(0))(lr.pixels[None])[0].clamp(0, 1)
+        single = _compact(0)(lr.pixels[None])[0].clamp(0, 1)
+    got = load_image(out).pixels
+    # tiles see less context at their inner edges; away from those the tiled output is the untiled one
+    border = slice(None) if tile == "0" else slice(0, 24)
+    assert (got[..., border, border] - want[..., border, border]).abs().max().item() <= TOL_8BIT
+    assert (got - single).abs().max().item() > 10 * TOL_8BIT
+
+
+def test_self_ensemble_does_not_apply_to_bicubic(files, tmp_path, capsys):
+    assert _cli("upscale", files / "rgba.png", "-o", tmp_path / "o", "--bicubic", "--self-ensemble") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--self-ensemble" in err[0] and "--bicubic" in err[0], err
