@@ -478,3 +478,49 @@ def test_model_fused_reaches_the_discriminator(fused):
     assert d.fused is fused and all(m.fused is fused for m in d.convs)
     cfg = load_config("nonbn_wgan_x4", ["model.discriminator={name: WGANCritic, input_size: 96, fused: false}"])
     assert build_discriminator(cfg).fused is False  # the discriminator's own setting wins
+
+
+def test_random_shift_moves_every_tensor_by_one_offset():
+    from fastsr.train.step import random_shift
+
+    x = torch.arange(2 * 3 * 7 * 9, dtype=torch.float32).reshape(2, 3, 7, 9).requires_grad_(True)
+    y = -x.detach()
+    seen = set()
+    for seed in range(40):
+        a, b = random_shift((x, y), 4, generator=torch.Generator().manual_seed(seed))
+        assert a.shape == x.shape and torch.equal(b, -a)
+        dy, dx = int(a[0, 0, 0, 0].item()) // 9, int(a[0, 0, 0, 0].item()) % 9
+        assert 0 <= dy < 4 and 0 <= dx < 4
+        seen.add((dy, dx))
+        torch.testing.assert_close(a[..., :7 - dy, :9 - dx], x[..., dy:, dx:])
+        if dy:  # the rows moved in from the bottom are mirrored: row 7 - 1 + k reads row 7 - 1 - k
+            torch.testing.assert_close(a[..., 7 - dy, :9 - dx], x[..., 5, dx:])
+    assert len(seen) > 8  # the offsets vary
+    a.sum().backward()  # differentiable: each input pixel counted as often as it is read
+    assert x.grad.sum().item() == a.numel()
+    with pytest.raises(ValueError, match="max_shift must be in"):
+        random_shift((x,), 7)
+    with pytest.raises(ValueError, match="share H and W"):
+        random_shift((x, x[..., 1:]), 2)
+
+
+def test_d_shift_shows_the_critic_shifted_pairs(tmp_path):
+    """train.d_shift: every D call (G step and D step) sees real and fake moved by the same
+    offset; 0 leaves them as they are; a shift not below the crop is refused."""
+    tr, lr, hr = _bench_trainer("nonbn_wgan_x4", "train.d_shift=4", "train.d_joint_batch=true", tmp=tmp_path)
+    seen = []
+    tr.D.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach().float()))
+    torch.manual_seed(1)
+    for _ in range(3):
+        tr.train_step(lr, hr)
+    n, h, w = hr.shape[0], *hr.shape[-2:]
+    offsets = []
+    for batch in seen:
+        real, fake = batch[:n], batch[n:]
+        offsets.append([(dy, dx) for dy in range(4) for dx in range(4)
+                        if torch.equal(real[..., :h - dy, :w - dx], hr[..., dy:, dx:])])
+        assert len(offsets[-1]) == 1 and fake.shape == real.shape, offsets  # one offset, for both
+    assert len(seen) == 6  # per iteration: the G step and one D step
+    assert any(o != [(0, 0)] for o in offsets), offsets
+    with pytest.raises(Exception, match="train.d_shift must be below data.crop_size"):
+        _cfg("nonbn_wgan_x4", "train.d_shift=96")

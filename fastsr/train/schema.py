@@ -308,6 +308,7 @@ class TrainConfig:
     pretrain_iters: int = spec(low=0)
     d_steps: int = spec()
     d_joint_batch: Auto = spec()
+    d_shift: int = spec(low=0)
     optimizer: Literal["adam", "adamw", "rmsprop"] = spec()
     lr_g: float = spec(low_open=True)
     lr_d: float = spec(low_open=True)
@@ -374,11 +375,15 @@ def defaults() -> dict:
 
 
 def _cross_check(c: Config) -> None:
-    """The checks between values: the crop a multiple of the scale, a GAN loss exactly when
+    """The checks between values: the crop a multiple of the scale and larger than
+    ``train.d_shift``, a GAN loss exactly when
     there is a discriminator, some loss, lr_consistency's degradation, and
     ``cuda_graph: true`` only with settings it works with (:func:`cuda_graph_blockers`)."""
     if c.data.crop_size % c.scale:
         raise ConfigError(f"data.crop_size must be a multiple of scale={c.scale}, got {c.data.crop_size}")
+    if c.train.d_shift >= c.data.crop_size:
+        raise ConfigError(f"train.d_shift must be below data.crop_size={c.data.crop_size} (the offsets it draws "
+                          f"are 0 .. d_shift-1 px), got {c.train.d_shift}")
     loss, has_d = c.loss, c.model.discriminator is not None
     if loss.gan and not has_d:
         raise ConfigError("loss.gan is set but model.discriminator is null")

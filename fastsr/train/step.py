@@ -23,6 +23,16 @@ critic) that removes every difference between the batch means, so ``E[D(HR)] - E
 -- the whole WGAN signal, for the critic and for G -- stays ~1e-7 (measured). Sharing the
 statistics keeps the comparison. ``true``/``false`` force it.
 
+``train.d_shift`` (k > 1) shifts the real and the fake batch that D sees by one random offset
+(0 .. k-1 pixels down and right, drawn on the device for every D call and shared by both;
+the rows and columns moved in from the far border are mirrored), as the translation of
+Zhao et al. 2020, "Differentiable Augmentation for Data-Efficient GAN Training". A
+critic whose first layers are strided convolutions sees each output pixel at a fixed phase
+of its stride; its input gradient then carries a pattern locked to that phase, which G's
+sub-pixel convolution can draw as a grid of period ``scale``. Drawn anew each call, the
+offset spreads that pattern over every phase, while a grid G draws stays visible to D at
+any offset. With k a multiple of ``scale`` every phase of G's output grid is reached.
+
 Graph mode (:meth:`GANStep.enter_graph_mode`, on by itself with ``train.cuda_graph``):
 each phase's whole iteration (G step, D step(s), WGAN clipping or gradient penalty, BEGAN's
 k_t, gradient clipping, the Adam/AdamW steps, the EMA, and the learning rate of the
@@ -46,7 +56,7 @@ from fastsr.ops._common import output_format
 from fastsr.train.builders import Run, hold_lr_in_tensor
 from fastsr.train.schema import Config, Resolved
 
-__all__ = ["GANStep", "Phase", "read_back"]
+__all__ = ["GANStep", "Phase", "read_back", "random_shift"]
 
 
 @dataclass
@@ -68,6 +78,34 @@ def read_back(logs: dict, flag: torch.Tensor | None = None) -> tuple[dict, bool]
         parts.append(flag.float().reshape(()))
     values = torch.stack(parts).tolist() if parts else []
     return dict(zip(keys, values[:len(keys)])), bool(flag is not None and values[-1])
+
+
+def random_shift(images, max_shift: int, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+    """The (N, C, H, W) tensors of ``images`` shifted by one random offset (dy, dx), each
+    drawn from 0 .. ``max_shift`` - 1 on their device: ``out[..., i, j] = x[..., i + dy, j + dx]``,
+    the indices past the last row or column mirrored back (``2 (H - 1) - i``). Differentiable
+    (an index select); no host synchronisation, so it can be recorded in a CUDA graph.
+
+    Raises:
+        ValueError: ``max_shift`` < 1 or not below every H and W, or tensors of different
+            sizes.
+    """
+    images = list(images)
+    h, w = images[0].shape[-2:]
+    if any(x.shape[-2:] != (h, w) for x in images):
+        raise ValueError(f"random_shift: images must share H and W, got {[tuple(x.shape) for x in images]}")
+    if not 1 <= max_shift < min(h, w):
+        raise ValueError(f"random_shift: max_shift must be in [1, {min(h, w) - 1}] for {h} x {w} images, "
+                         f"got {max_shift}")
+    dev = images[0].device
+    offset = torch.randint(0, max_shift, (2,), device=dev, generator=generator)
+
+    def index(n, d):
+        i = torch.arange(n, device=dev) + d
+        return torch.where(i < n, i, 2 * (n - 1) - i)
+
+    rows, cols = index(h, offset[0]), index(w, offset[1])
+    return [x.index_select(-2, rows).index_select(-1, cols) for x in images]
 
 
 class GANStep:
@@ -95,7 +133,7 @@ class GANStep:
         t = config.train
         self.run, self.iteration = run, iteration
         self.device, self.memory_format, self.bf16 = resolved.device, resolved.memory_format, resolved.bf16
-        self.pretrain_iters, self.d_steps = t.pretrain_iters, t.d_steps
+        self.pretrain_iters, self.d_steps, self.d_shift = t.pretrain_iters, t.d_steps, t.d_shift
         self.grad_clip, self.ema_decay = t.grad_clip, t.ema_decay
         self.d_joint_batch, self.cuda_graph, self.graph_ready = resolved.d_joint_batch, False, False
         self.phases = {"pixel": Phase("pixel", False), "adversarial": Phase("adversarial", True)}
@@ -170,6 +208,13 @@ class GANStep:
             logs.update(self.discriminator_updates(hr, sr.detach()))
         return {k: v.detach().float().reshape(()) for k, v in logs.items()}
 
+    def _shifted(self, real, fake):
+        """``(real, fake)`` both shifted by one random offset (``train.d_shift``, module
+        docstring); unchanged when it is 0 or 1."""
+        if self.d_shift <= 1:
+            return real, fake
+        return random_shift((real, fake), self.d_shift)
+
     def _joint(self, D, real, fake):
         """``D(real)`` and ``D(fake)`` from one forward pass on ``cat(real, fake)``."""
         out = D(torch.cat([real, fake.to(real.dtype)]).contiguous(memory_format=output_format(real))).float()
@@ -195,17 +240,18 @@ class GANStep:
         for name, mod, w in r.features:
             logs[f"l_{name}"] = mod(sr.float(), hr)
             total = total + w * logs[f"l_{name}"].float()
+        hr_d, sr_d = self._shifted(hr, sr)
         if self.d_joint_batch:
             # real and fake share the BatchNorm statistics (module docstring); D(hr) needs no
             # gradient of its own, only its part in the shared statistics
-            real_out, fake_out = self._joint(r.D_frozen, hr, sr)
+            real_out, fake_out = self._joint(r.D_frozen, hr_d, sr_d)
             real_out = real_out.detach()
         else:
-            fake_out, real_out = r.D_frozen(sr).float(), None
+            fake_out, real_out = r.D_frozen(sr_d).float(), None
             if r.gan.needs_real_for_generator:
                 with torch.no_grad():
-                    real_out = r.D_frozen(hr).float()
-        logs["l_gan"] = r.gan.generator_loss(fake_out, real_out, fake=sr.float(), real=hr)
+                    real_out = r.D_frozen(hr_d).float()
+        logs["l_gan"] = r.gan.generator_loss(fake_out, real_out, fake=sr_d.float(), real=hr_d)
         return total + r.gan_weight * logs["l_gan"], logs
 
     def generator_update(self, lr, hr, adversarial: bool):
@@ -232,13 +278,14 @@ class GANStep:
         r.D.requires_grad_(True)
         for _ in range(self.d_steps):
             r.opt_d.zero_grad(set_to_none=not self.graph_ready)
+            real, fake_d = self._shifted(hr, fake)
             with self.autocast():
                 if self.d_joint_batch:
-                    real_out, fake_out = self._joint(r.D_train, hr, fake)
+                    real_out, fake_out = self._joint(r.D_train, real, fake_d)
                 else:
-                    real_out, fake_out = r.D_train(hr).float(), r.D_train(fake).float()
+                    real_out, fake_out = r.D_train(real).float(), r.D_train(fake_d).float()
                 # the WGAN-GP penalty's double backward goes through the bare D (not DDP/compiled)
-                loss = r.gan.discriminator_loss(real_out, fake_out, real=hr, fake=fake,
+                loss = r.gan.discriminator_loss(real_out, fake_out, real=real, fake=fake_d,
                                                 critic=r.D if r.gan.needs_critic else None)
             loss.backward()
             self._clip(r.D)
