@@ -485,3 +485,49 @@ def test_lr_consistency_errors():
         loss(torch.rand(3, 8, 8), torch.rand(3, 4, 4))
     with pytest.raises(TypeError, match="floating-point"):
         loss(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), torch.rand(1, 3, 4, 4))
+
+
+# ---------------------------------------------------------------- checkerboard
+def test_checkerboard_loss_is_the_energy_of_a_repeated_pattern():
+    g = torch.Generator().manual_seed(0)
+    hr = torch.rand(2, 3, 64, 96, generator=g, dtype=torch.float64)
+    loss = losses.CheckerboardLoss(4)
+    assert loss.block == 32 and loss(hr, hr).item() == 0.0
+    q = torch.randn(3, 4, 4, generator=g, dtype=torch.float64) / 255  # a pattern repeated in every cell
+    want = (255 * q - (255 * q).mean((-2, -1), keepdim=True)).pow(2).mean()
+    assert loss(hr + q.repeat(1, 16, 24), hr).item() == pytest.approx(want.item(), rel=1e-9)
+    # an error without a pattern (white noise of variance v) keeps about v * scale^2 / block^2
+    noise = torch.randn(2, 3, 64, 96, generator=g, dtype=torch.float64) / 255
+    assert 0.3 * 16 / 1024 < loss(hr + noise, hr).item() < 3 * 16 / 1024
+    # ... and a smooth ramp almost nothing (the Hann window)
+    ramp = torch.linspace(0, 20, 96, dtype=torch.float64).expand(2, 3, 64, 96) / 255
+    assert loss(hr + ramp, hr).item() < 1e-3
+    assert loss(hr.float(), hr.float() + 0.1).dtype == torch.float32
+    # max_gradient: only the flat blocks of hr count (here the left one)
+    flat = torch.cat([torch.full((1, 3, 32, 32), 0.5, dtype=torch.float64), hr[:1, :, :32, :32]], dim=-1)
+    grid = q.repeat(1, 8, 16)[None]
+    masked = losses.CheckerboardLoss(4, max_gradient=1.0)
+    assert masked(flat + grid, flat).item() == pytest.approx(want.item(), rel=1e-9)
+    both = flat + grid
+    both[..., 32:] = flat[..., 32:] + 5 * grid[..., 32:]  # a stronger grid on the busy block: not counted
+    assert masked(both, flat).item() == pytest.approx(want.item(), rel=1e-9)
+    assert masked(hr + q.repeat(1, 16, 24), hr).item() == 0.0  # no flat block in random hr
+    small = losses.CheckerboardLoss(2, block=4)
+    xs = torch.rand(1, 1, 8, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: small(t, hr[:1, :1, :8, :8]), (xs,))
+
+
+def test_checkerboard_loss_errors():
+    with pytest.raises(ValueError, match="scale"):
+        losses.CheckerboardLoss(1)
+    with pytest.raises(ValueError, match="block must be a multiple"):
+        losses.CheckerboardLoss(4, block=6)
+    with pytest.raises(ValueError, match="max_gradient must be"):
+        losses.CheckerboardLoss(4, max_gradient=-1)
+    loss = losses.CheckerboardLoss(2)
+    with pytest.raises(ValueError, match="one shape"):
+        loss(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 30))
+    with pytest.raises(ValueError, match="smaller than one block"):
+        loss(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8))
+    with pytest.raises(TypeError, match="hr must be a floating-point"):
+        loss(torch.rand(1, 3, 32, 32), torch.zeros(1, 3, 32, 32, dtype=torch.uint8))

@@ -469,6 +469,30 @@ def test_lr_consistency_term(tmp_path):
             trainer(*extra)
 
 
+def test_checkerboard_term(tmp_path):
+    tiny = ["model.generator={name: NonBNResNet, num_blocks: 1, channels: 8}", "data.crop_size=32", *_SMALL_RUN]
+
+    def trainer(*extra):
+        return Trainer(load_config("nonbn_x4", [*tiny, *extra]), tmp_path, data=False, progress=False, device="cpu")
+
+    g = torch.Generator().manual_seed(0)
+    hr = torch.rand(2, 3, 32, 32, generator=g)
+    lr = torch.rand(2, 3, 8, 8, generator=g)
+    tr = trainer("loss.checkerboard={weight: 0.5, block: 16}")
+    fn, w = tr.checkerboard
+    assert w == 0.5 and fn.scale == 4 and fn.block == 16
+    logs = tr.train_step(lr, hr)
+    assert logs["loss_g"] == pytest.approx(logs["l_pix"] + 0.5 * logs["l_checker"], rel=1e-5) and logs["l_checker"] > 0
+    off = trainer()
+    assert off.checkerboard is None and "l_checker" not in off.train_step(lr, hr)
+    for extra, match in ((["loss.checkerboard={weight: -1}"], "loss.checkerboard.weight"),
+                         (["loss.checkerboard={weight: 1, size: 3}"], "loss.checkerboard"),
+                         (["loss.checkerboard={block: 6}"], "block must be a multiple"),
+                         (["loss.checkerboard={block: 64}"], "larger than data.crop_size")):
+        with pytest.raises(ConfigError, match=match):
+            trainer(*extra)
+
+
 @pytest.mark.parametrize("fused", [True, False])
 def test_model_fused_reaches_the_discriminator(fused):
     from fastsr.train.builders import build_discriminator

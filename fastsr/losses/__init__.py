@@ -25,12 +25,13 @@ from fastsr.losses.gan import (
     gradient_penalty,
 )
 from fastsr.losses.perceptual import SRGAN_FEATURE_SCALE, PerceptualLoss, TextureLoss, gram_patches
-from fastsr.losses.pixel import LRConsistencyLoss, SSIML1Loss
+from fastsr.losses.pixel import CheckerboardLoss, LRConsistencyLoss, SSIML1Loss
 from fastsr.losses.vgg import LAYER_NAMES, VGG19Features, find_vgg19_weights, load_vgg19_state_dict
 
 __all__ = [
     "SSIML1Loss",
     "LRConsistencyLoss",
+    "CheckerboardLoss",
     "PerceptualLoss",
     "TextureLoss",
     "SRGAN_FEATURE_SCALE",

@@ -64,6 +64,46 @@ class SSIML1Loss(nn.Module):
         return f"alpha={self.alpha}, fused={self.fused}"
 
 
+def _check_sr_lr(owner: str, sr, lr, s: int, second: str = "lr") -> None:
+    """The checks of a loss on ``(sr, lr)``: floating (N, C, H, W) tensors on one device, sr
+    ``s`` times lr's size (the errors its docstring names; ``s = 1``: one shape)."""
+    for name, t in (("sr", sr), (second, lr)):
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            raise TypeError(f"{owner}: {name} must be a floating-point tensor, got "
+                            f"{t.dtype if isinstance(t, torch.Tensor) else type(t).__name__}")
+        if t.dim() != 4:
+            raise ValueError(f"{owner}: {name} must be (N, C, H, W), got shape {tuple(t.shape)}")
+    if sr.shape[:2] != lr.shape[:2] or sr.shape[-2:] != (lr.shape[-2] * s, lr.shape[-1] * s):
+        raise ValueError(f"{owner}: sr must be lr's size times {s}, got sr {tuple(sr.shape)} "
+                         f"and lr {tuple(lr.shape)}" if s > 1 else
+                         f"{owner}: sr and hr must have one shape, got {tuple(sr.shape)} and {tuple(lr.shape)}")
+    if sr.device != lr.device:
+        raise ValueError(f"{owner}: sr and {second} must be on one device, got {sr.device} and {lr.device}")
+
+
+def _check_scale(owner: str, scale) -> int:
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 2:
+        raise ValueError(f"{owner}: scale must be an integer >= 2, got {scale!r}")
+    return scale
+
+
+class _ResizeMatrices:
+    """MATLAB-bicubic resize matrices (:func:`fastsr.data.imresize.resize_matrix`) by
+    (input length, factor, device, dtype), a bounded cache."""
+
+    def __init__(self):
+        self._mats: dict = {}
+
+    def __call__(self, n: int, factor: float, like: torch.Tensor) -> torch.Tensor:
+        key = (n, factor, like.device, like.dtype)
+        m = self._mats.get(key)
+        if m is None:
+            if len(self._mats) > 64:
+                self._mats.clear()
+            m = self._mats[key] = resize_matrix(n, round(n * factor), factor).to(like.device, like.dtype)
+        return m
+
+
 class LRConsistencyLoss(nn.Module):
     """``MSE(down(sr), lr)``: how far the SR image, taken back through the bicubic
     degradation, is from the LR input it was made from (the back-projection idea of
@@ -94,36 +134,85 @@ class LRConsistencyLoss(nn.Module):
 
     def __init__(self, scale: int):
         super().__init__()
-        if isinstance(scale, bool) or not isinstance(scale, int) or scale < 2:
-            raise ValueError(f"LRConsistencyLoss: scale must be an integer >= 2, got {scale!r}")
-        self.scale = scale
-        self._mats: dict = {}
-
-    def _matrix(self, n: int, like: torch.Tensor) -> torch.Tensor:
-        key = (n, like.device, like.dtype)
-        m = self._mats.get(key)
-        if m is None:
-            if len(self._mats) > 64:
-                self._mats.clear()
-            m = self._mats[key] = resize_matrix(n, n // self.scale, 1.0 / self.scale).to(like.device, like.dtype)
-        return m
+        self.scale = _check_scale("LRConsistencyLoss", scale)
+        self._resize = _ResizeMatrices()
 
     def forward(self, sr: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
-        for name, t in (("sr", sr), ("lr", lr)):
-            if not isinstance(t, torch.Tensor) or not t.is_floating_point():
-                raise TypeError(f"LRConsistencyLoss: {name} must be a floating-point tensor, got "
-                                f"{t.dtype if isinstance(t, torch.Tensor) else type(t).__name__}")
-            if t.dim() != 4:
-                raise ValueError(f"LRConsistencyLoss: {name} must be (N, C, H, W), got shape {tuple(t.shape)}")
-        s = self.scale
-        if sr.shape[:2] != lr.shape[:2] or sr.shape[-2:] != (lr.shape[-2] * s, lr.shape[-1] * s):
-            raise ValueError(f"LRConsistencyLoss: sr must be lr's size times {s}, got sr {tuple(sr.shape)} "
-                             f"and lr {tuple(lr.shape)}")
-        if sr.device != lr.device:
-            raise ValueError(f"LRConsistencyLoss: sr and lr must be on one device, got {sr.device} and {lr.device}")
+        _check_sr_lr("LRConsistencyLoss", sr, lr, self.scale)
         x = sr if sr.dtype == torch.float64 else sr.float()
-        down = self._matrix(sr.shape[-2], x) @ x @ self._matrix(sr.shape[-1], x).t()
+        f = 1.0 / self.scale
+        down = self._resize(sr.shape[-2], f, x) @ x @ self._resize(sr.shape[-1], f, x).t()
         return torch.nn.functional.mse_loss(down, lr.to(x.dtype))
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}"
+
+
+class CheckerboardLoss(nn.Module):
+    """The energy of the period-``scale`` component of the error ``sr - hr``, in 8-bit levels
+    squared: a loss on the frequencies where a sub-pixel convolution draws its checkerboard
+    (Aitken et al. 2017, "Checkerboard artifact free sub-pixel convolution").
+
+    ``D = 255 (sr - hr)`` per channel is cut into blocks of ``block`` x ``block`` pixels on
+    the LR grid, and the loss is the mean over blocks and channels of the energy of their
+    Hann-windowed period-``scale`` component (:func:`fastsr.metrics.periodic_component`, the
+    measure of :func:`fastsr.metrics.checkerboard_energy`). It is the squared error
+    restricted to the ``scale**2 - 1`` grid frequencies of each block, so it is 0 at
+    ``sr = hr`` and leaves real detail alone; a pattern the generator repeats in every
+    ``scale`` x ``scale`` cell keeps its whole energy, where an error without such a pattern
+    (white noise of variance v) keeps about ``v * scale**2 / block**2``. A GAN term pushes
+    the generator to add high frequencies, and through the ``scale**2`` phase kernels of its
+    sub-pixel convolution part of them comes out as a faint grid on flat areas, too small
+    for the pixel loss to weigh; this term weighs it.
+
+    Args:
+        scale: the SR factor (integer >= 2).
+        block: block side in HR pixels, a multiple of ``scale`` and >= ``2 * scale``
+            (default ``8 * scale``); the rows and columns that do not fill a block are left out.
+        max_gradient: only the blocks of ``hr`` whose mean Y gradient is at most this many
+            8-bit levels per pixel (:func:`fastsr.metrics.smooth_blocks`; the flat areas
+            where a grid shows and the error is otherwise small); None: every block. A batch
+            without such a block gives 0.
+
+    Forward: ``(sr, hr)`` of one shape (N, C, H, W), floating point, [0, 1], same device;
+    returns a 0-D float32 tensor (float64 for float64 inputs).
+
+    Raises:
+        ValueError: ``scale`` or ``block`` out of range (at construction); shapes that are
+            not 4-D, differ, or are smaller than one block, or a device mismatch (at call).
+        TypeError: non-floating-point inputs (at call).
+    """
+
+    def __init__(self, scale: int, block: int | None = None, max_gradient: float | None = None):
+        super().__init__()
+        self.scale = _check_scale("CheckerboardLoss", scale)
+        if max_gradient is not None and (isinstance(max_gradient, bool) or not isinstance(max_gradient, (int, float))
+                                         or not max_gradient >= 0 or max_gradient == float("inf")):
+            raise ValueError(f"CheckerboardLoss: max_gradient must be None or a finite number >= 0, got "
+                             f"{max_gradient!r}")
+        self.max_gradient = max_gradient
+        block = 8 * scale if block is None else block
+        if isinstance(block, bool) or not isinstance(block, int) or block % scale or block < 2 * scale:
+            raise ValueError(f"CheckerboardLoss: block must be a multiple of scale={scale} and >= {2 * scale}, "
+                             f"got {block!r}")
+        self.block = block
+
+    def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        from fastsr.metrics.checkerboard import periodic_component, smooth_blocks
+
+        _check_sr_lr("CheckerboardLoss", sr, hr, 1, "hr")
+        H, W, b = sr.shape[-2], sr.shape[-1], self.block
+        if H < b or W < b:
+            raise ValueError(f"CheckerboardLoss: sr ({H} x {W}) is smaller than one block of {b} x {b} pixels")
+        x = sr if sr.dtype == torch.float64 else sr.float()
+        d = (x - hr.to(x.dtype))[..., : H // b * b, : W // b * b] * 255.0
+        blocks = d.unflatten(-2, (H // b, b)).unflatten(-1, (W // b, b)).transpose(-3, -2)  # (N, C, nh, nw, b, b)
+        energy = periodic_component(blocks, self.scale, window=True).pow(2).mean(dim=(1, -2, -1))  # (N, nh, nw)
+        if self.max_gradient is None:
+            return energy.mean()
+        with torch.no_grad():
+            mask = smooth_blocks(hr.detach().float().clamp(0, 1), b, self.max_gradient, 1.0, quantize=False)
+        return (energy * mask).sum() / mask.sum().clamp(min=1)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}, block={self.block}, max_gradient={self.max_gradient}"

@@ -29,7 +29,7 @@ from fastsr.train.schema import (Config, Resolved, TrainConfig, check_key, compi
                                  parse, resolve_bf16, resolve_channels_last, resolve_cuda_graph)
 
 __all__ = ["generator_spec", "build_generator", "build_discriminator", "init_weights", "build_pixel_loss",
-           "build_lr_consistency_loss",
+           "build_lr_consistency_loss", "build_checkerboard_loss",
            "build_feature_losses", "build_gan_loss", "build_optimizer", "build_scheduler", "build_ema",
            "compile_models", "build_datasets", "make_val_pairs", "native_bf16", "resolve_bf16",
            "resolve_cuda_graph", "hold_lr_in_tensor", "portable_state", "resolve_channels_last", "Run",
@@ -141,6 +141,23 @@ def build_lr_consistency_loss(cfg: Config | dict):
     if term is None or term.weight == 0.0:
         return None
     return L.LRConsistencyLoss(c.scale), term.weight
+
+
+def build_checkerboard_loss(cfg: Config | dict):
+    """``(CheckerboardLoss(scale, block), weight)`` from ``loss.checkerboard = {weight: w,
+    block: b}``, or None when it is null or its weight is 0.
+
+    Raises:
+        ConfigError: a ``block`` the loss refuses, or larger than ``data.crop_size``.
+    """
+    c = parse(cfg)
+    term = c.loss.checkerboard
+    if term is None or term.weight == 0.0:
+        return None
+    loss = _construct(L.CheckerboardLoss, {"scale": c.scale, **term.kwargs}, "loss.checkerboard")
+    if loss.block > c.data.crop_size:
+        raise ConfigError(f"loss.checkerboard.block={loss.block} is larger than data.crop_size={c.data.crop_size}")
+    return loss, term.weight
 
 
 def build_feature_losses(cfg: Config | dict) -> list:
@@ -376,7 +393,7 @@ def _read_val_images(val_dir) -> list:
 class Run:
     """The objects of one training run (:func:`build_run`): the generator ``G`` (its spec
     ``g_spec``, its EMA copy ``G_ema`` or None), the discriminator ``D`` (or None), the
-    losses (``pixel`` and ``lr_consistency`` as ``(module, weight)`` or None, ``features`` as
+    losses (``pixel``, ``lr_consistency`` and ``checkerboard`` as ``(module, weight)`` or None, ``features`` as
     ``[(name, module, weight)]``, ``gan`` and ``gan_weight``), the optimisers and LR
     schedulers, and after :func:`wrap_models` the modules the updates call: ``G_train`` /
     ``D_train`` (DDP and torch.compile wrappers) and ``D_frozen`` (D in the generator step)."""
@@ -387,6 +404,7 @@ class Run:
     G_ema: nn.Module | None
     pixel: tuple | None
     lr_consistency: tuple | None
+    checkerboard: tuple | None
     features: list
     gan: nn.Module | None
     gan_weight: float
@@ -444,8 +462,8 @@ def build_run(cfg: Config | dict, resolved: Resolved, G: nn.Module, D: nn.Module
         if m is not None:
             m.to(dev)
     opt_g = build_optimizer(G.parameters(), t.lr_g, t)
-    run = Run(g_spec, G, D, build_ema(G) if t.ema_decay else None, pixel, build_lr_consistency_loss(c), features,
-              gan, gan_weight, opt_g, build_scheduler(opt_g, t))
+    run = Run(g_spec, G, D, build_ema(G) if t.ema_decay else None, pixel, build_lr_consistency_loss(c),
+              build_checkerboard_loss(c), features, gan, gan_weight, opt_g, build_scheduler(opt_g, t))
     if D is not None:
         run.opt_d = build_optimizer(D.parameters(), t.lr_d, t)
         run.sched_d = build_scheduler(run.opt_d, t)

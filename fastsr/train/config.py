@@ -28,7 +28,7 @@ __all__ = ["ConfigError", "CONFIG_DIR", "list_configs", "load_config", "apply_ov
            "check_float", "check_choice", "compile_kwargs", "PIXEL_LOSSES", "OPTIMIZERS", "COMPILE_MODES"]
 
 FREE_SECTIONS = ("model.generator", "model.discriminator", "loss.pixel", "loss.perceptual", "loss.texture",
-                 "loss.gan", "loss.lr_consistency")
+                 "loss.gan", "loss.lr_consistency", "loss.checkerboard")
 
 def list_configs() -> list[str]:
     """Names of the recipes shipped with fastsr."""

@@ -245,7 +245,7 @@ class LossTerm:
 
     #: a section's weight when it names none (``loss.gan``: SRGAN's 1e-3)
     DEFAULT_WEIGHTS: typing.ClassVar[dict] = {"pixel": 1.0, "perceptual": 1.0, "texture": 1.0,
-                                             "lr_consistency": 1.0, "gan": 1e-3}
+                                             "lr_consistency": 1.0, "checkerboard": 1.0, "gan": 1e-3}
 
 
 def _term(kind: str):
@@ -258,6 +258,8 @@ def _term(kind: str):
         kw = dict(value)
         if kind == "lr_consistency" and set(kw) - {"weight"}:
             raise ConfigError(f"{key} must be null or {{weight: w}}, got {value!r}")
+        if kind == "checkerboard" and set(kw) - {"weight", "block", "max_gradient"}:
+            raise ConfigError(f"{key} must be null or {{weight: w, block: b, max_gradient: g}}, got {value!r}")
         weight = kw.pop("weight", LossTerm.DEFAULT_WEIGHTS[kind])
         if _number(weight) is None or not math.isfinite(_number(weight)) or _number(weight) < 0:
             raise ConfigError(f"{key}.weight must be a number >= 0, got {weight!r}")
@@ -299,6 +301,7 @@ class LossConfig:
     perceptual: LossTerm | None = spec(check=_term("perceptual"), store=False)
     texture: LossTerm | None = spec(check=_term("texture"), store=False)
     lr_consistency: LossTerm | None = spec(check=_term("lr_consistency"), store=False)
+    checkerboard: LossTerm | None = spec(check=_term("checkerboard"), store=False)
     gan: LossTerm | None = spec(check=_term("gan"), store=False)
 
 
@@ -391,6 +394,8 @@ def _cross_check(c: Config) -> None:
         raise ConfigError("model.discriminator is set but loss.gan is null")
     if not (loss.pixel or loss.perceptual or loss.texture or loss.gan):
         raise ConfigError("no loss configured (loss.pixel, loss.perceptual, loss.texture, loss.gan all null)")
+    if loss.checkerboard and c.scale < 2:
+        raise ConfigError(f"loss.checkerboard needs scale >= 2 (the period of the pattern), got {c.scale}")
     if loss.lr_consistency and (c.data.degradation != "bicubic" or c.scale < 2):
         raise ConfigError("loss.lr_consistency needs data.degradation: bicubic and scale >= 2 (it compares "
                           f"the bicubic-downsampled SR with the LR), got {c.data.degradation!r} at scale {c.scale}")

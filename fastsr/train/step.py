@@ -4,6 +4,7 @@ One iteration (:meth:`GANStep.step`) = one generator update, then ``train.d_step
 discriminator updates, in BasicSR's order and with **one generator forward**:
 
 1. G step: ``sr = G(lr)`` with gradients; ``l_G = w_pix * pixel + w_lr * lr_consistency +
+   w_chk * checkerboard +
    sum w * feature + w_gan * adversarial`` (the adversarial term through D with frozen parameters; the
    relativistic loss also gets ``D(hr)`` detached); backward, optimiser step, EMA update.
 2. D step(s): ``d_steps`` updates of D on ``D(hr)`` and ``D(sr.detach())`` -- the same SR
@@ -235,6 +236,10 @@ class GANStep:
             fn, w = r.lr_consistency
             logs["l_lr"] = fn(sr.float(), lr.float())
             total = total + w * logs["l_lr"]
+        if r.checkerboard is not None:
+            fn, w = r.checkerboard
+            logs["l_checker"] = fn(sr.float(), hr.float())
+            total = total + w * logs["l_checker"]
         if not adversarial:
             return total, logs
         for name, mod, w in r.features:

@@ -182,7 +182,7 @@ class Trainer:
     """
 
     G, D, G_ema, G_train, D_train, D_frozen = (_Part("run") for _ in range(6))
-    gan, gan_weight, pixel, lr_consistency, features = (_Part("run") for _ in range(5))
+    gan, gan_weight, pixel, lr_consistency, checkerboard, features = (_Part("run") for _ in range(6))
     opt_g, opt_d, sched_g, sched_d = (_Part("run") for _ in range(4))
     iteration, d_joint_batch, cuda_graph, graph_ready = (_Part("gan_step") for _ in range(4))
     bf16, channels_last, memory_format = (_Part("resolved") for _ in range(3))
