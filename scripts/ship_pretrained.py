@@ -19,8 +19,20 @@ Export an existing ``fastsr train`` run instead of training::
 
     python scripts/ship_pretrained.py --from-run runs/nonbn_x4 --command "<the train command>"
 
-Either way the EMA generator of the final checkpoint is stored as float16 (the ``params``
-group), the *stored* file is evaluated on the CPU in float32 on the held-back sample
+``--checkpoint-file`` picks another checkpoint of the run (e.g. ``g_0002500.safetensors``),
+``--group params`` its raw G instead of the EMA. ``--blend WEIGHTS --blend-share S`` ships
+the network interpolation ``S * WEIGHTS + (1 - S) * G`` of the run's generator with another
+generator file of the same architecture, parameter by parameter (Wang et al. 2018, "ESRGAN:
+Enhanced Super-Resolution Generative Adversarial Networks", section 3.4: a GAN generator
+blended with its PSNR-oriented start trades perceptual quality for PSNR without the GAN's
+artefacts)::
+
+    python scripts/ship_pretrained.py --from-run runs/nonbn_wgan_corpus_x4 --config nonbn_wgan_corpus_x4 \
+        --name nonbn_wgan_x4 --group params --blend fastsr/weights/nonbn_x4.safetensors --blend-share 0.5 \
+        --previous fastsr/weights/nonbn_x4.safetensors --command "<the train command>"
+
+Either way the generator (by default the EMA of the final checkpoint) is stored as float16
+(the ``params`` group), the *stored* file is evaluated on the CPU in float32 on the held-back sample
 photographs (full images, MATLAB bicubic x4 LR, Y channel, crop_border = 4) against
 bicubic with :func:`fastsr.evaluate.evaluate` -- PSNR, SSIM and the mean per-channel error
 SR - HR in 8-bit levels -- the table
@@ -41,8 +53,8 @@ import yaml
 
 from fastsr.data import sample_images
 from fastsr.evaluate import EvalResult, evaluate, load_generator, sample_pairs
-from fastsr.models import export_generator
-from fastsr.models.checkpoint import read_metadata
+from fastsr.models import export_generator, interpolate_weights
+from fastsr.models.checkpoint import read_metadata, save_generator
 from fastsr.train import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,6 +140,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-description", help="what the model was trained on (metadata 'data'; default: "
                                               "the sample photographs)")
     p.add_argument("--device-description", help="with --from-run: where it trained (metadata 'device')")
+    p.add_argument("--checkpoint-file", metavar="NAME",
+                   help="with --from-run: this file of RUN/checkpoints (default latest.safetensors)")
+    p.add_argument("--group", choices=["params_ema", "params"], default="params_ema",
+                   help="the run's weight group to ship: the EMA of G (default) or G itself")
+    p.add_argument("--blend", type=Path, metavar="WEIGHTS",
+                   help="ship --blend-share x WEIGHTS + (1 - share) x the run's G (network interpolation)")
+    p.add_argument("--blend-share", type=float, metavar="S", help="with --blend: the share of WEIGHTS, in (0, 1)")
     p.add_argument("--previous", type=Path, metavar="WEIGHTS",
                    help="with --from-run: the generator file the run started from (its --init-from); its "
                         "history is carried into the metadata with this run appended")
@@ -149,6 +168,14 @@ def main(argv=None) -> int:
             p.error("--init-from trains; it cannot be combined with --from-run")
         if not a.init_from.is_file():
             p.error(f"--init-from: no such file: {a.init_from}")
+    if (a.blend is None) != (a.blend_share is None):
+        p.error("--blend and --blend-share go together")
+    if a.blend_share is not None and not 0 < a.blend_share < 1:
+        p.error(f"--blend-share must be in (0, 1), got {a.blend_share}")
+    if a.blend is not None and not a.blend.is_file():
+        p.error(f"--blend: no such file: {a.blend}")
+    if a.checkpoint_file is not None and a.from_run is None:
+        p.error("--checkpoint-file picks a checkpoint of --from-run")
     train_names = [n for n, _ in sample_images("train")]
     if a.from_run is not None:
         if not a.command:
@@ -185,9 +212,12 @@ def main(argv=None) -> int:
 
 def _export(a, run: Path, dest: Path, command: str, train_names: list, extra: dict) -> None:
     """Validate the run's EMA generator as it ships (fp16) and write it with its metadata."""
-    ckpt = run / "checkpoints" / "latest.safetensors"
+    ckpt = run / "checkpoints" / (getattr(a, "checkpoint_file", None) or "latest.safetensors")
+    if not ckpt.is_file():
+        raise SystemExit(f"no checkpoint {ckpt}")
+    at = read_metadata(ckpt).get("iteration")
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
-    timed = [r for r in log if "time" in r]
+    timed = [r for r in log if "time" in r and (at is None or r["iter"] <= int(at))]
     last = timed[-1]
     # a resumed run restarts its clock: the wall time is the sum of the segments' last times
     wall = sum(a["time"] for a, b in zip(timed, timed[1:]) if b["time"] < a["time"]) + last["time"]
@@ -198,8 +228,16 @@ def _export(a, run: Path, dest: Path, command: str, train_names: list, extra: di
             raise SystemExit(f"--generator-option {item!r}: expected KEY=VALUE")
         generator[key] = yaml.safe_load(value)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    group = getattr(a, "group", "params_ema")
+    ema = load_config(a.config)["train"]["ema_decay"]
+    what = f"EMA of G (decay {ema})" if group == "params_ema" else "G (not its EMA)"
+    if getattr(a, "blend", None) is not None:
+        tmp = tempfile.TemporaryDirectory()
+        ckpt, group, what = _blended(ckpt, group, a.blend, a.blend_share, Path(tmp.name)), "params", (
+            f"network interpolation {a.blend_share:g} x {a.blend.name} + {1 - a.blend_share:g} x {what} "
+            "(ESRGAN, section 3.4)")
     # validate what ships: fp16 weights, the stored generator options
-    export_generator(ckpt, dest, "params_ema", torch.float16, {"generator": generator})
+    export_generator(ckpt, dest, group, torch.float16, {"generator": generator})
     result = validate(dest)
     print(table(result))
     rows = {n: {k: [round(x, 4) for x in v] if isinstance(v, list) else v for k, v in r.items()}
@@ -209,11 +247,25 @@ def _export(a, run: Path, dest: Path, command: str, train_names: list, extra: di
         "wall_time_s": round(wall, 1), "sec_per_iter": round(wall / last["iter"], 4),
         "data": (a.data_description or "fastsr.data.sample_images('train'): " + ", ".join(train_names))
                 + "; validation: held-back split " + ", ".join(rows),
-        "weights": "EMA of G (decay %s), stored as float16" % load_config(a.config)["train"]["ema_decay"],
+        "weights": f"{what}, stored as float16",
         "validation": rows, "validation_conventions": CONVENTIONS, **extra,
     }
-    out = export_generator(ckpt, dest, "params_ema", torch.float16, meta)
+    out = export_generator(ckpt, dest, group, torch.float16, meta)
+    if getattr(a, "blend", None) is not None:
+        tmp.cleanup()
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
+
+
+def _blended(ckpt: Path, group: str, other: Path, share: float, folder: Path) -> Path:
+    """A generator file in ``folder`` holding ``share * other + (1 - share) * ckpt[group]``
+    (float32, :func:`fastsr.models.interpolate_weights`) with ``ckpt``'s metadata, named
+    ``<ckpt>+<other>.safetensors`` (the shipped file's ``exported_from``)."""
+    model, _ = load_generator(ckpt, group)
+    theirs, _ = load_generator(other, "params")
+    interpolate_weights(model, theirs.float(), 1.0 - share)
+    out = folder / f"{ckpt.stem}+{other.stem}.safetensors"
+    save_generator(out, model.state_dict(), None, read_metadata(ckpt))
+    return out
 
 
 if __name__ == "__main__":
