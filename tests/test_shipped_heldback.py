@@ -30,18 +30,24 @@ MAX_COLOUR_ERROR = 0.05
 MAX_CHECKER = 0.2
 
 
+def _crop(name: str):
+    """``(hr, lr, bicubic)`` of a held-back crop: HR (1, 3, H, W), its x4 MATLAB-bicubic LR,
+    and the LR upscaled back by MATLAB bicubic (clamped to [0, 1])."""
+    hr = mod_crop(read_image(CROPS / name), 4)[None].contiguous()
+    lr = degrade(hr[0], 4)[None]
+    return hr, lr, imresize(lr, 4.0).clamp(0, 1)
+
+
 @pytest.fixture(scope="module")
 def results():
     torch.manual_seed(0)
     model = pretrained("nonbn_x4")
     out = {}
     for name in NAMES:
-        hr = mod_crop(read_image(CROPS / name), 4)[None].contiguous()
-        lr = degrade(hr[0], 4)[None]
+        hr, lr, bic = _crop(name)
         with torch.inference_mode():
             sr = model(lr).clamp(0, 1)
             ens = SelfEnsemble(model)(lr).clamp(0, 1)
-        bic = imresize(lr, 4.0).clamp(0, 1)
         out[name] = {
             "gain": (metrics.psnr(sr, hr, crop_border=4, test_y_channel=True)
                      - metrics.psnr(bic, hr, crop_border=4, test_y_channel=True)).item(),
@@ -101,11 +107,9 @@ def gan_results():
     gan, ref = pretrained("nonbn_wgan_x4"), pretrained("nonbn_x4")
     out = {}
     for name in NAMES:
-        hr = mod_crop(read_image(CROPS / name), 4)[None].contiguous()
-        lr = degrade(hr[0], 4)[None]
+        hr, lr, bic = _crop(name)
         with torch.inference_mode():
             g, p = gan(lr).clamp(0, 1), ref(lr).clamp(0, 1)
-        bic = imresize(lr, 4.0).clamp(0, 1)
         out[name] = {
             "psnr_drop": (metrics.psnr(p, hr, crop_border=4, test_y_channel=True)
                           - metrics.psnr(g, hr, crop_border=4, test_y_channel=True)).item(),

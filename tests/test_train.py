@@ -446,7 +446,9 @@ def test_batchnorm_critic_sees_real_and_fake_in_one_batch():
     assert signal["auto"] > 20 * signal["false"], signal
 
 
-def test_lr_consistency_term(tmp_path):
+def _tiny_psnr_trainer(tmp_path):
+    """``(trainer(*overrides), lr, hr)``: a factory of one-block nonbn_x4 trainers on the CPU
+    and a fixed 32 px batch."""
     tiny = ["model.generator={name: NonBNResNet, num_blocks: 1, channels: 8}", "data.crop_size=32", *_SMALL_RUN]
 
     def trainer(*extra):
@@ -454,7 +456,11 @@ def test_lr_consistency_term(tmp_path):
 
     g = torch.Generator().manual_seed(0)
     hr = torch.rand(2, 3, 32, 32, generator=g)
-    lr = torch.rand(2, 3, 8, 8, generator=g)
+    return trainer, torch.rand(2, 3, 8, 8, generator=g), hr
+
+
+def test_lr_consistency_term(tmp_path):
+    trainer, lr, hr = _tiny_psnr_trainer(tmp_path)
     tr = trainer("loss.lr_consistency={weight: 2.0}")
     fn, w = tr.lr_consistency
     assert w == 2.0 and fn.scale == 4
@@ -470,14 +476,7 @@ def test_lr_consistency_term(tmp_path):
 
 
 def test_checkerboard_term(tmp_path):
-    tiny = ["model.generator={name: NonBNResNet, num_blocks: 1, channels: 8}", "data.crop_size=32", *_SMALL_RUN]
-
-    def trainer(*extra):
-        return Trainer(load_config("nonbn_x4", [*tiny, *extra]), tmp_path, data=False, progress=False, device="cpu")
-
-    g = torch.Generator().manual_seed(0)
-    hr = torch.rand(2, 3, 32, 32, generator=g)
-    lr = torch.rand(2, 3, 8, 8, generator=g)
+    trainer, lr, hr = _tiny_psnr_trainer(tmp_path)
     tr = trainer("loss.checkerboard={weight: 0.5, block: 16}")
     fn, w = tr.checkerboard
     assert w == 0.5 and fn.scale == 4 and fn.block == 16
