@@ -76,7 +76,7 @@ class SelfEnsemble(nn.Module):
     The average over the whole group makes the result exactly equivariant to flips and
     rotations, and it cancels much of what a single pass draws that the photograph does not
     hold (the sub-pixel convolution's fixed pattern on smooth areas, noise amplified as
-    detail): with the shipped ``nonbn_x4`` it adds 0.02 to 0.47 dB of Y-PSNR on fastsr's
+    detail): with the shipped ``nonbn_x4`` it adds 0.01 to 0.61 dB of Y-PSNR on fastsr's
     held-back photographs (``scripts/judge_model.py --self-ensemble``).
 
     Args:
