@@ -212,7 +212,7 @@ def main(argv=None) -> int:
 
 def _export(a, run: Path, dest: Path, command: str, train_names: list, extra: dict) -> None:
     """Validate the run's EMA generator as it ships (fp16) and write it with its metadata."""
-    ckpt = run / "checkpoints" / (getattr(a, "checkpoint_file", None) or "latest.safetensors")
+    ckpt = run / "checkpoints" / (a.checkpoint_file or "latest.safetensors")
     if not ckpt.is_file():
         raise SystemExit(f"no checkpoint {ckpt}")
     at = read_metadata(ckpt).get("iteration")
@@ -228,10 +228,10 @@ def _export(a, run: Path, dest: Path, command: str, train_names: list, extra: di
             raise SystemExit(f"--generator-option {item!r}: expected KEY=VALUE")
         generator[key] = yaml.safe_load(value)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    group = getattr(a, "group", "params_ema")
+    group = a.group
     ema = load_config(a.config)["train"]["ema_decay"]
     what = f"EMA of G (decay {ema})" if group == "params_ema" else "G (not its EMA)"
-    if getattr(a, "blend", None) is not None:
+    if a.blend is not None:
         tmp = tempfile.TemporaryDirectory()
         ckpt, group, what = _blended(ckpt, group, a.blend, a.blend_share, Path(tmp.name)), "params", (
             f"network interpolation {a.blend_share:g} x {a.blend.name} + {1 - a.blend_share:g} x {what} "
@@ -251,7 +251,7 @@ def _export(a, run: Path, dest: Path, command: str, train_names: list, extra: di
         "validation": rows, "validation_conventions": CONVENTIONS, **extra,
     }
     out = export_generator(ckpt, dest, group, torch.float16, meta)
-    if getattr(a, "blend", None) is not None:
+    if a.blend is not None:
         tmp.cleanup()
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
 

@@ -1,7 +1,10 @@
 """Pixel-loss compositions: the SSIM + L1 mix of Zhao et al. 2017 (over
 :class:`fastsr.nn.SSIMLoss` and :class:`fastsr.nn.L1Loss`; the single-term pixel losses are
-those modules themselves) and the LR-consistency (back-projection) term."""
+those modules themselves), the LR-consistency (back-projection) term and the checkerboard
+term (the error at the sub-pixel grid's frequencies)."""
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn as nn
@@ -87,23 +90,6 @@ def _check_scale(owner: str, scale) -> int:
     return scale
 
 
-class _ResizeMatrices:
-    """MATLAB-bicubic resize matrices (:func:`fastsr.data.imresize.resize_matrix`) by
-    (input length, factor, device, dtype), a bounded cache."""
-
-    def __init__(self):
-        self._mats: dict = {}
-
-    def __call__(self, n: int, factor: float, like: torch.Tensor) -> torch.Tensor:
-        key = (n, factor, like.device, like.dtype)
-        m = self._mats.get(key)
-        if m is None:
-            if len(self._mats) > 64:
-                self._mats.clear()
-            m = self._mats[key] = resize_matrix(n, round(n * factor), factor).to(like.device, like.dtype)
-        return m
-
-
 class LRConsistencyLoss(nn.Module):
     """``MSE(down(sr), lr)``: how far the SR image, taken back through the bicubic
     degradation, is from the LR input it was made from (the back-projection idea of
@@ -135,13 +121,21 @@ class LRConsistencyLoss(nn.Module):
     def __init__(self, scale: int):
         super().__init__()
         self.scale = _check_scale("LRConsistencyLoss", scale)
-        self._resize = _ResizeMatrices()
+        self._mats: dict = {}
+
+    def _matrix(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        key = (n, like.device, like.dtype)
+        m = self._mats.get(key)
+        if m is None:
+            if len(self._mats) > 64:
+                self._mats.clear()
+            m = self._mats[key] = resize_matrix(n, n // self.scale, 1.0 / self.scale).to(like.device, like.dtype)
+        return m
 
     def forward(self, sr: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
         _check_sr_lr("LRConsistencyLoss", sr, lr, self.scale)
         x = sr if sr.dtype == torch.float64 else sr.float()
-        f = 1.0 / self.scale
-        down = self._resize(sr.shape[-2], f, x) @ x @ self._resize(sr.shape[-1], f, x).t()
+        down = self._matrix(sr.shape[-2], x) @ x @ self._matrix(sr.shape[-1], x).t()
         return torch.nn.functional.mse_loss(down, lr.to(x.dtype))
 
     def extra_repr(self) -> str:
@@ -155,7 +149,7 @@ class CheckerboardLoss(nn.Module):
 
     ``D = 255 (sr - hr)`` per channel is cut into blocks of ``block`` x ``block`` pixels on
     the LR grid, and the loss is the mean over blocks and channels of the energy of their
-    Hann-windowed period-``scale`` component (:func:`fastsr.metrics.periodic_component`, the
+    Hann-windowed period-``scale`` component (:func:`fastsr.metrics.block_energies`, the
     measure of :func:`fastsr.metrics.checkerboard_energy`). It is the squared error
     restricted to the ``scale**2 - 1`` grid frequencies of each block, so it is 0 at
     ``sr = hr`` and leaves real detail alone; a pattern the generator repeats in every
@@ -187,7 +181,7 @@ class CheckerboardLoss(nn.Module):
         super().__init__()
         self.scale = _check_scale("CheckerboardLoss", scale)
         if max_gradient is not None and (isinstance(max_gradient, bool) or not isinstance(max_gradient, (int, float))
-                                         or not max_gradient >= 0 or max_gradient == float("inf")):
+                                         or not (math.isfinite(max_gradient) and max_gradient >= 0)):
             raise ValueError(f"CheckerboardLoss: max_gradient must be None or a finite number >= 0, got "
                              f"{max_gradient!r}")
         self.max_gradient = max_gradient
@@ -198,16 +192,14 @@ class CheckerboardLoss(nn.Module):
         self.block = block
 
     def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-        from fastsr.metrics.checkerboard import periodic_component, smooth_blocks
+        from fastsr.metrics.checkerboard import block_energies, smooth_blocks
 
         _check_sr_lr("CheckerboardLoss", sr, hr, 1, "hr")
         H, W, b = sr.shape[-2], sr.shape[-1], self.block
         if H < b or W < b:
             raise ValueError(f"CheckerboardLoss: sr ({H} x {W}) is smaller than one block of {b} x {b} pixels")
         x = sr if sr.dtype == torch.float64 else sr.float()
-        d = (x - hr.to(x.dtype))[..., : H // b * b, : W // b * b] * 255.0
-        blocks = d.unflatten(-2, (H // b, b)).unflatten(-1, (W // b, b)).transpose(-3, -2)  # (N, C, nh, nw, b, b)
-        energy = periodic_component(blocks, self.scale, window=True).pow(2).mean(dim=(1, -2, -1))  # (N, nh, nw)
+        energy = block_energies((x - hr.to(x.dtype)) * 255.0, b, self.scale).mean(dim=1)  # (N, nh, nw)
         if self.max_gradient is None:
             return energy.mean()
         with torch.no_grad():

@@ -6,11 +6,11 @@ the checkerboard energy of a sub-pixel upsampler on smooth regions
 code (:func:`niqe`).
 The conventions and their relation to BasicSR are stated in
 :mod:`fastsr.metrics.psnr_ssim`."""
-from fastsr.metrics.checkerboard import checkerboard_energy, periodic_component, smooth_blocks
+from fastsr.metrics.checkerboard import block_energies, checkerboard_energy, periodic_component, smooth_blocks
 from fastsr.metrics.color import rgb_to_ycbcr, ycbcr_to_rgb
 from fastsr.metrics.niqe import niqe
 from fastsr.metrics.psnr_ssim import channel_mean_error, psnr, psnr_ssim_lists, ssim
 from fastsr.metrics.table import format_table
 
 __all__ = ["psnr", "ssim", "channel_mean_error", "psnr_ssim_lists", "rgb_to_ycbcr", "ycbcr_to_rgb", "format_table",
-           "checkerboard_energy", "periodic_component", "smooth_blocks", "niqe"]
+           "checkerboard_energy", "periodic_component", "block_energies", "smooth_blocks", "niqe"]

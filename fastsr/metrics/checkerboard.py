@@ -36,7 +36,7 @@ import torch
 
 from fastsr.metrics.psnr_ssim import _Image, prepare_y
 
-__all__ = ["periodic_component", "smooth_blocks", "checkerboard_energy"]
+__all__ = ["periodic_component", "block_energies", "smooth_blocks", "checkerboard_energy"]
 
 
 def _check_int(fn: str, name: str, value, minimum: int) -> int:
@@ -87,6 +87,25 @@ def periodic_component(x: torch.Tensor, period: int, window: bool = False) -> to
     else:
         phase = cells.mean(dim=(-4, -2))
     return phase - phase.mean(dim=(-2, -1), keepdim=True)
+
+
+def block_energies(d: torch.Tensor, block: int, period: int) -> torch.Tensor:
+    """The energy ``mean(p**2)`` of the Hann-windowed period-``period`` component of each
+    ``block`` x ``block`` block of ``d`` (step 3 of the module docstring).
+
+    Args:
+        d: (..., H, W) floating tensor; the blocks start at (0, 0) and the rows and columns
+            that do not fill one are left out.
+        block: block side, a multiple of ``period`` and >= ``2 * period``.
+        period: the pattern's period (the SR scale).
+
+    Returns:
+        (..., H // block, W // block) tensor, same dtype.
+    """
+    H, W = d.shape[-2:]
+    nh, nw = H // block, W // block
+    blocks = d[..., : nh * block, : nw * block].unflatten(-2, (nh, block)).unflatten(-1, (nw, block))
+    return periodic_component(blocks.transpose(-3, -2), period, window=True).pow(2).mean(dim=(-2, -1))
 
 
 def _gradient(y: torch.Tensor) -> torch.Tensor:
@@ -167,10 +186,7 @@ def checkerboard_energy(sr: _Image, bicubic: _Image, hr: _Image, scale: int, *, 
     fn = "checkerboard_energy"
     d = prepare_y(sr, data_range, quantize, "sr", fn) - prepare_y(bicubic, data_range, quantize, "bicubic", fn)
     mask = smooth_blocks(hr, block, max_gradient, data_range, quantize=quantize)
-    nh, nw = mask.shape[-2:]
-    d = d[:, 0, : nh * block, : nw * block]
-    blocks = d.unflatten(-2, (nh, block)).unflatten(-1, (nw, block)).transpose(-3, -2)  # (N, nh, nw, B, B)
-    energy = periodic_component(blocks, scale, window=True).pow(2).mean(dim=(-2, -1))  # (N, nh, nw)
+    energy = block_energies(d[:, 0], block, scale)  # (N, nh, nw)
     count = mask.sum(dim=(-2, -1))
     total = torch.where(mask, energy, torch.zeros_like(energy)).sum(dim=(-2, -1))
     return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, float("nan")))
