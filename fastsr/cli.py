@@ -413,7 +413,7 @@ def _run_export(args, extra) -> int:
 # ---------------------------------------------------------------------------- bench
 def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variants",
-                   help="comma-separated variants of the per-iteration benchmark (default: all 12, listed in "
+                   help="comma-separated variants of the per-iteration benchmark (default: all 13, listed in "
                         "fastsr.bench.iteration)")
     p.add_argument("--device", choices=["cpu", "cuda"],
                    help="where the trainer and the inference rows run (default: cuda when available, as for "

@@ -93,6 +93,9 @@ VARIANTS: tuple[Variant, ...] = (
     # what the Winograd convolutions alone are worth inside fastsr's defaults
     Variant("12", "8 without Winograd convolutions (train.winograd false)", {"train.winograd": False},
             defaults=True),
+    # on a CPU with native bf16: the fp32 Winograd path (F(4x4, 3x3), Winograd weight gradient)
+    # against the bf16 default (F(2x2, 3x3), oneDNN's bf16 weight gradient): which one auto should pick
+    Variant("13", "8 in fp32 (train.bf16 false)", {"train.bf16": False}, defaults=True),
 )
 
 
