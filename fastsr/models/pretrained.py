@@ -20,7 +20,7 @@ PRETRAINED = {
     "nonbn_x4": ("nonbn_x4.safetensors",
                  "NonBNResNet x4 (EM-distance GAN paper's generator), PSNR-oriented: MSE + LR consistency on "
                  "the sample photographs, then on the photograph corpus, then L1 + the checkerboard loss "
-                 "(recipe nonbn_degrid_x4)"),
+                 "(recipes nonbn_degrid_x4, then nonbn_refine_x4)"),
     "nonbn_wgan_x4": ("nonbn_wgan_x4.safetensors",
                       "NonBNResNet x4, nonbn_x4 fine-tuned as a WGAN-GP generator on the photograph corpus "
                       "(recipes nonbn_wgan_corpus_x4, then nonbn_wgan_degrid_x4)"),
