@@ -19,7 +19,11 @@ image (``--self-ensemble``: its geometric self-ensemble, :class:`fastsr.SelfEnse
   same measure of the HR image itself (what a perfect SR scores: real detail of the smooth
   blocks that bicubic lacks, not an artefact);
 * ``NIQE`` of SR and of bicubic (:func:`fastsr.metrics.niqe`, BasicSR's code, ``crop_border
-  = scale``; lower is more natural).
+  = scale``; lower is more natural);
+* ``Edge`` / ``Inner``: the Y-PSNR gain over bicubic (dB) on the frame ``--edge-width`` px wide
+  just inside the crop border, and on the rest (:func:`edge_inner_gain`). The convolutions
+  pad with zeros, so a model's behaviour at the image border is its own; a 224 px test crop
+  has 27 % of its pixels in that frame, a 1024 x 640 px photograph 8 %.
 
 The targets a retrained model must meet are checked and printed (PASS / FAIL): every photo
 >= bicubic + 0.3 dB, mean gain >= 2 dB, every |Err| <= 0.3 levels and, with ``--baseline``
@@ -64,7 +68,41 @@ def folder_pairs(folder: Path, scale: int) -> list[tuple[str, torch.Tensor, torc
     return out
 
 
-def judge(model, pairs, scale: int, max_gradient: float = 1.0) -> list[dict]:
+def edge_inner_gain(sr: torch.Tensor, bic: torch.Tensor, hr: torch.Tensor, scale: int,
+                    width: int = 16) -> tuple[float, float]:
+    """Y-PSNR gain of ``sr`` over ``bic`` (dB) on the frame ``width`` px wide just inside the
+    crop border (``scale`` px) and on the inner rest: where the image border (the
+    convolutions' zero padding) is within reach, and where it is not.
+
+    Args:
+        sr, bic, hr: (1, 3, H, W) float in [0, 1], H and W > 2 * (scale + width).
+        scale: the crop border, px.
+        width: the frame's width, px.
+
+    Returns:
+        ``(edge_gain_db, inner_gain_db)``; NaN where SR or bicubic equals HR there.
+
+    Raises:
+        ValueError: the image too small for the frame.
+    """
+    b = scale
+    if min(hr.shape[-2:]) <= 2 * (b + width):
+        raise ValueError(f"edge_inner_gain: image {tuple(hr.shape[-2:])} too small for a {width} px frame "
+                         f"inside a {b} px crop border")
+    # as metrics.psnr: quantised to 8 bits, float64, BT.601 Y on the [0, 255] scale
+    y = [metrics.rgb_to_ycbcr((x.double().clamp(0, 1) * 255).round(), y_only=True, data_range=255.0)[..., b:-b, b:-b]
+         for x in (sr, bic, hr)]
+    frame = torch.ones_like(y[2], dtype=torch.bool)
+    frame[..., width:-width, width:-width] = False
+
+    def gain(mask):
+        mse_sr, mse_bic = ((y[0] - y[2])[mask].pow(2).mean().item(), (y[1] - y[2])[mask].pow(2).mean().item())
+        return 10 * math.log10(mse_bic / mse_sr) if mse_sr > 0 and mse_bic > 0 else float("nan")
+
+    return gain(frame), gain(~frame)
+
+
+def judge(model, pairs, scale: int, max_gradient: float = 1.0, edge_width: int = 16) -> list[dict]:
     """One row per photo (keys: the table's columns, see the module docstring)."""
     extra = {}
 
@@ -78,6 +116,7 @@ def judge(model, pairs, scale: int, max_gradient: float = 1.0) -> list[dict]:
             "niqe_sr": float(metrics.niqe(sr, crop_border=scale)),
             "niqe_bic": float(metrics.niqe(bic, crop_border=scale)),
         }
+        extra[name]["edge_gain"], extra[name]["inner_gain"] = edge_inner_gain(sr, bic, hr[None], scale, edge_width)
         print(f"  {name}: done", file=sys.stderr, flush=True)
 
     res = evaluate(model, pairs, scale, on_image=on_image)
@@ -92,7 +131,8 @@ def judge(model, pairs, scale: int, max_gradient: float = 1.0) -> list[dict]:
 
 COLUMNS = [("Bic PSNR", "bic_psnr", 2), ("SR PSNR", "sr_psnr", 2), ("Gain dB", "gain", 2), ("SR SSIM", "sr_ssim", 4),
            ("Err R", "err_r", 2), ("Err G", "err_g", 2), ("Err B", "err_b", 2), ("Checker", "checker", 4),
-           ("Smooth", "smooth", 2), ("Chk HR", "checker_hr", 4), ("NIQE SR", "niqe_sr", 2), ("NIQE Bic", "niqe_bic", 2)]
+           ("Smooth", "smooth", 2), ("Chk HR", "checker_hr", 4), ("NIQE SR", "niqe_sr", 2), ("NIQE Bic", "niqe_bic", 2),
+           ("Edge dB", "edge_gain", 2), ("Inner dB", "inner_gain", 2)]
 
 
 def _nanmean(values) -> float:
@@ -178,6 +218,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-sample-data", action="store_true", help="leave out chelsea and coffee")
     ap.add_argument("--max-gradient", type=float, default=1.0,
                     help="smooth-block threshold of the checkerboard, 8-bit levels per pixel (default 1.0)")
+    ap.add_argument("--edge-width", type=int, default=16,
+                    help="width of the frame inside the crop border whose gain shows as 'Edge', px (default 16)")
     ap.add_argument("--baseline", type=Path, help="a --json of an earlier run: checks checkerboard <= half of it")
     ap.add_argument("--gan-reference", type=Path,
                     help="a --json of the PSNR-oriented model: check a GAN model's targets against it instead")
@@ -202,11 +244,12 @@ def main(argv=None) -> int:
     except (UserError, OSError, ValueError) as e:
         print(f"judge_model: error: {e}", file=sys.stderr)
         return 1
-    rows = judge(model, pairs, scale, args.max_gradient)
+    rows = judge(model, pairs, scale, args.max_gradient, args.edge_width)
     how = " (self-ensemble)" if args.self_ensemble else ""
     print(table(rows, f"{checkpoint.name}{how} x{scale}: Y-PSNR (dB) / SSIM crop_border={scale}; Err = mean SR - HR "
                       f"(8-bit levels); Checker = checkerboard energy (levels^2) on smooth blocks (HR mean gradient "
-                      f"<= {args.max_gradient} levels/px; Smooth = their fraction); NIQE crop_border={scale}"))
+                      f"<= {args.max_gradient} levels/px; Smooth = their fraction); NIQE crop_border={scale}; "
+                      f"Edge / Inner = gain on the {args.edge_width} px frame inside the crop border / the rest"))
     try:
         lines = gan_verdicts(rows, reference) if reference is not None else verdicts(rows, baseline)
     except UserError as e:

@@ -26,7 +26,7 @@ def judge():
 def _row(name, gain, err=(0.0, 0.0, 0.0), checker=0.1):
     return {"image": name, "bic_psnr": 30.0, "sr_psnr": 30.0 + gain, "gain": gain, "sr_ssim": 0.9,
             "err_r": err[0], "err_g": err[1], "err_b": err[2], "checker": checker, "smooth": 0.5, "checker_hr": 0.01,
-            "niqe_sr": 5.0, "niqe_bic": 6.0}
+            "niqe_sr": 5.0, "niqe_bic": 6.0, "edge_gain": gain, "inner_gain": gain}
 
 
 def test_verdicts(judge):
@@ -63,6 +63,23 @@ def test_judge_rows_of_a_model(judge):
     r = rows[0]
     assert r["image"] == "x" and math.isclose(r["gain"], r["sr_psnr"] - r["bic_psnr"])
     assert r["checker"] >= 0 and 0.2 <= r["smooth"] <= 0.8 and r["niqe_sr"] > 0 and r["checker_hr"] >= 0
+    assert math.isfinite(r["edge_gain"]) and math.isfinite(r["inner_gain"])
+
+
+def test_edge_inner_gain(judge):
+    g = torch.Generator().manual_seed(0)
+    hr = torch.rand(1, 3, 64, 80, generator=g)
+    bic = (hr + 0.05 * torch.randn(hr.shape, generator=g)).clamp(0, 1)
+    sr = bic.clone()
+    frame = torch.ones(64, 80, dtype=torch.bool)
+    frame[4 + 8:-4 - 8, 4 + 8:-4 - 8] = False
+    sr[..., frame] = (hr + 0.025 * torch.randn(hr.shape, generator=g)).clamp(0, 1)[..., frame]  # half the error
+    edge, inner = judge.edge_inner_gain(sr, bic, hr, scale=4, width=8)
+    assert 4.0 < edge < 8.0 and inner == 0.0  # about 6 dB on the frame, nothing inside
+    edge, inner = judge.edge_inner_gain(bic, sr, hr, scale=4, width=8)
+    assert -8.0 < edge < -4.0 and inner == 0.0
+    with pytest.raises(ValueError, match="too small for a 30 px frame"):
+        judge.edge_inner_gain(sr, bic, hr, scale=4, width=30)
 
 
 def test_readme_crops_sheet(tmp_path):

@@ -21,6 +21,10 @@ NAMES = [r["file"] for r in json.loads((CROPS / "LICENSES.json").read_text())]
 #: replaced (trained 5600 fewer updates): +3.33, +0.84, +0.65, +0.68, +0.84; the one before that
 #: (no checkerboard loss): +3.18, +0.84, -0.45 (this crop is out-of-focus background at 48 dB
 #: bicubic), +0.46, +0.54; earlier: +3.19, +0.72, -9.56, -0.38, -0.25
+#: The Storm crop is flat cloud (49.5 dB bicubic) above a horizon that runs along its lower edge,
+#: 1-5 LR pixels from it: its figure moves with how a model handles that edge (the image border,
+#: zero-padded), and between two models the rest of the crop differs by about 0.01 dB
+#: (scripts/judge_model.py's Edge / Inner columns split a photograph's gain the same way).
 MIN_GAIN_DB = {"lomiri_Wine.png": 3.0, "lomiri_picosdeeuropa.png": 0.8, "mate_LadyBird.png": 0.75,
                "mate_Storm.png": 0.45, "plasma_DarkestHour.png": 0.75}
 #: every crop and channel: |mean SR - HR| at most this many 8-bit levels (shipped: <= 0.009,
