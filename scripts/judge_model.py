@@ -46,6 +46,7 @@ from pathlib import Path
 import torch
 
 from fastsr import metrics
+from fastsr.metrics.psnr_ssim import prepare_y
 from fastsr.data import degrade, list_images, mod_crop, read_image
 from fastsr.errors import UserError
 from fastsr.evaluate import evaluate, load_generator, sample_pairs
@@ -89,9 +90,9 @@ def edge_inner_gain(sr: torch.Tensor, bic: torch.Tensor, hr: torch.Tensor, scale
     if min(hr.shape[-2:]) <= 2 * (b + width):
         raise ValueError(f"edge_inner_gain: image {tuple(hr.shape[-2:])} too small for a {width} px frame "
                          f"inside a {b} px crop border")
-    # as metrics.psnr: quantised to 8 bits, float64, BT.601 Y on the [0, 255] scale
-    y = [metrics.rgb_to_ycbcr((x.double().clamp(0, 1) * 255).round(), y_only=True, data_range=255.0)[..., b:-b, b:-b]
-         for x in (sr, bic, hr)]
+    # metrics.psnr's own preparation: quantised to 8 bits, float64, BT.601 Y on the [0, 255] scale
+    y = [prepare_y(x.clamp(0, 1), 1.0, True, n, "edge_inner_gain")[..., b:-b, b:-b]
+         for x, n in ((sr, "sr"), (bic, "bic"), (hr, "hr"))]
     frame = torch.ones_like(y[2], dtype=torch.bool)
     frame[..., width:-width, width:-width] = False
 
