@@ -142,7 +142,8 @@ def file_name(photo_id: str) -> str:
     return photo_id.replace("/", "_") + ".png"
 
 
-def _write_png(im: Image.Image, path: Path) -> str:
+def write_png(im: Image.Image, path: Path) -> str:
+    """Write ``im`` as PNG through a temporary file (never a half-written PNG); its SHA-256."""
     buf = io.BytesIO()
     im.save(buf, format="PNG", optimize=False, compress_level=6)
     data = buf.getvalue()
@@ -167,7 +168,7 @@ def build_photos(doc: dict, out: Path, deb_dir: Path, max_side: int) -> list[dic
             with Image.open(io.BytesIO(raw)) as im:
                 small = downscale(im, max_side)
             dest = out / p["split"] / file_name(p["id"])
-            digest = _write_png(small, dest)
+            digest = write_png(small, dest)
             entries.append({"file": f"{p['split']}/{dest.name}", "id": p["id"], "split": p["split"],
                             "size": list(small.size), "sha256": digest, "package": name,
                             "package_version": doc["packages"][name]["version"], "path": p["path"],
@@ -188,7 +189,7 @@ def build_samples(out: Path, max_side: int) -> list[dict]:
         arr = (img.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
         small = downscale(Image.fromarray(arr), max_side)
         dest = out / "train" / f"sample_{name}.png"
-        digest = _write_png(small, dest)
+        digest = write_png(small, dest)
         origin = "matplotlib.cbook.get_sample_data" if name == "grace_hopper" else "skimage.data"
         entries.append({"file": f"train/{dest.name}", "id": f"sample/{name}", "split": "train",
                         "size": list(small.size), "sha256": digest, "package": origin,
