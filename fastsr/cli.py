@@ -50,7 +50,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iters", type=int, help="total generator updates (train.iters)")
     p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<config name>)")
     run = p.add_mutually_exclusive_group()
-    run.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest.*")
+    run.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest.* with the run's own OUT/config.yaml "
+                                                           "(this command's --iters / --set on top)")
     run.add_argument("--overwrite", action="store_true",
                      help="start afresh in an OUT that holds an earlier run (its config.yaml, log.jsonl and "
                           "checkpoints/ are deleted); without --resume or --overwrite a non-empty OUT is refused")
@@ -67,6 +68,27 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def _resumed_config(recipe_cfg: dict, out: Path, overrides: list[str]) -> dict:
+    """The config a resumed run continues with: its own ``config.yaml`` (so that what the run
+    was started with, ``--iters`` or ``--set`` included, carries on) with this command's
+    overrides on top; the recipe's when the run never wrote one.
+
+    Raises:
+        UserError: the run was started from another recipe than the one named.
+    """
+    from fastsr.train import load_config
+
+    saved = out / "config.yaml"
+    if not saved.is_file():
+        return recipe_cfg
+    cfg = load_config(str(saved), overrides)
+    if cfg["name"] != recipe_cfg["name"]:
+        raise UserError(f"run folder {out} was started with config {cfg['name']!r}, not {recipe_cfg['name']!r}: "
+                        f"resume it as `fastsr train {cfg['name']} --out {out} --resume` (its config.yaml is used), "
+                        "or start a new run in another --out")
+    return cfg
 
 
 def _run_train(args, extra: list[str]) -> int:
@@ -93,10 +115,12 @@ def _run_train(args, extra: list[str]) -> int:
         if getattr(args, flag):
             overrides.append(f"{key}=true")
     cfg = load_config(args.config, overrides)
+    out = Path(args.out or Path("runs") / cfg["name"])
+    if args.resume:
+        cfg = _resumed_config(cfg, out, overrides)
     if args.print_config:
         print(dump_config(cfg), end="")
         return 0
-    out = Path(args.out or Path("runs") / cfg["name"])
     summary = train(cfg, out, data_dir=args.data, val_dir=args.val_data, resume=args.resume,
                     overwrite=args.overwrite, init_from=args.init_from, device=args.device,
                     progress=not args.no_progress)

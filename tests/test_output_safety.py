@@ -354,3 +354,24 @@ def test_odd_sizes_and_one_channel_models_upscale(tmp_path):
     _, rgba = _community(tmp_path, "rgba", scale=4, num_in_ch=4, num_out_ch=4)
     with pytest.raises(UserError, match="takes 4-channel images"):
         upscale_files([str(src)], tmp_path / "o4.png", rgba, progress=False)
+
+
+def test_run_dir_records_config_changes_at_resume(tmp_path):
+    import json
+
+    from fastsr.train.run_dir import RunDir, config_changes
+
+    assert config_changes({"a": {"b": 1, "c": [1, 2]}, "d": 0}, {"a": {"b": 1, "c": [1, 3], "e": 5}, "d": 0}) == {
+        "a.c": [[1, 2], [1, 3]], "a.e": [None, 5]}
+    assert config_changes({"a": {"b": 1}}, {"a": None}) == {"a": [{"b": 1}, None]}
+    d = RunDir(tmp_path / "run")
+    assert d.start("train: {iters: 2}\n", 0) == {}  # a new run: nothing to compare
+    d.log({"iter": 1, "loss_g": 0.5})
+    d.log({"iter": 2, "loss_g": 0.4})
+    d.log({"iter": 3, "loss_g": 0.3})  # after the checkpoint resumed from: trimmed
+    assert d.start("train: {iters: 2}\n", 2) == {}  # same config: no record
+    assert d.start("train: {iters: 4}\n", 2) == {"train.iters": [2, 4]}
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert records == [{"iter": 1, "loss_g": 0.5}, {"iter": 2, "loss_g": 0.4},
+                       {"iter": 2, "config_changes": {"train.iters": [2, 4]}}]
+    assert (tmp_path / "run" / "config.yaml").read_text() == "train: {iters: 4}\n"

@@ -66,6 +66,28 @@ def test_resume_continues_exactly(full_run, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resume_continues_with_the_runs_own_config(tmp_path):
+    import yaml
+
+    out = tmp_path / "run"
+    run("train", *TINY, "--iters", "2", "--set", "train.lr_g=3e-5", "--out", out)
+    # the recipe's lr_g is not the run's: a resume that names only the recipe keeps the run's
+    p = run("train", *TINY, "--iters", "3", "--out", out, "--resume", "--print-config")
+    assert yaml.safe_load(p.stdout)["train"]["lr_g"] == 3e-5
+    p = run("train", *TINY, "--iters", "3", "--out", out, "--resume")
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["train"]["lr_g"] == 3e-5 and cfg["train"]["iters"] == 3
+    assert "train.iters 2 -> 3" in p.stderr
+    changes = [r for r in read_log(out) if "config_changes" in r]
+    assert changes == [{"iter": 2, "config_changes": {"train.iters": [2, 3]}}]
+    assert max(losses(out)) == 3
+    # another recipe cannot resume this run
+    other = ["srgan_x4", *TINY[1:]]
+    p = run("train", *other, "--iters", "4", "--out", out, "--resume", check=False)
+    assert p.returncode == 2 and "started with config 'nonbn_wgan_x4', not 'srgan_x4'" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
 def test_resume_without_checkpoint_is_a_user_error(tmp_path):
     p = run("train", *TINY, "--iters", "2", "--out", tmp_path / "none", "--resume", check=False)
     assert p.returncode == 2 and "nothing to resume" in p.stderr and "Traceback" not in p.stderr
@@ -389,7 +411,8 @@ def test_began_k_t_saved_and_resumed(photos, tmp_path):
     k2 = st["gan"]["k"].item()
     assert k2 > 0  # k_0 = 0; gamma L(x) > L(G(z)) at the start raises it
     assert [r for r in _log(tmp_path / "res") if r.get("iter") == 2 and "k_t" in r]
-    train(_cfg("attentive_began_x4", *extra), tmp_path / "res", data_dir=photos, progress=False, resume=True)
+    with pytest.warns(UserWarning, match="train.iters 2 -> 3"):  # the library says what changed at resume
+        train(_cfg("attentive_began_x4", *extra), tmp_path / "res", data_dir=photos, progress=False, resume=True)
     full_log = {r["iter"]: r for r in _log(tmp_path / "full") if "loss_g" in r}
     res_log = {r["iter"]: r for r in _log(tmp_path / "res") if "loss_g" in r}
     for key in ("loss_g", "loss_d", "k_t", "convergence"):

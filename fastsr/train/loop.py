@@ -24,6 +24,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 
 import torch
 from torch.utils.data import DataLoader
@@ -101,7 +102,11 @@ class FitLoop:
 
     def on_run_start(self) -> None:
         tr, c = self.trainer, self.config
-        tr.run_dir.start(dump_config(c.raw), tr.start_iter)
+        changes = tr.run_dir.start(dump_config(c.raw), tr.start_iter)
+        if changes:
+            shown = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
+            warnings.warn(f"{tr.out}: resuming at iteration {tr.start_iter} with a config that differs from the "
+                          f"run's config.yaml: {shown} (recorded in log.jsonl)", stacklevel=2)
         dev = tr.device
         sampler = IterationBatchSampler(len(tr.train_set), c.data.batch_size, c.train.seed, self.iteration,
                                         tr.total, tr.dist.rank, tr.dist.world)

@@ -17,15 +17,28 @@ import os
 import shutil
 from pathlib import Path
 
+import yaml
+
 from fastsr.errors import UserError
 from fastsr.models.checkpoint import atomic_write, remove_temp_files
 
-__all__ = ["RunDir", "RUN_FILES"]
+__all__ = ["RunDir", "RUN_FILES", "config_changes"]
 
 #: what a run writes into its folder (and ``overwrite`` deletes)
 RUN_FILES = ("config.yaml", "log.jsonl", "checkpoints")
 #: the lock file a running run holds in its folder
 LOCK_FILE = ".lock"
+
+
+def config_changes(old, new, prefix: str = "") -> dict[str, list]:
+    """The leaves that differ between two config trees, as ``{dotted key: [old, new]}``
+    (a key missing on one side shows as ``None`` there)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = {}
+        for k in list(old) + [k for k in new if k not in old]:
+            out.update(config_changes(old.get(k), new.get(k), f"{prefix}{k}."))
+        return out
+    return {} if old == new else {prefix[:-1]: [old, new]}
 
 
 class RunDir:
@@ -95,13 +108,29 @@ class RunDir:
             elif p.exists() or p.is_symlink():
                 p.unlink()
 
-    def start(self, config_text: str, iteration: int) -> None:
-        """At the start of training: write ``config.yaml`` and trim the log to ``iteration``."""
+    def start(self, config_text: str, iteration: int) -> dict[str, list]:
+        """At the start of training: trim the log to ``iteration``, write ``config.yaml``.
+
+        A resumed run (``iteration`` > 0) whose config differs from the ``config.yaml`` it
+        left gets a ``{"iter": iteration, "config_changes": {key: [old, new]}}`` record in
+        ``log.jsonl``, so that the log keeps what each stretch of the run trained with.
+
+        Returns:
+            the changed keys (dotted, e.g. ``train.iters``) with ``[old, new]`` values; empty
+            for a new run, an unchanged config or a process that does not write.
+        """
         if not self.main:
-            return
+            return {}
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.yaml").write_text(config_text)
+        path = self.out / "config.yaml"
+        changes = {}
+        if iteration > 0 and path.is_file():
+            changes = config_changes(yaml.safe_load(path.read_text()), yaml.safe_load(config_text))
         self.trim_log(iteration)
+        if changes:
+            self.log({"iter": iteration, "config_changes": changes})
+        atomic_write(path, config_text.encode())
+        return changes
 
     def log(self, record: dict) -> None:
         """Append one JSON record to ``log.jsonl``."""

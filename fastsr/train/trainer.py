@@ -71,7 +71,10 @@ Safety of earlier work:
   written after it and repaired from it on resume if a kill came in between. Temporary files
   of interrupted writes are deleted at start.
 * On resume, ``log.jsonl`` keeps only the records up to the checkpoint's iteration, so the
-  log continues as if the run had not stopped.
+  log continues as if the run had not stopped; a config that differs from the run's
+  ``config.yaml`` warns and is recorded there (``config_changes``) before ``config.yaml``
+  is rewritten. ``fastsr train --resume`` continues with the run's own ``config.yaml``
+  (plus the command's overrides), not the recipe's current defaults.
 * An error between iterations (an unreadable training image, a failed validation) saves a
   checkpoint of the last finished iteration before it propagates.
 * A non-finite loss stops training with :class:`fastsr.errors.NonFiniteLossError`; nothing is
