@@ -55,10 +55,10 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def load_list(path: Path = LIST) -> dict:
-    """The corpus list, checked: unique ids, every photo with a split in ``SPLITS``, a known
-    package, a licence in ``LICENSES``, a copyright line and a 64-hex SHA-256; at least
-    10 % of the photos held back for validation.
+def read_photo_list(path: Path, problems_of) -> dict:
+    """A photo list (JSON: ``packages`` and ``photos``), checked: unique ids, every photo from
+    a listed package with a 64-hex SHA-256, and no problem that ``problems_of(photo)`` (a list
+    of messages, empty strings for none) names.
 
     Raises:
         CorpusError: the first problem found.
@@ -70,14 +70,28 @@ def load_list(path: Path = LIST) -> dict:
     if dup:
         raise CorpusError(f"{path}: ids listed twice: {dup}")
     for p in photos:
-        problems = [f"split {p.get('split')!r} not in {SPLITS}" if p.get("split") not in SPLITS else "",
-                    f"package {p.get('package')!r} not in packages" if p.get("package") not in packages else "",
-                    f"license {p.get('license')!r} not in {LICENSES}" if p.get("license") not in LICENSES else "",
-                    "no copyright" if not str(p.get("copyright", "")).strip() else "",
-                    "sha256 is not 64 hex digits" if len(str(p.get("sha256", ""))) != 64 else ""]
+        problems = [f"package {p.get('package')!r} not in packages" if p.get("package") not in packages else "",
+                    "sha256 is not 64 hex digits" if len(str(p.get("sha256", ""))) != 64 else "",
+                    *problems_of(p)]
         problems = [x for x in problems if x]
         if problems:
             raise CorpusError(f"{path}: {p['id']}: {'; '.join(problems)}")
+    return doc
+
+
+def load_list(path: Path = LIST) -> dict:
+    """The corpus list, checked: unique ids, every photo with a split in ``SPLITS``, a known
+    package, a licence in ``LICENSES``, a copyright line and a 64-hex SHA-256; at least
+    10 % of the photos held back for validation.
+
+    Raises:
+        CorpusError: the first problem found.
+    """
+    doc = read_photo_list(path, lambda p: [
+        f"split {p.get('split')!r} not in {SPLITS}" if p.get("split") not in SPLITS else "",
+        f"license {p.get('license')!r} not in {LICENSES}" if p.get("license") not in LICENSES else "",
+        "no copyright" if not str(p.get("copyright", "")).strip() else ""])
+    photos = doc["photos"]
     n_val = sum(p["split"] == "val" for p in photos)
     if n_val < 0.1 * len(photos):
         raise CorpusError(f"{path}: only {n_val} of {len(photos)} photos are held back (need >= 10 %)")

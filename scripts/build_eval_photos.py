@@ -35,7 +35,7 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from build_corpus import CorpusError, file_name, sha256, write_png  # noqa: E402
+from build_corpus import CorpusError, file_name, read_photo_list, sha256, write_png  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LIST = ROOT / "scripts" / "eval_photos.json"
@@ -48,21 +48,8 @@ def load_list(path: Path = LIST) -> dict:
     Raises:
         CorpusError: the first problem found.
     """
-    doc = json.loads(Path(path).read_text())
-    photos, packages = doc["photos"], doc["packages"]
-    ids = [p["id"] for p in photos]
-    dup = sorted({i for i in ids if ids.count(i) > 1})
-    if dup:
-        raise CorpusError(f"{path}: ids listed twice: {dup}")
-    for p in photos:
-        problems = [f"package {p.get('package')!r} not in packages" if p.get("package") not in packages else "",
-                    "no path" if not str(p.get("path", "")).strip() else "",
-                    "no license" if not str(p.get("license", "")).strip() else "",
-                    "sha256 is not 64 hex digits" if len(str(p.get("sha256", ""))) != 64 else ""]
-        problems = [x for x in problems if x]
-        if problems:
-            raise CorpusError(f"{path}: {p['id']}: {'; '.join(problems)}")
-    return doc
+    return read_photo_list(path, lambda p: ["no path" if not str(p.get("path", "")).strip() else "",
+                                            "no license" if not str(p.get("license", "")).strip() else ""])
 
 
 def fetch_wheel(name: str, pkg: dict, wheel_dir: Path) -> Path:
