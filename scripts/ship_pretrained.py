@@ -75,6 +75,22 @@ def table(result: EvalResult) -> str:
                               "err = mean SR - HR per channel (8-bit levels)")
 
 
+def run_config(run: Path, recipe: str) -> dict | None:
+    """The config a training run folder recorded (its ``config.yaml``, with the overrides it
+    was started or resumed with), or None when it has none.
+
+    Raises:
+        ValueError: the run was trained with another recipe than ``recipe``.
+    """
+    path = Path(run) / "config.yaml"
+    if not path.is_file():
+        return None
+    cfg = load_config(str(path))
+    if cfg["name"] != recipe:
+        raise ValueError(f"--from-run {run} was trained with recipe {cfg['name']!r}, not --config {recipe!r}")
+    return cfg
+
+
 def _train_cfg(args, iters: int, out: Path) -> dict:
     base = load_config(args.config)
     overrides = list(args.set)
@@ -182,6 +198,12 @@ def main(argv=None) -> int:
             p.error("--from-run needs --command (the train command, recorded in the metadata)")
         run, command = a.from_run, a.command
         extra = {"device": a.device_description} if a.device_description else {}
+        try:
+            cfg = run_config(run, a.config)
+        except ValueError as e:
+            p.error(str(e))
+        if cfg is not None:
+            extra["config_resolved"] = cfg
         if a.previous is not None:
             prev = read_metadata(a.previous)
             history = list(prev.get("history") or [])
@@ -229,7 +251,7 @@ def _export(a, run: Path, dest: Path, command: str, train_names: list, extra: di
         generator[key] = yaml.safe_load(value)
     dest.parent.mkdir(parents=True, exist_ok=True)
     group = a.group
-    ema = load_config(a.config)["train"]["ema_decay"]
+    ema = (extra.get("config_resolved") or load_config(a.config))["train"]["ema_decay"]
     what = f"EMA of G (decay {ema})" if group == "params_ema" else "G (not its EMA)"
     if a.blend is not None:
         tmp = tempfile.TemporaryDirectory()
