@@ -23,6 +23,13 @@ if [ -z "$SKIP_BUILD" ]; then
 fi
 echo "build $(( $(date +%s) - t ))s"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+# Packages the GPU machine lacks (it has no network) travel as wheels in .whl/ (git-ignored;
+# name it in the device tool's carry): pytorch-msssim for the SSIM baseline. Fetch them here:
+#   python3 -m pip download --no-deps --only-binary=:all: -d .whl pytorch-msssim==1.0.0
+if compgen -G ".whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/fastsr-site \
+    .whl/*.whl && export PYTHONPATH=$PYTHONPATH:/tmp/fastsr-site
+fi
 timeout "${CHECK_S:-480}" python3 "$HERE/cuda_checks.py" "$@" 2>&1 | tee "$OUT/check.log"
 if [ -n "$GRAPHS" ] && [ "$1" != "--smoke" ]; then
   timeout "${GRAPH_S:-300}" python3 -m pytest -q -x -p no:cacheprovider tests/test_graphs.py -k "cuda or graphed" \
