@@ -6,6 +6,7 @@ The CLI runs in-process (``fastsr.cli.main``) on tiny models and three 96 px pho
 import errno
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -205,10 +206,25 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(photos, tmp_pa
 def test_full_or_read_only_disk_is_one_line(photos, tmp_path, capsys, monkeypatch, code_, name):
     import fastsr.models.checkpoint as ck
 
-    def fail(*a, **k):
-        raise OSError(code_, name)
+    real_fsync, calls = os.fsync, []
 
-    monkeypatch.setattr(ck.os, "fsync", fail)
+    def fail_after(n):
+        def fsync(fd):
+            calls.append(fd)
+            if len(calls) > n:
+                raise OSError(code_, name)
+            return real_fsync(fd)
+        return fsync
+
+    # the run folder's config.yaml (written first, atomically: --resume reads it) ...
+    monkeypatch.setattr(ck.os, "fsync", fail_after(0))
+    out = tmp_path / "cfg"
+    code, _, err = _cli_train(capsys, photos, out, "--iters", "2")
+    _one_line_error(code, err, name, str(out / "config.yaml"))
+    assert not list(out.glob(".*.tmp")) and not (out / "config.yaml").exists()
+    # ... and the checkpoints after it
+    calls.clear()
+    monkeypatch.setattr(ck.os, "fsync", fail_after(1))
     out = tmp_path / "run"
     code, _, err = _cli_train(capsys, photos, out, "--iters", "2")
     _one_line_error(code, err, name, str(out / "checkpoints"))
