@@ -70,30 +70,9 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
-def _resumed_config(recipe_cfg: dict, out: Path, overrides: list[str]) -> dict:
-    """The config a resumed run continues with: its own ``config.yaml`` (so that what the run
-    was started with, ``--iters`` or ``--set`` included, carries on) with this command's
-    overrides on top; the recipe's when the run never wrote one.
-
-    Raises:
-        UserError: the run was started from another recipe than the one named.
-    """
-    from fastsr.train import load_config
-
-    saved = out / "config.yaml"
-    if not saved.is_file():
-        return recipe_cfg
-    cfg = load_config(str(saved), overrides)
-    if cfg["name"] != recipe_cfg["name"]:
-        raise UserError(f"run folder {out} was started with config {cfg['name']!r}, not {recipe_cfg['name']!r}: "
-                        f"resume it as `fastsr train {cfg['name']} --out {out} --resume` (its config.yaml is used), "
-                        "or start a new run in another --out")
-    return cfg
-
-
 def _run_train(args, extra: list[str]) -> int:
-    from fastsr.train import load_config, train
-    from fastsr.train.config import dump_config
+    from fastsr.train import ConfigError, load_config, train
+    from fastsr.train.config import dump_config, load_run_config
 
     overrides = list(args.overrides)
     it = iter(extra)
@@ -116,8 +95,12 @@ def _run_train(args, extra: list[str]) -> int:
             overrides.append(f"{key}=true")
     cfg = load_config(args.config, overrides)
     out = Path(args.out or Path("runs") / cfg["name"])
-    if args.resume:
-        cfg = _resumed_config(cfg, out, overrides)
+    if args.resume:  # a resumed run continues with its own config.yaml, this command's overrides on top
+        try:
+            cfg = load_run_config(out, cfg["name"], overrides) or cfg
+        except ConfigError as e:
+            raise UserError(f"{e}: resume it as `fastsr train NAME --out {out} --resume` with the name it was "
+                            "trained with, or start a new run in another --out") from None
     if args.print_config:
         print(dump_config(cfg), end="")
         return 0

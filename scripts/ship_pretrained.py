@@ -55,7 +55,8 @@ from fastsr.data import sample_images
 from fastsr.evaluate import EvalResult, evaluate, load_generator, sample_pairs
 from fastsr.models import export_generator, interpolate_weights
 from fastsr.models.checkpoint import read_metadata, save_generator
-from fastsr.train import load_config
+from fastsr.train import ConfigError, load_config
+from fastsr.train.config import load_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONVENTIONS = ("full images, LR by MATLAB bicubic x4, Y channel (BT.601), crop_border=4, float64; "
@@ -73,22 +74,6 @@ def validate(weights: Path, which: str = "params") -> EvalResult:
 def table(result: EvalResult) -> str:
     return result.table(title="x4 on the held-back photographs: Y-PSNR (dB) / SSIM, crop_border=4; "
                               "err = mean SR - HR per channel (8-bit levels)")
-
-
-def run_config(run: Path, recipe: str) -> dict | None:
-    """The config a training run folder recorded (its ``config.yaml``, with the overrides it
-    was started or resumed with), or None when it has none.
-
-    Raises:
-        ValueError: the run was trained with another recipe than ``recipe``.
-    """
-    path = Path(run) / "config.yaml"
-    if not path.is_file():
-        return None
-    cfg = load_config(str(path))
-    if cfg["name"] != recipe:
-        raise ValueError(f"--from-run {run} was trained with recipe {cfg['name']!r}, not --config {recipe!r}")
-    return cfg
 
 
 def _train_cfg(args, iters: int, out: Path) -> dict:
@@ -199,9 +184,9 @@ def main(argv=None) -> int:
         run, command = a.from_run, a.command
         extra = {"device": a.device_description} if a.device_description else {}
         try:
-            cfg = run_config(run, a.config)
-        except ValueError as e:
-            p.error(str(e))
+            cfg = load_run_config(run, a.config)
+        except ConfigError as e:
+            p.error(f"--from-run: {e} (--config)")
         if cfg is not None:
             extra["config_resolved"] = cfg
         if a.previous is not None:

@@ -1,4 +1,4 @@
-"""scripts/judge_model.py's targets, scripts/make_readme_crops.py's sheet and scripts/ship_pretrained.py's run config, on tiny inputs."""
+"""scripts/judge_model.py's targets, scripts/make_readme_crops.py's sheet and fastsr.train.config.load_run_config as scripts/ship_pretrained.py uses it, on tiny inputs."""
 import importlib.util
 import math
 from pathlib import Path
@@ -96,15 +96,20 @@ def test_readme_crops_sheet(tmp_path):
     assert sheet.size == (3 * 64 + 2 * 4, 2 * (64 + crops.LABEL_H) + 4)
 
 
-def test_ship_pretrained_reads_the_runs_own_config(tmp_path):
-    from fastsr.train import load_config
-    from fastsr.train.config import dump_config
+def test_load_run_config_reads_the_runs_own_config(tmp_path, capsys):
+    from fastsr.train import ConfigError, load_config
+    from fastsr.train.config import dump_config, load_run_config
 
-    ship = _script("ship_pretrained")
-    assert ship.run_config(tmp_path, "nonbn_refine_x4") is None  # a folder without config.yaml
+    assert load_run_config(tmp_path, "nonbn_refine_x4") is None  # a folder without config.yaml
     cfg = load_config("nonbn_refine_x4", ["train.ema_decay=0.99", "train.iters=30000"])
     (tmp_path / "config.yaml").write_text(dump_config(cfg))
-    got = ship.run_config(tmp_path, "nonbn_refine_x4")
+    got = load_run_config(tmp_path, "nonbn_refine_x4")
     assert got["train"]["ema_decay"] == 0.99 and got["train"]["iters"] == 30000
-    with pytest.raises(ValueError, match="trained with recipe 'nonbn_refine_x4', not --config 'nonbn_x4'"):
-        ship.run_config(tmp_path, "nonbn_x4")
+    assert load_run_config(tmp_path, "nonbn_refine_x4", ["train.iters=40000"])["train"]["iters"] == 40000
+    with pytest.raises(ConfigError, match="trained with config 'nonbn_refine_x4', not 'nonbn_x4'"):
+        load_run_config(tmp_path, "nonbn_x4")
+    # ship_pretrained --from-run reads it: a run of another recipe than --config is refused
+    ship = _script("ship_pretrained")
+    with pytest.raises(SystemExit):
+        ship.main(["--from-run", str(tmp_path), "--config", "nonbn_x4", "--command", "x"])
+    assert "--from-run: run folder" in capsys.readouterr().err

@@ -84,7 +84,7 @@ def test_resume_continues_with_the_runs_own_config(tmp_path):
     # another recipe cannot resume this run
     other = ["srgan_x4", *TINY[1:]]
     p = run("train", *other, "--iters", "4", "--out", out, "--resume", check=False)
-    assert p.returncode == 2 and "started with config 'nonbn_wgan_x4', not 'srgan_x4'" in p.stderr
+    assert p.returncode == 2 and "trained with config 'nonbn_wgan_x4', not 'srgan_x4'" in p.stderr
     assert "Traceback" not in p.stderr
 
 

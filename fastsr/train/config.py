@@ -23,7 +23,7 @@ from fastsr.errors import ConfigError
 from fastsr.train import schema
 from fastsr.train.schema import COMPILE_MODES, CONFIG_DIR, OPTIMIZERS, PIXEL_LOSSES, compile_kwargs, parse
 
-__all__ = ["ConfigError", "CONFIG_DIR", "list_configs", "load_config", "apply_overrides", "merge",
+__all__ = ["ConfigError", "CONFIG_DIR", "list_configs", "load_config", "load_run_config", "apply_overrides", "merge",
            "dump_config", "check_config", "check_model", "check_data", "check_losses", "check_train", "check_int",
            "check_float", "check_choice", "compile_kwargs", "PIXEL_LOSSES", "OPTIMIZERS", "COMPILE_MODES"]
 
@@ -119,6 +119,24 @@ def load_config(name_or_path: str, overrides: Iterable[str] = ()) -> dict:
         path = cand
     cfg = apply_overrides(merge(_read_yaml(CONFIG_DIR / "_defaults.yaml"), _read_yaml(path)), overrides)
     check_config(cfg)
+    return cfg
+
+
+def load_run_config(run_dir, recipe: str, overrides: Iterable[str] = ()) -> dict | None:
+    """The config a training run folder recorded (its ``config.yaml``: the recipe with the
+    overrides the run was started or resumed with), with ``overrides`` on top; None when the
+    folder holds no ``config.yaml``.
+
+    Raises:
+        ConfigError: the run was trained with another recipe than ``recipe`` (the message
+            names both), or the file is not a valid config.
+    """
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        return None
+    cfg = load_config(str(path), overrides)
+    if cfg["name"] != recipe:
+        raise ConfigError(f"run folder {run_dir} was trained with config {cfg['name']!r}, not {recipe!r}")
     return cfg
 
 
