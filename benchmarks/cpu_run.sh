@@ -17,7 +17,7 @@
 #   train_step.md    train_step_cpu.py: one PSNR step, plain vs fused, fp32 and (bf16 CPUs) bf16
 #   iteration.*      fastsr bench: the GAN iteration, eager fp32 (2), the default (8), plain
 #                    PyTorch with every setting that is not a fastsr op (9, 10, 11), the default
-#                    without Winograd (12) and in fp32 (13)
+#                    without Winograd (12), in fp32 (13) and with oneDNN's bf16 weight gradient (14)
 set -o pipefail
 cd "$(dirname "$0")/.." || exit 1
 export PYTHONUNBUFFERED=1
@@ -73,6 +73,6 @@ step inference 5400 python benchmarks/inference_cpu.py --threads 1 --rounds "$RO
   "${MODELS[@]}" --out "$DIR/inference.md" 2>&1 | tail -80
 step train_step 1200 python benchmarks/train_step_cpu.py --threads "$(nproc)" "${STEP_ARGS[@]}" 2>&1 \
   | tee "$DIR/train_step.md"
-step iteration 3600 fastsr bench --device cpu --variants 2,8,9,10,11,12,13 --rounds "$BENCH_ROUNDS" \
+step iteration 3600 fastsr bench --device cpu --variants 2,8,9,10,11,12,13,14 --rounds "$BENCH_ROUNDS" \
   "${BENCH_ARGS[@]}" --no-inference --no-parity --out "$DIR" 2>&1 | tail -30
 echo "results in $DIR"

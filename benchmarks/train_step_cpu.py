@@ -10,8 +10,9 @@ layers in NCHW and channels_last with ``use_winograd(False)``; fused with the Wi
 convolutions (forward, input and weight gradients). With ``--bf16`` (auto: where the CPU
 computes bf16 natively, AVX512-BF16 or AMX) the same under CPU bf16 autocast in channels_last:
 plain PyTorch (the best plain setting on such a CPU), fastsr's fused layers without and with
-the Winograd convolutions (bf16 forward and input gradient, oneDNN's bf16 weight gradient;
-on AMX CPUs ``winograd_preferred`` leaves bf16 to oneDNN). Same weights, same batch; no
+the Winograd convolutions (bf16 forward and input gradient; the weight gradient in the
+float32 Winograd domain, the default, or oneDNN's in bf16: ``winograd_bf16_weight_grad``; on
+AMX CPUs ``winograd_preferred`` leaves bf16 to oneDNN). Same weights, same batch; no
 allocator tuning on either side. Prints min and median ms per step.
 """
 from __future__ import annotations
@@ -24,19 +25,21 @@ import torch
 
 from fastsr.models import NonBNResNet
 from fastsr.nn import use_winograd
+from fastsr.ops import winograd_bf16_weight_grad
 from fastsr.perf import native_bf16
 
-VARIANTS = {  # name: (fused, winograd, channels_last, bf16 autocast)
-    "plain NCHW": (False, False, False, False),
-    "plain channels_last": (False, False, True, False),
-    "fastsr fused NCHW, no Winograd": (True, False, False, False),
-    "fastsr fused channels_last, no Winograd": (True, False, True, False),
-    "fastsr fused + Winograd": (True, True, True, False),
+VARIANTS = {  # name: (fused, winograd, channels_last, bf16 autocast, bf16 weight gradient)
+    "plain NCHW": (False, False, False, False, "winograd"),
+    "plain channels_last": (False, False, True, False, "winograd"),
+    "fastsr fused NCHW, no Winograd": (True, False, False, False, "winograd"),
+    "fastsr fused channels_last, no Winograd": (True, False, True, False, "winograd"),
+    "fastsr fused + Winograd": (True, True, True, False, "winograd"),
 }
 BF16_VARIANTS = {
-    "plain bf16 + channels_last": (False, False, True, True),
-    "fastsr fused bf16 + channels_last, no Winograd": (True, False, True, True),
-    "fastsr fused bf16 + Winograd": (True, True, True, True),
+    "plain bf16 + channels_last": (False, False, True, True, "winograd"),
+    "fastsr fused bf16 + channels_last, no Winograd": (True, False, True, True, "winograd"),
+    "fastsr fused bf16 + Winograd": (True, True, True, True, "winograd"),
+    "fastsr fused bf16 + Winograd, oneDNN bf16 weight grad": (True, True, True, True, "onednn"),
 }
 
 
@@ -72,12 +75,13 @@ def main() -> None:
 
     times: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(args.rounds):
-        for name, (fused, winograd, cl, autocast) in variants.items():
+        for name, (fused, winograd, cl, autocast, wgrad) in variants.items():
             for m in g.modules():
                 if hasattr(m, "fused") and not isinstance(getattr(type(m), "fused", None), property):
                     m.fused = fused
             g.to(memory_format=torch.channels_last if cl else torch.contiguous_format)
             use_winograd(winograd)
+            winograd_bf16_weight_grad(wgrad)
             step(cl, autocast)
             t0 = time.perf_counter()
             step(cl, autocast)

@@ -129,6 +129,25 @@ def test_unknown_variant_is_a_user_error(tmp_path):
         iteration.run_benchmark(variants=["99"], out_dir=tmp_path, device="cpu")
 
 
+def test_variant_environment_reaches_its_worker(monkeypatch):
+    """A variant's process-wide kernel choice (variant 14: oneDNN's bf16 weight gradient) is set
+    in its worker's environment, and only there."""
+    seen = {}
+
+    def fake_run(cmd, env=None, **kw):
+        seen[cmd[cmd.index("--worker") + 1]] = env
+        return types.SimpleNamespace(returncode=0, stdout='{"variant": "x"}\n', stderr="")
+
+    monkeypatch.setattr(iteration.subprocess, "run", fake_run)
+    monkeypatch.delenv("FASTSR_WINOGRAD_BF16_WGRAD", raising=False)
+    args = types.SimpleNamespace(iters=1, warmup=0, batch=2, crop=16, device="cpu", extra=[], count_flops=False)
+    for key in ("8", "14"):
+        iteration._run_worker(iteration._variant(key), args)
+    assert seen["14"]["FASTSR_WINOGRAD_BF16_WGRAD"] == "onednn"
+    assert "FASTSR_WINOGRAD_BF16_WGRAD" not in seen["8"]
+    assert seen["8"]["PATH"] == seen["14"]["PATH"]
+
+
 TINY_MODEL = ["--set", "model.generator.num_blocks=1", "--set", "model.generator.channels=8",
               "--set", "model.discriminator={name: SRGANDiscriminator, num_feat: 4}"]
 

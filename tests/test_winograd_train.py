@@ -9,7 +9,7 @@ from torch import nn
 
 from fastsr.nn import Conv2d, conv_act, conv_prelu, conv_residual, use_winograd
 from fastsr.ops import conv3x3_winograd, conv3x3_winograd_supported
-from fastsr.ops.winograd import winograd_preferred
+from fastsr.ops.winograd import BF16_WEIGHT_GRADS, winograd_preferred
 
 from helpers import AtenOps
 
@@ -276,3 +276,66 @@ def test_fp32_backward_leaves_aten_convolution_backward_alone():
         gx, gw, gb = torch.autograd.grad(y, (x, weight, bias), grad)
     assert "convolution_backward" not in ops.names, sorted(ops.names)
     _close(gb, grad.sum((0, 2, 3)), torch.float32)
+
+
+@pytest.fixture
+def _bf16_wgrad_mode():
+    from fastsr.ops import winograd
+
+    before = winograd.winograd_bf16_weight_grad()
+    yield winograd.winograd_bf16_weight_grad
+    winograd.winograd_bf16_weight_grad(before)
+
+
+@PREFERRED[torch.float32]
+@pytest.mark.parametrize("shape", [(2, 64, 64, 13, 11), (1, 16, 32, 4, 4), (3, 32, 16, 5, 8)])
+def test_bf16_weight_gradient_by_float32_winograd(monkeypatch, _bf16_wgrad_mode, shape):
+    """The bf16 weight gradient of the op's backward: x and the output gradient widened to float32
+    (exactly), the float32 Winograd-domain gradient, rounded once to bf16, against the float64
+    gradient of the same bf16 operands, and no less accurate than oneDNN's bf16 gradient. Called
+    on the backward directly, so that it runs on CPUs without the bf16 forward kernel too."""
+    from types import SimpleNamespace
+
+    from fastsr.ops import winograd
+
+    x, weight, _, grad = _case(*shape, torch.bfloat16)
+    x, grad = x.contiguous(memory_format=torch.channels_last), grad.contiguous(memory_format=torch.channels_last)
+    monkeypatch.setattr(winograd, "conv3x3_winograd_supported", lambda a, w: True)
+    ctx = SimpleNamespace(saved_tensors=(x, weight), needs_input_grad=(False, True, False), has_bias=False)
+    want = _wgrad_reference(x, grad)
+    errs = {}
+    for mode in BF16_WEIGHT_GRADS:
+        _bf16_wgrad_mode(mode)
+        with AtenOps() as ops, torch.no_grad():  # as the autograd engine runs it without create_graph
+            _, gw, _ = winograd._conv3x3_winograd_backward(ctx, grad)
+        assert ("convolution_backward" in ops.names) == (mode == "onednn"), (mode, sorted(ops.names))
+        assert gw.dtype == torch.bfloat16 and gw.shape == weight.shape
+        errs[mode] = (gw.double() - want).abs().max().item(), (gw.double() - want).pow(2).mean().sqrt().item()
+    scale = want.abs().max().item()
+    assert errs["winograd"][0] <= 2 ** -8 * scale, errs  # bf16's own rounding (half an ulp of the largest)
+    # both are bf16 roundings of float32 sums: the RMS error over thousands of weights is that rounding's
+    assert errs["winograd"][1] <= errs["onednn"][1] * 1.1, errs
+
+
+def test_bf16_weight_gradient_setting(_bf16_wgrad_mode):
+    assert _bf16_wgrad_mode() in BF16_WEIGHT_GRADS
+    assert _bf16_wgrad_mode("onednn") == "onednn" == _bf16_wgrad_mode()
+    with pytest.raises(ValueError, match="mode must be one of"):
+        _bf16_wgrad_mode("direct")
+    assert _bf16_wgrad_mode() == "onednn"
+
+
+@PREFERRED[torch.bfloat16]
+@pytest.mark.parametrize("mode", BF16_WEIGHT_GRADS)
+def test_bf16_backward_weight_gradient_setting(_bf16_wgrad_mode, mode):
+    """End to end on a CPU with the bf16 kernel: the setting picks the weight gradient's algorithm
+    and both match the float64 convolution."""
+    _bf16_wgrad_mode(mode)
+    x, weight, bias, grad = _case(2, 32, 64, 9, 7, torch.bfloat16)
+    with AtenOps() as ops:
+        got = _grads(conv3x3_winograd, x, weight, bias, grad)
+    assert ("convolution_backward" in ops.names) == (mode == "onednn"), sorted(ops.names)
+    ref = _grads(lambda a, w, b: F.conv2d(a, w, b, padding=1), x.double(), weight.double(), bias.double(),
+                 grad.double())
+    for g, r in zip(got, ref):
+        _close(g, r.to(torch.bfloat16), torch.bfloat16)

@@ -19,7 +19,9 @@ Variants:
    ``channels_last`` are ``auto``: see the report's machine line for what they chose)
 9. 2 + allocator tuning; 10. eager bf16 + channels_last + fused Adam + allocator (the best
    plain PyTorch on a bf16 machine); 11. the same in fp32 (the best plain PyTorch where bf16
-   is emulated); 12. 8 with ``train.winograd: false`` (oneDNN's direct convolutions).
+   is emulated); 12. 8 with ``train.winograd: false`` (oneDNN's direct convolutions); 13. 8 in
+   fp32; 14. 8 with oneDNN's bf16 weight gradient (where the bf16 Winograd kernel runs: see
+   :func:`fastsr.ops.winograd_bf16_weight_grad`).
 
 Method: every (variant, round) runs in a fresh subprocess (so allocator settings, compile
 caches and memory state never leak between variants); rounds interleave the variants
@@ -64,6 +66,7 @@ class Variant:
     label: str
     overrides: dict = field(default_factory=dict)
     defaults: bool = False  # start from the recipe's own settings instead of everything off
+    env: dict = field(default_factory=dict)  # environment of the variant's process (a process-wide kernel choice)
 
     def config_overrides(self) -> list[str]:
         merged = {**({} if self.defaults else _OFF), **self.overrides}
@@ -96,6 +99,10 @@ VARIANTS: tuple[Variant, ...] = (
     # on a CPU with native bf16: the fp32 Winograd path (F(4x4, 3x3), Winograd weight gradient)
     # against the bf16 default (F(2x2, 3x3), oneDNN's bf16 weight gradient): which one auto should pick
     Variant("13", "8 in fp32 (train.bf16 false)", {"train.bf16": False}, defaults=True),
+    # on a CPU with the bf16 Winograd kernel: oneDNN's bf16 weight gradient against the default,
+    # bf16 operands widened to float32 and the F(4x4, 3x3) Winograd weight gradient
+    Variant("14", "8 with oneDNN's bf16 weight gradient (FASTSR_WINOGRAD_BF16_WGRAD=onednn)", defaults=True,
+            env={"FASTSR_WINOGRAD_BF16_WGRAD": "onednn"}),
 )
 
 
@@ -182,7 +189,7 @@ def _run_worker(variant: Variant, args) -> dict:
            "--crop", str(args.crop), "--device", args.device, *(f"--set={o}" for o in args.extra)]
     if args.count_flops and variant.key not in ("7",):  # FLOPs are counted on eager code
         cmd.append("--count-flops")
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **variant.env})
     if out.returncode != 0:
         raise RuntimeError(f"benchmark variant {variant.key} failed:\n{out.stderr[-4000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

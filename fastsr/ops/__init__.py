@@ -9,7 +9,8 @@ from fastsr.ops.bias_residual import bias_residual, bias_residual_reference
 from fastsr.ops.l1_loss import l1_loss, l1_loss_reference
 from fastsr.ops.pixel_shuffle_prelu import pixel_shuffle_prelu, pixel_shuffle_prelu_reference
 from fastsr.ops.ssim import ssim, ssim_reference
-from fastsr.ops.winograd import conv3x3_winograd, conv3x3_winograd_supported, winograd_conv3x3, winograd_conv3x3_reference, winograd_supported, winograd_weight
+from fastsr.ops.winograd import (conv3x3_winograd, conv3x3_winograd_supported, winograd_bf16_weight_grad, winograd_conv3x3,
+                                 winograd_conv3x3_reference, winograd_supported, winograd_weight)
 
 __all__ = [
     "conv3x3_winograd",
@@ -24,6 +25,7 @@ __all__ = [
     "pixel_shuffle_prelu_reference",
     "ssim",
     "ssim_reference",
+    "winograd_bf16_weight_grad",
     "winograd_conv3x3",
     "winograd_conv3x3_reference",
     "winograd_supported",

@@ -19,10 +19,13 @@ algorithm; fallback and test oracle). Inference only: no autograd. CPU only.
 
 Training: :func:`conv3x3_winograd` is the differentiable 3x3 convolution (plain weight,
 transformed per call) that the fused layers use on CPUs where this kernel is the faster
-algorithm: forward and input gradient on this kernel, the float32 weight gradient in the
-Winograd domain (``fastsr::winograd_conv3x3_wgrad``), bf16 and double backward oneDNN's.
+algorithm: forward and input gradient on this kernel, the weight gradient in the float32
+Winograd domain (``fastsr::winograd_conv3x3_wgrad``, bf16 operands widened to float32:
+:func:`winograd_bf16_weight_grad`), double backward oneDNN's.
 """
 from __future__ import annotations
+
+import os
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +34,7 @@ from fastsr.ops import _common
 
 __all__ = ["winograd_conv3x3", "winograd_conv3x3_reference", "winograd_weight", "winograd_supported",
            "winograd_preferred", "winograd_eligible", "winograd_tile", "WINOGRAD_ACTS", "conv3x3_winograd",
-           "conv3x3_winograd_supported"]
+           "conv3x3_winograd_supported", "winograd_bf16_weight_grad", "BF16_WEIGHT_GRADS"]
 
 _OP = "fastsr.ops.winograd_conv3x3"
 #: activation name -> the kernel's code
@@ -259,6 +262,36 @@ _TRAIN_OP = "fastsr.ops.conv3x3_winograd"
 #: padding, so Winograd computes more products than direct, and rounds differently for nothing
 TRAIN_MIN_SIDE = 4
 
+#: how :func:`conv3x3_winograd` computes a bfloat16 weight gradient: ``"winograd"`` widens x and
+#: the output gradient to float32 and runs the float32 Winograd-domain gradient (F(4x4, 3x3): a
+#: quarter of the direct products, at the float32 rate); ``"onednn"`` is oneDNN's direct bf16
+#: gradient (all the products, at the bf16 rate, twice the float32 one on AVX512-BF16)
+BF16_WEIGHT_GRADS = ("winograd", "onednn")
+_bf16_wgrad = {"mode": os.environ.get("FASTSR_WINOGRAD_BF16_WGRAD", "winograd")}
+
+
+def winograd_bf16_weight_grad(mode: str | None = None) -> str:
+    """How :func:`conv3x3_winograd` computes the weight gradient of a bfloat16 convolution it
+    ran on the Winograd kernel: ``"winograd"`` (the default; ``FASTSR_WINOGRAD_BF16_WGRAD`` in
+    the environment sets the starting value) casts x and the output gradient to float32 (exact)
+    and takes the float32 Winograd-domain gradient, F(4x4, 3x3) with float32 accumulation,
+    rounded once to bf16 -- at least as accurate as oneDNN's, whose bf16 products are
+    accumulated in float32 too; ``"onednn"`` is ``aten.convolution_backward`` in bf16. Pass
+    ``mode`` to set it; returns the setting in force.
+
+    Raises:
+        ValueError: ``mode`` not one of :data:`BF16_WEIGHT_GRADS`, or an unknown value in
+            ``FASTSR_WINOGRAD_BF16_WGRAD``.
+    """
+    if mode is not None:
+        if mode not in BF16_WEIGHT_GRADS:
+            raise ValueError(f"winograd_bf16_weight_grad: mode must be one of {BF16_WEIGHT_GRADS}, got {mode!r}")
+        _bf16_wgrad["mode"] = mode
+    if _bf16_wgrad["mode"] not in BF16_WEIGHT_GRADS:
+        raise ValueError(f"FASTSR_WINOGRAD_BF16_WGRAD must be one of {BF16_WEIGHT_GRADS}, got "
+                         f"{_bf16_wgrad['mode']!r}")
+    return _bf16_wgrad["mode"]
+
 
 def conv3x3_winograd_supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether :func:`conv3x3_winograd` runs ``x`` (N, C, H, W) with ``weight`` (K, C, 3, 3) on
@@ -309,10 +342,14 @@ def _conv3x3_winograd_backward(ctx, grad):
         # the input gradient is itself a 3x3 convolution: Winograd again
         grad_x = torch.ops.fastsr.conv3x3_winograd(grad, _flip_transpose(weight), None)
     want_w, want_b = ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]
-    if want_w and x.dtype == torch.float32 and not torch.is_grad_enabled() and conv3x3_winograd_supported(x, weight):
+    if want_w and not torch.is_grad_enabled() and conv3x3_winograd_supported(x, weight):
         # Winograd-domain weight gradient (not differentiable: under create_graph the ATen one below)
-        grad_w = _winograd_weight_grad(x, grad)
-        want_w = False
+        if x.dtype == torch.float32:
+            grad_w = _winograd_weight_grad(x, grad)
+            want_w = False
+        elif winograd_bf16_weight_grad() == "winograd" and winograd_supported(torch.float32):
+            grad_w = _winograd_weight_grad(x.float(), grad.float()).to(x.dtype)
+            want_w = False
     if want_w:
         _, grad_w, _ = torch.ops.aten.convolution_backward(
             grad, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [False, True, False])
@@ -352,9 +389,10 @@ def conv3x3_winograd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     Forward and the input gradient (itself a 3x3 convolution, of the output gradient with
     the rotated, transposed weight) run on the Winograd kernel of :func:`winograd_conv3x3`,
     F(4x4, 3x3) in float32 and F(2x2, 3x3) in bfloat16, where
-    :func:`conv3x3_winograd_supported`. The float32 weight gradient is computed in the
+    :func:`conv3x3_winograd_supported`. The weight gradient is computed in the float32
     Winograd domain too (``fastsr::winograd_conv3x3_wgrad``: dU = V^T (A dy A^T) per component,
-    dW = G^T dU G); the bias gradient, bf16 weight gradients and those under ``create_graph``
+    dW = G^T dU G; bf16 operands widened to float32, see :func:`winograd_bf16_weight_grad`);
+    the bias gradient is a sum over batch and pixels; weight gradients under ``create_graph``
     are oneDNN's (``aten.convolution_backward``). Elsewhere it is the direct convolution.
     Double backward works (WGAN-GP): under ``create_graph`` the backward is made of
     differentiable ops.
