@@ -317,7 +317,8 @@ def _add_upscale(p: argparse.ArgumentParser) -> None:
                    help="LR context pixels on each inner tile edge; tiles overlap by twice this and are blended")
     p.add_argument("--tile-batch", type=int, default=1, help="tiles per forward pass")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                   help="auto: fp16 on CUDA, fp32 on CPU; tiles with NaN/Inf in bf16/fp16 are redone in fp32")
+                   help="auto: fp16 on CUDA; on the CPU bf16 where it computes bf16 natively (AVX512-BF16 or AMX), "
+                        "else fp32; tiles with NaN/Inf in bf16/fp16 are redone in fp32")
     p.add_argument("--bf16", action="store_true", help="same as --precision bf16")
     p.add_argument("--format", choices=["png", "jpg", "webp", "bmp", "tif"], default="png",
                    help="output format in folder mode (16-bit images stay 16-bit in png and tif)")
