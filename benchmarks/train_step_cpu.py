@@ -39,7 +39,7 @@ BF16_VARIANTS = {
     "plain bf16 + channels_last": (False, False, True, True, "winograd"),
     "fastsr fused bf16 + channels_last, no Winograd": (True, False, True, True, "winograd"),
     "fastsr fused bf16 + Winograd": (True, True, True, True, "winograd"),
-    "fastsr fused bf16 + Winograd, oneDNN bf16 weight grad": (True, True, True, True, "onednn"),
+    "fastsr fused bf16 + Winograd, oneDNN bf16 wgrad": (True, True, True, True, "onednn"),
 }
 
 
